@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything eaglet builds and tests with:
+#   1. system packages (apt): compiler, CMake, Ninja, OpenMPI, yaml-cpp, spdlog/fmt, Catch2, nlohmann-json;
+#   2. a Python with PyTorch, whose wheel provides LibTorch: an already importable CUDA PyTorch is
+#      kept (the GPU image), otherwise .venv is made with the CPU wheel torch==2.13.0.
+# Prints what it did; writes the chosen Python's path to .eaglet_python for the build scripts.
+# EAGLET_PYTHON=/path/to/python skips step 2's choice; EAGLET_NO_APT=1 skips apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { echo "[setup] $*"; }
+
+# --- 1. system packages -------------------------------------------------------------------------
+# Each needed file and the Debian/Ubuntu package that provides it.
+declare -A need=(
+  [g++]=build-essential [cmake]=cmake [ninja]=ninja-build [mpicxx]=libopenmpi-dev [mpirun]=openmpi-bin
+  [yaml-cpp/yaml.h]=libyaml-cpp-dev [spdlog/spdlog.h]=libspdlog-dev [fmt/format.h]=libfmt-dev
+  [nlohmann/json.hpp]=nlohmann-json3-dev [catch2]=catch2
+)
+missing=()
+for what in "${!need[@]}"; do
+  case $what in
+    */*) [ -e "/usr/include/$what" ] || [ -e "/usr/local/include/$what" ] || missing+=("${need[$what]}") ;;
+    catch2) [ -e /usr/include/catch2 ] || [ -e /usr/local/include/catch2 ] || missing+=(catch2) ;;
+    *) command -v "$what" >/dev/null 2>&1 || missing+=("${need[$what]}") ;;
+  esac
+done
+if [ ${#missing[@]} = 0 ]; then
+  say "system packages: all present"
+elif [ "${EAGLET_NO_APT:-0}" = 1 ] || ! command -v apt-get >/dev/null 2>&1; then
+  say "WARNING: missing ${missing[*]} and apt is not used here; the build will say what it lacks"
+else
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  say "installing with apt: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  say "installed: ${missing[*]}"
+fi
+
+# --- 2. Python with PyTorch (LibTorch) ----------------------------------------------------------
+has_cuda_torch() { "$1" -c 'import torch, sys; sys.exit(0 if torch.version.cuda else 1)' >/dev/null 2>&1; }
+if [ -n "${EAGLET_PYTHON:-}" ]; then
+  py=$EAGLET_PYTHON
+  say "python: $py (from EAGLET_PYTHON)"
+elif command -v python3 >/dev/null 2>&1 && has_cuda_torch python3; then
+  py=$(python3 -c 'import sys; print(sys.executable)')
+  say "python: keeping the CUDA PyTorch already importable at $py"
+else
+  if [ ! -x .venv/bin/python ]; then
+    say "creating .venv"
+    python3 -m venv .venv
+  fi
+  py=$PWD/.venv/bin/python
+  if "$py" -c 'import torch' >/dev/null 2>&1; then
+    say "python: .venv already has torch $("$py" -c 'import torch; print(torch.__version__)')"
+  else
+    say "installing torch==2.13.0 (CPU) and numpy into .venv"
+    "$py" -m pip install -q --disable-pip-version-check torch==2.13.0 numpy
+  fi
+fi
+"$py" -c 'import torch' || { say "ERROR: $py cannot import torch"; exit 1; }
+echo "$py" >.eaglet_python
+say "LibTorch: torch $("$py" -c 'import torch; print(torch.__version__)') at $("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')"

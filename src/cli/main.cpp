@@ -1,0 +1,108 @@
+// eaglet's entry point: the table of subcommands, their help, and dispatch.
+#include <fmt/format.h>
+#include <mpi.h>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+#include <sstream>
+
+#include "cli/args.h"
+#include "cli/session.h"
+#include "core/config.h"
+#include "core/error.h"
+#include "dist/selfcheck.h"
+#include "dist/topology.h"
+
+#ifndef EAGLET_VERSION
+#define EAGLET_VERSION "dev"
+#endif
+
+namespace eaglet::cli {
+namespace {
+
+int run_topo(const ParsedArgs& args) {
+  return run_distributed(args, "topo", [](Session& s) {
+    const auto& g = *s.groups;
+    std::istringstream layout(describe(g.layout()));
+    for (std::string line; std::getline(layout, line);) spdlog::info("{}", line);
+    auto result = run_selfcheck(g);
+    for (const auto& f : result.failures) spdlog::error("topo check failed: {}", f);
+    // Tally over MPI directly: the communicators under test are not trusted to report on themselves.
+    long long local[2] = {result.checks, static_cast<long long>(result.failures.size())}, total[2] = {0, 0};
+    MPI_Allreduce(local, total, 2, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+    spdlog::info("topo: {} backend on {}: {} checks over {} ranks, {} failed: {}",
+                 g.group(GroupKind::world).backend(), g.device().is_cpu() ? "cpu" : "cuda", total[0],
+                 g.layout().world, total[1], total[1] == 0 ? "PASS" : "FAIL");
+    return total[1] == 0 ? 0 : 1;
+  });
+}
+
+int run_config(const ParsedArgs& args) {
+  if (args.has("--reference")) {
+    std::cout << reference_markdown();
+    return 0;
+  }
+  EAGLET_CHECK(args.has("--config"), "eaglet config: --config FILE (or --reference) is required");
+  Config cfg = load_config(args.get("--config"), args.all("--set"));
+  int64_t world = std::stoll(args.get("--world", "1"));
+  check_valid(cfg, world);
+  std::cout << to_yaml(cfg);
+  return 0;
+}
+
+std::vector<Command> commands() {
+  auto with_session = [](std::vector<OptionSpec> extra) {
+    auto opts = session_options();
+    opts.insert(opts.end(), extra.begin(), extra.end());
+    return opts;
+  };
+  return {
+      {"topo",
+       "print the rank layout (Ulysses, ring, SP, DP groups) and check every collective on every "
+       "group with known values (MPI on CPU, NCCL on GPU)",
+       with_session({}), run_topo},
+      {"config",
+       "check a config without running it and print the effective config (defaults filled in), or "
+       "print the reference of every key",
+       {{"--config", "FILE", "run configuration (YAML)"},
+        {"--set", "KEY=VALUE", "override one config key", true},
+        {"--world", "N", "world size to validate against (default 1)"},
+        {"--reference", "", "print the Markdown table of every key (docs/CONFIG.md)"}},
+       run_config},
+      {"version", "print the version", {}, [](const ParsedArgs&) {
+         std::cout << "eaglet " << EAGLET_VERSION << "\n";
+         return 0;
+       }},
+  };
+}
+
+}  // namespace
+}  // namespace eaglet::cli
+
+int main(int argc, char** argv) {
+  using namespace eaglet::cli;
+  auto table = commands();
+  std::string name = argc > 1 ? argv[1] : "";
+  if (name.empty() || name == "--help" || name == "-h" || name == "help") {
+    std::cout << usage(table);
+    return name.empty() ? 2 : 0;
+  }
+  if (name == "--version") name = "version";
+  for (const auto& cmd : table) {
+    if (cmd.name != name) continue;
+    try {
+      auto args = parse_args(cmd, argc, argv, 2);
+      if (args.has("--help")) {
+        std::cout << command_help(cmd);
+        return 0;
+      }
+      return cmd.run(args);
+    } catch (const eaglet::Error& e) {
+      // Errors before any communicator exists: every rank parses the same command line.
+      std::cerr << "eaglet: " << e.message() << "\n";
+      return 2;
+    }
+  }
+  std::cerr << "eaglet: unknown command '" << name << "'\n\n" << usage(table);
+  return 2;
+}

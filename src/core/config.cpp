@@ -1,0 +1,413 @@
+// Field table, YAML parsing with unknown-key and type checks, --set overrides, validation rules
+// and the YAML dump of the effective config.
+#include "core/config.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace eaglet {
+namespace {
+
+template <typename T>
+const char* type_name();
+template <>
+const char* type_name<int64_t>() { return "int"; }
+template <>
+const char* type_name<double>() { return "float"; }
+template <>
+const char* type_name<bool>() { return "bool"; }
+template <>
+const char* type_name<std::string>() { return "string"; }
+template <>
+const char* type_name<std::vector<double>>() { return "list[float]"; }
+
+std::string node_text(const YAML::Node& n) {
+  if (n.IsScalar()) return n.Scalar();
+  YAML::Emitter e;
+  e << YAML::Flow << n;
+  return e.c_str();
+}
+
+template <typename T>
+Field field(std::string key, T& ref, std::string doc) {
+  Field f;
+  f.key = key;
+  f.type = type_name<T>();
+  f.doc = std::move(doc);
+  f.set = [&ref, key](const YAML::Node& n) {
+    bool ok = std::is_same_v<T, std::vector<double>> ? n.IsSequence() : n.IsScalar();
+    if (ok) {
+      try {
+        ref = n.as<T>();
+        return;
+      } catch (const YAML::Exception&) {
+      }
+    }
+    throw std::invalid_argument(
+        fmt::format("config error: {}={}: expected {}", key, node_text(n), type_name<T>()));
+  };
+  // Doubles print in their shortest form that reads back to the same value ("0.05", not
+  // "0.050000000000000003"), so the dump is both exact and readable.
+  f.get = [&ref]() {
+    if constexpr (std::is_same_v<T, double>) {
+      return YAML::Node(fmt::format("{}", ref));
+    } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+      YAML::Node seq(YAML::NodeType::Sequence);
+      for (double v : ref) seq.push_back(fmt::format("{}", v));
+      return seq;
+    } else {
+      return YAML::Node(ref);
+    }
+  };
+  return f;
+}
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep)) out.push_back(item);
+  return out;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] != b[j - 1])});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+std::string unknown_key_message(const std::string& key, const std::string& origin,
+                                const std::vector<Field>& table) {
+  std::string best;
+  size_t best_d = 4;  // suggest only close matches
+  for (const auto& f : table) {
+    size_t d = edit_distance(key, f.key);
+    if (d < best_d) best_d = d, best = f.key;
+  }
+  std::string hint = best.empty() ? "" : fmt::format(" (did you mean {}?)", best);
+  return fmt::format("config error: {}: unknown key in {}{}", key, origin, hint);
+}
+
+const char* kDraftConfigKey = "model.config";
+
+// Fills the draft architecture from an HF config.json; keys eaglet does not use are ignored
+// (HF configs carry many), keys it uses must have the right type.
+void load_draft_config_json(Config& cfg, const std::string& path, std::vector<std::string>& errors) {
+  std::ifstream in(path);
+  if (!in) {
+    errors.push_back(fmt::format("config error: {}={}: file not found or unreadable", kDraftConfigKey, path));
+    return;
+  }
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    errors.push_back(fmt::format("config error: {}={}: not valid JSON: {}", kDraftConfigKey, path, e.what()));
+    return;
+  }
+  cfg.model.config_file = path;
+  const std::string prefix = std::string(kDraftConfigKey) + ".";
+  for (auto& f : fields(cfg)) {
+    if (f.key.rfind(prefix, 0) != 0) continue;
+    auto name = f.key.substr(prefix.size());
+    if (!j.contains(name) || j[name].is_null()) continue;
+    try {
+      f.set(YAML::Load(j[name].dump()));
+    } catch (const std::invalid_argument& e) {
+      errors.push_back(fmt::format("{} (from {})", e.what(), path));
+    }
+  }
+}
+
+// Flattens a YAML map into dotted leaf keys (scalars and sequences are leaves).
+void flatten(const YAML::Node& node, const std::string& prefix,
+             std::vector<std::pair<std::string, YAML::Node>>& out) {
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    std::string key = prefix.empty() ? it->first.as<std::string>()
+                                     : prefix + "." + it->first.as<std::string>();
+    if (it->second.IsMap())
+      flatten(it->second, key, out);
+    else
+      out.emplace_back(key, it->second);
+  }
+}
+
+void apply(Config& cfg, const std::string& key, const YAML::Node& value, const std::string& origin,
+           std::vector<std::string>& errors) {
+  if (key == kDraftConfigKey && value.IsScalar()) {
+    load_draft_config_json(cfg, value.as<std::string>(), errors);
+    return;
+  }
+  auto table = fields(cfg);
+  auto it = std::find_if(table.begin(), table.end(), [&](const Field& f) { return f.key == key; });
+  if (it == table.end()) {
+    errors.push_back(unknown_key_message(key, origin, table));
+    return;
+  }
+  if (value.IsNull()) return;  // "key:" with no value keeps the default
+  try {
+    it->set(value);
+  } catch (const std::invalid_argument& e) {
+    errors.push_back(e.what());
+  }
+}
+
+void throw_if_any(const std::vector<std::string>& errors) {
+  if (errors.empty()) return;
+  std::string all;
+  for (const auto& e : errors) all += (all.empty() ? "" : "\n") + e;
+  EAGLET_FAIL("{}", all);
+}
+
+Config parse_node(const YAML::Node& root, const std::string& origin,
+                  const std::vector<std::string>& overrides) {
+  Config cfg;
+  std::vector<std::string> errors;
+  if (root && !root.IsNull()) {
+    if (!root.IsMap()) EAGLET_FAIL("config error: {}: the top level must be a mapping of keys", origin);
+    std::vector<std::pair<std::string, YAML::Node>> leaves;
+    flatten(root, "", leaves);
+    for (auto& [key, value] : leaves) apply(cfg, key, value, origin, errors);
+  }
+  for (const auto& o : overrides) {
+    auto eq = o.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      errors.push_back(fmt::format("config error: --set {}: expected key=value", o));
+      continue;
+    }
+    std::string key = o.substr(0, eq), text = o.substr(eq + 1);
+    YAML::Node value;
+    try {
+      value = text.empty() ? YAML::Node(std::string()) : YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      errors.push_back(fmt::format("config error: --set {}: value is not YAML: {}", o, e.what()));
+      continue;
+    }
+    apply(cfg, key, value, "--set", errors);
+  }
+  throw_if_any(errors);
+  return cfg;
+}
+
+template <typename T>
+std::string one_of(const T& value, std::initializer_list<const char*> allowed) {
+  for (auto a : allowed)
+    if (value == a) return "";
+  return fmt::format("must be one of {}", fmt::join(allowed, ", "));
+}
+
+}  // namespace
+
+std::vector<Field> fields(Config& c) {
+  auto& m = c.model.config;
+  return {
+      field("output_dir", c.output_dir, "folder for logs, metrics, checkpoints and the config dump"),
+      field("parallel.ulysses", c.parallel.ulysses, "Ulysses degree U (heads scattered over U ranks)"),
+      field("parallel.ring", c.parallel.ring, "ring degree R (KV blocks rotated over R ranks)"),
+      field("runtime.device", c.runtime.device, "auto | cpu | cuda (auto: cuda when a GPU is visible)"),
+      field("runtime.threads", c.runtime.threads, "intra-op CPU threads per rank; 0 = LibTorch default"),
+      field("runtime.log_level", c.runtime.log_level, "trace | debug | info | warn | error"),
+      field("data.store", c.data.store, "dir (embedded, on disk) | mooncake"),
+      field("data.path", c.data.path, "folder of the dir store"),
+      field("data.manifest", c.data.manifest, "manifest JSONL (default: <data.path>/manifest.jsonl)"),
+      field("data.max_seq_length", c.data.max_seq_length, "longest sequence L used; longer samples are cut"),
+      field("data.on_error", c.data.on_error, "fail | skip (neutralise a bad sample on its SP group)"),
+      field("data.consume", c.data.consume, "remove objects from the store after reading them"),
+      field("model.target", c.model.target, "HF folder of the target model (embeddings, lm_head)"),
+      field("model.init_from", c.model.init_from, "Eagle3 draft (HF folder) to start from"),
+      field("model.config.hidden_size", m.hidden_size, "draft hidden size H (model.config may instead name a config.json)"),
+      field("model.config.num_attention_heads", m.num_attention_heads, "query heads nH"),
+      field("model.config.num_key_value_heads", m.num_key_value_heads, "KV heads nKV"),
+      field("model.config.head_dim", m.head_dim, "head dimension d"),
+      field("model.config.intermediate_size", m.intermediate_size, "MLP width"),
+      field("model.config.vocab_size", m.vocab_size, "target vocabulary Vt"),
+      field("model.config.draft_vocab_size", m.draft_vocab_size, "draft vocabulary Vd"),
+      field("model.config.target_hidden_size", m.target_hidden_size, "target hidden size Ht"),
+      field("model.config.rms_norm_eps", m.rms_norm_eps, "RMSNorm epsilon"),
+      field("model.config.rope_theta", m.rope_theta, "RoPE base θ"),
+      field("model.config.max_position_embeddings", m.max_position_embeddings, "largest position"),
+      field("training.ttt_length", c.training.ttt_length, "TTT unroll length T"),
+      field("training.max_steps", c.training.max_steps, "optimizer steps; 0 = run num_epochs"),
+      field("training.num_epochs", c.training.num_epochs, "passes over a fixed manifest"),
+      field("training.lr", c.training.lr, "peak learning rate"),
+      field("training.min_lr", c.training.min_lr, "learning rate at the end of the cosine"),
+      field("training.warmup_ratio", c.training.warmup_ratio, "fraction of steps in linear warm-up"),
+      field("training.weight_decay", c.training.weight_decay, "AdamW weight decay"),
+      field("training.max_grad_norm", c.training.max_grad_norm, "global-norm clip; 0 disables"),
+      field("training.grad_accum", c.training.grad_accum, "micro-batches per optimizer step"),
+      field("training.seed", c.training.seed, "seed of initialisation and data order"),
+      field("training.ttt_decay", c.training.ttt_decay, "loss weight of step k is ttt_decay^k"),
+      field("training.ttt_weights", c.training.ttt_weights, "explicit per-step loss weights (length ttt_length)"),
+      field("checkpoint.interval", c.checkpoint.interval, "steps between checkpoints; 0 = at the end only"),
+      field("checkpoint.keep", c.checkpoint.keep, "how many recent checkpoints to keep"),
+  };
+}
+
+Config parse_config(const std::string& yaml_text, const std::string& origin,
+                    const std::vector<std::string>& overrides) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    EAGLET_FAIL("config error: {}: not valid YAML: {}", origin, e.what());
+  }
+  return parse_node(root, origin, overrides);
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  EAGLET_CHECK(in.good(), "config error: {}: file not found or unreadable", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path, overrides);
+}
+
+std::vector<std::string> validate(const Config& c, int64_t world_size) {
+  std::vector<std::string> errs;
+  auto rule = [&](bool ok, const std::string& key, const auto& value, const std::string& text) {
+    if (!ok) errs.push_back(fmt::format("config error: {}={}: {}", key, value, text));
+  };
+  const auto& p = c.parallel;
+  const auto& m = c.model.config;
+  const auto& t = c.training;
+  rule(!c.output_dir.empty(), "output_dir", "''", "must name a folder");
+  rule(p.ulysses >= 1, "parallel.ulysses", p.ulysses, "must be >= 1");
+  rule(p.ring >= 1, "parallel.ring", p.ring, "must be >= 1");
+  int64_t sp = std::max<int64_t>(p.ulysses, 1) * std::max<int64_t>(p.ring, 1);
+  rule(world_size % sp == 0, "parallel.ulysses*parallel.ring", sp,
+       fmt::format("world size {} must be divisible by ulysses*ring", world_size));
+  if (p.ulysses >= 1) {
+    rule(m.num_attention_heads % p.ulysses == 0, "model.config.num_attention_heads",
+         m.num_attention_heads, fmt::format("must be divisible by parallel.ulysses ({})", p.ulysses));
+    rule(m.num_key_value_heads % p.ulysses == 0, "model.config.num_key_value_heads",
+         m.num_key_value_heads, fmt::format("must be divisible by parallel.ulysses ({})", p.ulysses));
+  }
+  for (auto [key, v] : std::initializer_list<std::pair<const char*, int64_t>>{
+           {"model.config.hidden_size", m.hidden_size},
+           {"model.config.num_attention_heads", m.num_attention_heads},
+           {"model.config.num_key_value_heads", m.num_key_value_heads},
+           {"model.config.head_dim", m.head_dim},
+           {"model.config.intermediate_size", m.intermediate_size},
+           {"model.config.vocab_size", m.vocab_size},
+           {"model.config.draft_vocab_size", m.draft_vocab_size},
+           {"model.config.target_hidden_size", m.target_hidden_size},
+           {"model.config.max_position_embeddings", m.max_position_embeddings}})
+    rule(v >= 1, key, v, "must be >= 1");
+  if (m.num_key_value_heads >= 1)
+    rule(m.num_attention_heads % m.num_key_value_heads == 0, "model.config.num_attention_heads",
+         m.num_attention_heads,
+         fmt::format("must be divisible by model.config.num_key_value_heads ({})", m.num_key_value_heads));
+  rule(m.head_dim % 2 == 0, "model.config.head_dim", m.head_dim, "must be even (RoPE rotates halves)");
+  rule(m.draft_vocab_size <= m.vocab_size, "model.config.draft_vocab_size", m.draft_vocab_size,
+       fmt::format("must be <= model.config.vocab_size ({})", m.vocab_size));
+  rule(m.rms_norm_eps > 0, "model.config.rms_norm_eps", m.rms_norm_eps, "must be > 0");
+  rule(m.rope_theta > 0, "model.config.rope_theta", m.rope_theta, "must be > 0");
+
+  auto msg = one_of(c.runtime.device, {"auto", "cpu", "cuda"});
+  rule(msg.empty(), "runtime.device", c.runtime.device, msg);
+  rule(c.runtime.threads >= 0, "runtime.threads", c.runtime.threads, "must be >= 0");
+  msg = one_of(c.runtime.log_level, {"trace", "debug", "info", "warn", "error"});
+  rule(msg.empty(), "runtime.log_level", c.runtime.log_level, msg);
+
+  msg = one_of(c.data.store, {"dir", "mooncake"});
+  rule(msg.empty(), "data.store", c.data.store, msg);
+  rule(c.data.store != "dir" || !c.data.path.empty(), "data.path", "''", "must name a folder when data.store=dir");
+  msg = one_of(c.data.on_error, {"fail", "skip"});
+  rule(msg.empty(), "data.on_error", c.data.on_error, msg);
+  rule(c.data.max_seq_length > t.ttt_length, "data.max_seq_length", c.data.max_seq_length,
+       fmt::format("must be > training.ttt_length ({})", t.ttt_length));
+
+  rule(t.ttt_length >= 1, "training.ttt_length", t.ttt_length, "must be >= 1");
+  rule(t.max_steps >= 0, "training.max_steps", t.max_steps, "must be >= 0");
+  rule(t.num_epochs >= 1, "training.num_epochs", t.num_epochs, "must be >= 1");
+  rule(t.lr > 0, "training.lr", t.lr, "must be > 0");
+  rule(t.min_lr >= 0 && t.min_lr <= t.lr, "training.min_lr", t.min_lr,
+       fmt::format("must be in [0, training.lr ({})]", t.lr));
+  rule(t.warmup_ratio >= 0 && t.warmup_ratio <= 1, "training.warmup_ratio", t.warmup_ratio, "must be in [0, 1]");
+  rule(t.weight_decay >= 0, "training.weight_decay", t.weight_decay, "must be >= 0");
+  rule(t.max_grad_norm >= 0, "training.max_grad_norm", t.max_grad_norm, "must be >= 0 (0 disables clipping)");
+  rule(t.grad_accum >= 1, "training.grad_accum", t.grad_accum, "must be >= 1");
+  rule(t.ttt_decay > 0 && t.ttt_decay <= 1, "training.ttt_decay", t.ttt_decay, "must be in (0, 1]");
+  rule(t.ttt_weights.empty() || static_cast<int64_t>(t.ttt_weights.size()) == t.ttt_length,
+       "training.ttt_weights", fmt::format("[{}]", fmt::join(t.ttt_weights, ", ")),
+       fmt::format("must have training.ttt_length ({}) entries", t.ttt_length));
+
+  rule(c.checkpoint.interval >= 0, "checkpoint.interval", c.checkpoint.interval, "must be >= 0");
+  rule(c.checkpoint.keep >= 1, "checkpoint.keep", c.checkpoint.keep, "must be >= 1");
+  return errs;
+}
+
+void check_valid(const Config& cfg, int64_t world_size) { throw_if_any(validate(cfg, world_size)); }
+
+namespace {
+// Nested keys in field-table order, for emitting the effective config section by section.
+struct KeyTree {
+  YAML::Node leaf;
+  std::vector<std::pair<std::string, KeyTree>> children;
+  KeyTree& child(const std::string& name) {
+    for (auto& [n, t] : children)
+      if (n == name) return t;
+    children.emplace_back(name, KeyTree{});
+    return children.back().second;
+  }
+};
+
+void emit(YAML::Emitter& e, const KeyTree& t) {
+  e << YAML::BeginMap;
+  for (const auto& [name, sub] : t.children) {
+    e << YAML::Key << name << YAML::Value;
+    if (sub.children.empty()) {
+      if (sub.leaf.IsSequence()) e << YAML::Flow;
+      e << sub.leaf;
+    } else {
+      emit(e, sub);
+    }
+  }
+  e << YAML::EndMap;
+}
+}  // namespace
+
+std::string to_yaml(const Config& cfg) {
+  Config copy = cfg;
+  KeyTree root;
+  for (auto& f : fields(copy)) {
+    KeyTree* node = &root;
+    for (const auto& part : split(f.key, '.')) node = &node->child(part);
+    node->leaf = f.get();
+  }
+  YAML::Emitter e;
+  emit(e, root);
+  return std::string(e.c_str()) + "\n";
+}
+
+std::string reference_markdown() {
+  Config defaults;
+  std::string out = "| key | type | default | meaning |\n| --- | --- | --- | --- |\n";
+  for (auto& f : fields(defaults)) {
+    auto v = f.get();
+    std::string text = node_text(v);
+    if (text.empty()) text = "''";
+    std::string doc;
+    for (char ch : f.doc) doc += ch == '|' ? std::string("\\|") : std::string(1, ch);
+    out += fmt::format("| `{}` | {} | `{}` | {} |\n", f.key, f.type, text, doc);
+  }
+  return out;
+}
+
+}  // namespace eaglet

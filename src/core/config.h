@@ -1,0 +1,119 @@
+// The run configuration: YAML -> typed structs with defaults -> one validate() -> const&.
+// Every key is one entry of a field table (fields()), which parsing, --set overrides, the dump of
+// the effective config and the generated config reference all share, so they cannot drift apart.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace YAML {
+class Node;
+}
+
+namespace eaglet {
+
+struct ParallelConfig {
+  int64_t ulysses = 1;  // U: Ulysses degree (heads scattered, sequence gathered)
+  int64_t ring = 1;     // R: ring degree (KV blocks rotated)
+};
+
+struct RuntimeConfig {
+  std::string device = "auto";    // auto | cpu | cuda
+  int64_t threads = 1;            // intra-op threads per rank; 0 = LibTorch's default
+  std::string log_level = "info";  // trace | debug | info | warn | error
+};
+
+struct DataConfig {
+  std::string store = "dir";   // dir | mooncake
+  std::string path = "data/store";
+  std::string manifest;        // default: <path>/manifest.jsonl
+  int64_t max_seq_length = 4096;
+  std::string on_error = "fail";  // fail | skip
+  bool consume = false;
+};
+
+// The draft's architecture (HF config.json keys of a LlamaForCausalLMEagle3).
+struct DraftArchConfig {
+  int64_t hidden_size = 64;
+  int64_t num_attention_heads = 4;
+  int64_t num_key_value_heads = 2;
+  int64_t head_dim = 16;
+  int64_t intermediate_size = 128;
+  int64_t vocab_size = 256;        // target vocabulary Vt
+  int64_t draft_vocab_size = 128;  // Vd
+  int64_t target_hidden_size = 64; // Ht
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  int64_t max_position_embeddings = 4096;
+};
+
+struct ModelConfig {
+  std::string target;       // HF folder of the target model (optional for synthetic data)
+  std::string init_from;    // existing Eagle3 draft (HF folder) to start from
+  std::string config_file;  // set when model.config names a config.json instead of inline keys
+  DraftArchConfig config;
+};
+
+struct TrainingConfig {
+  int64_t ttt_length = 7;
+  int64_t max_steps = 0;  // 0: run num_epochs
+  int64_t num_epochs = 1;
+  double lr = 1e-4;
+  double min_lr = 0.0;
+  double warmup_ratio = 0.02;
+  double weight_decay = 0.0;
+  double max_grad_norm = 0.5;  // 0 disables clipping
+  int64_t grad_accum = 1;
+  int64_t seed = 42;
+  double ttt_decay = 0.8;           // loss weight of TTT step k is ttt_decay^k ...
+  std::vector<double> ttt_weights;  // ... unless given explicitly (length ttt_length)
+};
+
+struct CheckpointConfig {
+  int64_t interval = 1000;  // steps between checkpoints; 0 = only at the end
+  int64_t keep = 3;
+};
+
+struct Config {
+  std::string output_dir = "runs/eaglet";
+  ParallelConfig parallel;
+  RuntimeConfig runtime;
+  DataConfig data;
+  ModelConfig model;
+  TrainingConfig training;
+  CheckpointConfig checkpoint;
+};
+
+// One configurable key. `set` throws a message naming the expected type; `get` returns the value.
+struct Field {
+  std::string key;   // dotted, e.g. "training.lr"
+  std::string type;  // int | float | bool | string | list[float]
+  std::string doc;
+  std::function<void(const YAML::Node&)> set;
+  std::function<YAML::Node()> get;
+};
+
+// The field table bound to one Config object (references into `cfg`).
+std::vector<Field> fields(Config& cfg);
+
+// Parses a YAML file and `--set key=value` overrides (applied in order) into a Config.
+// Unknown keys and wrong types throw eaglet::Error listing every problem, each as
+// "config error: <key>=<value>: <rule>".
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The same from YAML text (tests, inline configs); `origin` names the source in messages.
+Config parse_config(const std::string& yaml_text, const std::string& origin,
+                    const std::vector<std::string>& overrides = {});
+
+// Every broken rule, one line each ("config error: <key>=<value>: <rule>"); empty when valid.
+std::vector<std::string> validate(const Config& cfg, int64_t world_size);
+// Throws eaglet::Error with all lines of validate() when any rule is broken.
+void check_valid(const Config& cfg, int64_t world_size);
+
+// The effective config as YAML text (every key, defaults included).
+std::string to_yaml(const Config& cfg);
+// Markdown table of every key: name, type, default, meaning (docs/CONFIG.md is generated from it).
+std::string reference_markdown();
+
+}  // namespace eaglet

@@ -1,0 +1,31 @@
+// Reads the environment once per call; no other file calls getenv.
+#include "core/env.h"
+
+#include <cstdlib>
+
+namespace eaglet::env {
+namespace {
+std::optional<std::string> get(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return std::nullopt;
+  return std::string(v);
+}
+std::optional<int> get_int(const char* name) {
+  auto v = get(name);
+  if (!v) return std::nullopt;
+  try {
+    return std::stoi(*v);
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+}  // namespace
+
+std::optional<int> launcher_local_rank() {
+  if (auto r = get_int("OMPI_COMM_WORLD_LOCAL_RANK")) return r;
+  return get_int("SLURM_LOCALID");
+}
+std::optional<std::string> slurm_job_id() { return get("SLURM_JOB_ID"); }
+std::optional<std::string> log_level() { return get("EAGLET_LOG_LEVEL"); }
+
+}  // namespace eaglet::env

@@ -1,0 +1,18 @@
+// Every environment variable eaglet reads, read here and nowhere else.
+// Launchers (mpirun, srun) describe the process through these; the config file describes the run.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace eaglet::env {
+
+// Local rank on this node as the launcher reports it (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID),
+// used only to log; the device choice comes from MPI's shared-memory split.
+std::optional<int> launcher_local_rank();
+// SLURM job id when running under SLURM (for log headers and checkpoint metadata).
+std::optional<std::string> slurm_job_id();
+// EAGLET_LOG_LEVEL overrides runtime.log_level (trace, debug, info, warn, error).
+std::optional<std::string> log_level();
+
+}  // namespace eaglet::env

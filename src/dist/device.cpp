@@ -1,0 +1,60 @@
+// Device selection and thread settings.
+#include "dist/device.h"
+
+#include <ATen/Parallel.h>
+
+#include "core/error.h"
+#ifdef EAGLET_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#include <cuda_runtime_api.h>
+#endif
+
+namespace eaglet {
+
+int64_t cuda_device_count() {
+#ifdef EAGLET_WITH_CUDA
+  return c10::cuda::device_count();
+#else
+  return 0;
+#endif
+}
+
+c10::Device select_device(const std::string& requested, int64_t local_rank, int64_t local_size) {
+  int64_t gpus = cuda_device_count();
+  bool use_cuda = requested == "cuda" || (requested == "auto" && gpus > 0);
+  if (!use_cuda) return c10::Device(c10::kCPU);
+  EAGLET_CHECK(gpus > 0, "runtime.device=cuda: no CUDA device visible{}",
+#ifdef EAGLET_WITH_CUDA
+               ""
+#else
+               " (this eaglet build has no CUDA: build it against a CUDA PyTorch)"
+#endif
+  );
+  EAGLET_CHECK(local_rank < gpus,
+               "runtime.device={}: {} ranks on this node but only {} GPUs visible (local rank {} has none); "
+               "start one rank per GPU",
+               requested, local_size, gpus, local_rank);
+  c10::Device device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+#ifdef EAGLET_WITH_CUDA
+  c10::cuda::set_device(device.index());
+#endif
+  return device;
+}
+
+void set_threads(int64_t threads) {
+  if (threads > 0) at::set_num_threads(static_cast<int>(threads));
+  at::set_num_interop_threads(1);
+}
+
+std::string device_description(c10::Device device) {
+#ifdef EAGLET_WITH_CUDA
+  if (device.is_cuda()) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, device.index()) == cudaSuccess)
+      return device.str() + " (" + prop.name + ")";
+  }
+#endif
+  return device.str();
+}
+
+}  // namespace eaglet

@@ -1,0 +1,21 @@
+// Chooses this rank's device (runtime.device: auto | cpu | cuda; GPU = node-local rank) and sets
+// the per-rank thread count. The only place that asks whether CUDA exists.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <string>
+
+namespace eaglet {
+
+// Throws eaglet::Error when cuda is requested but absent, or the node has more ranks than GPUs.
+c10::Device select_device(const std::string& requested, int64_t local_rank, int64_t local_size);
+// at::set_num_threads(threads) when threads > 0; one inter-op thread.
+void set_threads(int64_t threads);
+// Number of visible CUDA devices (0 in a CPU build).
+int64_t cuda_device_count();
+// "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)" for logs.
+std::string device_description(c10::Device device);
+
+}  // namespace eaglet

@@ -1,0 +1,39 @@
+// This rank's place in the layout and one communicator per group kind (world, dp, sp, ulysses,
+// ring), created in that fixed order on every rank. MPI backs CPU runs, NCCL backs CUDA runs.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <array>
+#include <memory>
+
+#include "dist/communicator.h"
+#include "dist/mpi_env.h"
+#include "dist/topology.h"
+
+namespace eaglet {
+
+class ProcessGroups {
+ public:
+  // Collective over the world: every rank must call it with the same layout.
+  ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Device device);
+  ~ProcessGroups();
+
+  const Layout& layout() const { return layout_; }
+  const RankCoord& coord() const { return coord_; }
+  int64_t world_rank() const { return world_rank_; }
+  c10::Device device() const { return device_; }
+  Communicator& group(GroupKind kind) const { return *groups_[static_cast<size_t>(kind)]; }
+
+  // Aborts every communicator (error path; peers may be stuck in a collective).
+  void abort() noexcept;
+
+ private:
+  Layout layout_;
+  RankCoord coord_;
+  int64_t world_rank_;
+  c10::Device device_;
+  std::array<std::unique_ptr<Communicator>, std::size(kAllGroupKinds)> groups_;
+};
+
+}  // namespace eaglet

@@ -1,0 +1,115 @@
+// Config parsing, overrides, the effective-config dump and each validation rule's message.
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+
+#include "catch.h"
+#include "core/config.h"
+#include "core/error.h"
+
+using namespace eaglet;
+
+namespace {
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.message();
+  }
+  return "";
+}
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST_CASE("defaults and YAML values", "[config]") {
+  Config c = parse_config("parallel:\n  ulysses: 2\ntraining:\n  lr: 3.0e-4\n  ttt_weights: [1, 0.5, 0.25]\n", "t");
+  REQUIRE(c.parallel.ulysses == 2);
+  REQUIRE(c.parallel.ring == 1);
+  REQUIRE(c.training.lr == 3e-4);
+  REQUIRE(c.training.ttt_weights == std::vector<double>{1, 0.5, 0.25});
+  REQUIRE(c.training.ttt_length == 7);
+  REQUIRE(c.data.store == "dir");
+  REQUIRE(c.runtime.threads == 1);
+}
+
+TEST_CASE("--set overrides apply in order and parse as YAML", "[config]") {
+  Config c = parse_config("parallel:\n  ring: 2\n", "t",
+                          {"parallel.ring=4", "parallel.ring=8", "data.consume=true", "training.ttt_weights=[1,2]"});
+  REQUIRE(c.parallel.ring == 8);
+  REQUIRE(c.data.consume);
+  REQUIRE(c.training.ttt_weights == std::vector<double>{1, 2});
+}
+
+TEST_CASE("unknown keys and wrong types are all reported with key and value", "[config]") {
+  auto msg = error_of([] { parse_config("trainig:\n  lr: 1\nparallel:\n  ring: two\n", "run.yaml"); });
+  REQUIRE(contains(msg, "config error: trainig.lr: unknown key in run.yaml (did you mean training.lr?)"));
+  REQUIRE(contains(msg, "config error: parallel.ring=two: expected int"));
+  msg = error_of([] { parse_config("", "t", {"nope=1"}); });
+  REQUIRE(contains(msg, "config error: nope: unknown key in --set"));
+  msg = error_of([] { parse_config("[1, 2]", "t"); });
+  REQUIRE(contains(msg, "top level must be a mapping"));
+}
+
+TEST_CASE("validation rules name key, value and rule", "[config]") {
+  struct Rule {
+    std::vector<std::string> sets;
+    int64_t world;
+    std::string message;
+  };
+  std::vector<Rule> rules = {
+      {{"parallel.ulysses=2", "parallel.ring=2"}, 6,
+       "config error: parallel.ulysses*parallel.ring=4: world size 6 must be divisible by ulysses*ring"},
+      {{"parallel.ulysses=4", "model.config.num_attention_heads=6", "model.config.num_key_value_heads=2"}, 4,
+       "config error: model.config.num_attention_heads=6: must be divisible by parallel.ulysses (4)"},
+      {{"parallel.ulysses=4", "model.config.num_attention_heads=8", "model.config.num_key_value_heads=2"}, 4,
+       "config error: model.config.num_key_value_heads=2: must be divisible by parallel.ulysses (4)"},
+      {{"training.ttt_length=4", "data.max_seq_length=4"}, 1,
+       "config error: data.max_seq_length=4: must be > training.ttt_length (4)"},
+      {{"training.ttt_weights=[1]"}, 1,
+       "config error: training.ttt_weights=[1]: must have training.ttt_length (7) entries"},
+      {{"data.store=s3"}, 1, "config error: data.store=s3: must be one of dir, mooncake"},
+      {{"checkpoint.keep=0"}, 1, "config error: checkpoint.keep=0: must be >= 1"},
+  };
+  for (const auto& r : rules) {
+    Config c = parse_config("", "t", r.sets);
+    auto errors = validate(c, r.world);
+    INFO(r.message);
+    REQUIRE(std::find(errors.begin(), errors.end(), r.message) != errors.end());
+  }
+  REQUIRE(validate(Config{}, 1).empty());
+}
+
+TEST_CASE("effective config dump reloads to the same config", "[config]") {
+  Config c = parse_config("", "t", {"parallel.ring=2", "training.lr=0.002", "output_dir=/tmp/x"});
+  std::string text = to_yaml(c);
+  Config back = parse_config(text, "dump");
+  REQUIRE(to_yaml(back) == text);
+  REQUIRE(back.parallel.ring == 2);
+  REQUIRE(back.training.lr == 0.002);
+}
+
+TEST_CASE("model.config may name an HF config.json", "[config]") {
+  std::string path = "/tmp/eaglet_test_draft_config.json";
+  {
+    std::ofstream out(path);
+    out << R"({"architectures": ["LlamaForCausalLMEagle3"], "hidden_size": 4096, "num_attention_heads": 32,
+              "num_key_value_heads": 8, "head_dim": 128, "draft_vocab_size": 32000, "vocab_size": 151936,
+              "rope_theta": 1000000.0, "torch_dtype": "bfloat16"})";
+  }
+  Config c = parse_config("model:\n  config: " + path + "\n", "t");
+  REQUIRE(c.model.config.hidden_size == 4096);
+  REQUIRE(c.model.config.num_key_value_heads == 8);
+  REQUIRE(c.model.config.rope_theta == 1000000.0);
+  REQUIRE(c.model.config_file == path);
+  std::remove(path.c_str());
+  auto msg = error_of([&] { parse_config("model:\n  config: " + path + "\n", "t"); });
+  REQUIRE(contains(msg, "model.config=" + path + ": file not found or unreadable"));
+}
+
+TEST_CASE("shipped configs are valid", "[config]") {
+  for (auto [file, world] : {std::pair{"configs/demo.yaml", 4}, std::pair{"configs/reference.yaml", 8}}) {
+    INFO(file);
+    Config c = load_config(std::string(EAGLET_SOURCE_DIR) + "/" + file);
+    REQUIRE(validate(c, world).empty());
+  }
+}
