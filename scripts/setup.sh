@@ -32,9 +32,12 @@ else
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   say "installing with apt: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  say "installed: ${missing[*]}"
+  if $sudo apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    say "installed: ${missing[*]}"
+  else
+    say "WARNING: apt could not install ${missing[*]}; the build will say what it lacks"
+  fi
 fi
 
 # --- 2. Python with PyTorch (LibTorch) ----------------------------------------------------------
