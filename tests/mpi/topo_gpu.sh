@@ -9,6 +9,7 @@ if [ "${gpus:-0}" = 0 ]; then
   echo "no GPU visible: skipped"
   exit 77
 fi
+mkdir -p "$out"
 failures=0
 for np in 1 2 4 8; do
   [ "$np" -le "$gpus" ] || continue
@@ -16,14 +17,14 @@ for np in 1 2 4 8; do
     u=${layout%x*} r=${layout#*x}
     [ $((np % (u * r))) = 0 ] || continue
     name="np${np}_u${u}r${r}"
-    if timeout 300 "$mpirun" -np "$np" "$eaglet" topo --config "$base" --set runtime.device=cuda \
-      --set parallel.ulysses="$u" --set parallel.ring="$r" --set output_dir="$out/$name" 2>&1 |
-      tee "$out.$name.log" | grep -q "0 failed: PASS"; then
-      echo "ok   $name: $(grep -o 'topo: .*' "$out.$name.log" | tail -1)"
+    timeout 300 "$mpirun" -np "$np" "$eaglet" topo --config "$base" --set runtime.device=cuda \
+      --set parallel.ulysses="$u" --set parallel.ring="$r" --set output_dir="$out/$name" >"$out/$name.log" 2>&1
+    if grep -q "0 failed: PASS" "$out/$name.log"; then
+      echo "ok   $name: $(grep -o "topo: .*" "$out/$name.log" | tail -1)"
     else
       failures=$((failures + 1))
       echo "FAIL $name"
-      cat "$out.$name.log"
+      cat "$out/$name.log"
     fi
   done
 done
