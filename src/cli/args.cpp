@@ -39,18 +39,21 @@ ParsedArgs parse_args(const Command& cmd, int argc, char** argv, int first) {
     if (spec == nullptr)
       EAGLET_FAIL("eaglet {}: unknown option '{}' (see eaglet {} --help)", cmd.name, arg, cmd.name);
     if (!spec->metavar.empty() && !inline_value) {
-      EAGLET_CHECK(i + 1 < argc, "eaglet {}: option {} needs a value {}", cmd.name, arg, spec->metavar);
+      EAGLET_CHECK(i + 1 < argc, "eaglet {}: option {} needs a value {}", cmd.name, arg,
+                   spec->metavar);
       value = argv[++i];
     }
     auto& slot = out.values[arg];
-    EAGLET_CHECK(spec->repeatable || slot.empty(), "eaglet {}: option {} given twice", cmd.name, arg);
+    EAGLET_CHECK(spec->repeatable || slot.empty(), "eaglet {}: option {} given twice", cmd.name,
+                 arg);
     slot.push_back(value);
   }
   return out;
 }
 
 std::string command_help(const Command& cmd) {
-  std::string out = fmt::format("usage: eaglet {} [options]\n\n{}\n\noptions:\n", cmd.name, cmd.summary);
+  std::string out =
+      fmt::format("usage: eaglet {} [options]\n\n{}\n\noptions:\n", cmd.name, cmd.summary);
   for (const auto& o : cmd.options) {
     std::string left = o.name + (o.metavar.empty() ? "" : " " + o.metavar);
     out += fmt::format("  {:<24} {}{}\n", left, o.help, o.repeatable ? " (repeatable)" : "");
@@ -62,7 +65,8 @@ std::string command_help(const Command& cmd) {
 std::string usage(const std::vector<Command>& commands) {
   std::string out =
       "eaglet: Eagle3 draft-model trainer with Ulysses x Ring sequence parallelism\n\n"
-      "usage: mpirun -np N eaglet <command> [options]\n       eaglet <command> --help\n\ncommands:\n";
+      "usage: mpirun -np N eaglet <command> [options]\n       eaglet <command> "
+      "--help\n\ncommands:\n";
   for (const auto& c : commands) out += fmt::format("  {:<10} {}\n", c.name, c.summary);
   out +=
       "\nexit codes: 0 success; 1 runtime failure (the job was aborted on every rank);\n"

@@ -27,12 +27,14 @@ int run_topo(const ParsedArgs& args) {
     for (std::string line; std::getline(layout, line);) spdlog::info("{}", line);
     auto result = run_selfcheck(g);
     for (const auto& f : result.failures) spdlog::error("topo check failed: {}", f);
-    // Tally over MPI directly: the communicators under test are not trusted to report on themselves.
-    long long local[2] = {result.checks, static_cast<long long>(result.failures.size())}, total[2] = {0, 0};
+    // Tally over MPI directly: the communicators under test are not trusted to report on
+    // themselves.
+    long long local[2] = {result.checks, static_cast<long long>(result.failures.size())},
+              total[2] = {0, 0};
     MPI_Allreduce(local, total, 2, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
     spdlog::info("topo: {} backend on {}: {} checks over {} ranks, {} failed: {}",
-                 g.group(GroupKind::world).backend(), g.device().is_cpu() ? "cpu" : "cuda", total[0],
-                 g.layout().world, total[1], total[1] == 0 ? "PASS" : "FAIL");
+                 g.group(GroupKind::world).backend(), g.device().is_cpu() ? "cpu" : "cuda",
+                 total[0], g.layout().world, total[1], total[1] == 0 ? "PASS" : "FAIL");
     return total[1] == 0 ? 0 : 1;
   });
 }
@@ -69,7 +71,10 @@ std::vector<Command> commands() {
         {"--world", "N", "world size to validate against (default 1)"},
         {"--reference", "", "print the Markdown table of every key (docs/CONFIG.md)"}},
        run_config},
-      {"version", "print the version", {}, [](const ParsedArgs&) {
+      {"version",
+       "print the version",
+       {},
+       [](const ParsedArgs&) {
          std::cout << "eaglet " << EAGLET_VERSION << "\n";
          return 0;
        }},

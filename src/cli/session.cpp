@@ -40,21 +40,24 @@ void start(Session& s, const ParsedArgs& args, const std::string& command) {
   env.agree([&] {
     std::error_code ec;
     fs::create_directories(s.config.output_dir, ec);
-    EAGLET_CHECK(!ec, "output_dir={}: cannot create the folder: {}", s.config.output_dir, ec.message());
+    EAGLET_CHECK(!ec, "output_dir={}: cannot create the folder: {}", s.config.output_dir,
+                 ec.message());
     log::init_files(static_cast<int>(env.rank()), s.config.output_dir, s.config.runtime.log_level);
-    if (env.rank() == 0) write_atomically(fs::path(s.config.output_dir) / "config.yaml", to_yaml(s.config));
+    if (env.rank() == 0)
+      write_atomically(fs::path(s.config.output_dir) / "config.yaml", to_yaml(s.config));
   });
   env.agree([&] {
     s.device = select_device(s.config.runtime.device, env.local_rank(), env.local_size());
     set_threads(s.config.runtime.threads);
   });
   Layout layout{env.size(), s.config.parallel.ulysses, s.config.parallel.ring};
-  spdlog::info("eaglet {}: {} ranks, D={} x U={} x R={}, device {} per rank, logs in {}/logs", command,
-               env.size(), layout.dp(), layout.ulysses, layout.ring, s.device.is_cpu() ? "cpu" : "cuda:<local rank>",
-               s.config.output_dir);
-  spdlog::debug("rank {}: local rank {} of {} (launcher says {}), device {}, SLURM job {}", env.rank(),
-                env.local_rank(), env.local_size(), env::launcher_local_rank().value_or(-1),
-                device_description(s.device), env::slurm_job_id().value_or("none"));
+  spdlog::info("eaglet {}: {} ranks, D={} x U={} x R={}, device {} per rank, logs in {}/logs",
+               command, env.size(), layout.dp(), layout.ulysses, layout.ring,
+               s.device.is_cpu() ? "cpu" : "cuda:<local rank>", s.config.output_dir);
+  spdlog::debug("rank {}: local rank {} of {} (launcher says {}), device {}, SLURM job {}",
+                env.rank(), env.local_rank(), env.local_size(),
+                env::launcher_local_rank().value_or(-1), device_description(s.device),
+                env::slurm_job_id().value_or("none"));
   s.groups = std::make_unique<ProcessGroups>(env, layout, s.device);
 }
 

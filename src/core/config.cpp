@@ -21,15 +21,25 @@ namespace {
 template <typename T>
 const char* type_name();
 template <>
-const char* type_name<int64_t>() { return "int"; }
+const char* type_name<int64_t>() {
+  return "int";
+}
 template <>
-const char* type_name<double>() { return "float"; }
+const char* type_name<double>() {
+  return "float";
+}
 template <>
-const char* type_name<bool>() { return "bool"; }
+const char* type_name<bool>() {
+  return "bool";
+}
 template <>
-const char* type_name<std::string>() { return "string"; }
+const char* type_name<std::string>() {
+  return "string";
+}
 template <>
-const char* type_name<std::vector<double>>() { return "list[float]"; }
+const char* type_name<std::vector<double>>() {
+  return "list[float]";
+}
 
 std::string node_text(const YAML::Node& n) {
   if (n.IsScalar()) return n.Scalar();
@@ -108,17 +118,20 @@ const char* kDraftConfigKey = "model.config";
 
 // Fills the draft architecture from an HF config.json; keys eaglet does not use are ignored
 // (HF configs carry many), keys it uses must have the right type.
-void load_draft_config_json(Config& cfg, const std::string& path, std::vector<std::string>& errors) {
+void load_draft_config_json(Config& cfg, const std::string& path,
+                            std::vector<std::string>& errors) {
   std::ifstream in(path);
   if (!in) {
-    errors.push_back(fmt::format("config error: {}={}: file not found or unreadable", kDraftConfigKey, path));
+    errors.push_back(
+        fmt::format("config error: {}={}: file not found or unreadable", kDraftConfigKey, path));
     return;
   }
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(in);
   } catch (const std::exception& e) {
-    errors.push_back(fmt::format("config error: {}={}: not valid JSON: {}", kDraftConfigKey, path, e.what()));
+    errors.push_back(
+        fmt::format("config error: {}={}: not valid JSON: {}", kDraftConfigKey, path, e.what()));
     return;
   }
   cfg.model.config_file = path;
@@ -139,8 +152,8 @@ void load_draft_config_json(Config& cfg, const std::string& path, std::vector<st
 void flatten(const YAML::Node& node, const std::string& prefix,
              std::vector<std::pair<std::string, YAML::Node>>& out) {
   for (auto it = node.begin(); it != node.end(); ++it) {
-    std::string key = prefix.empty() ? it->first.as<std::string>()
-                                     : prefix + "." + it->first.as<std::string>();
+    std::string key =
+        prefix.empty() ? it->first.as<std::string>() : prefix + "." + it->first.as<std::string>();
     if (it->second.IsMap())
       flatten(it->second, key, out);
     else
@@ -180,7 +193,8 @@ Config parse_node(const YAML::Node& root, const std::string& origin,
   Config cfg;
   std::vector<std::string> errors;
   if (root && !root.IsNull()) {
-    if (!root.IsMap()) EAGLET_FAIL("config error: {}: the top level must be a mapping of keys", origin);
+    if (!root.IsMap())
+      EAGLET_FAIL("config error: {}: the top level must be a mapping of keys", origin);
     std::vector<std::pair<std::string, YAML::Node>> leaves;
     flatten(root, "", leaves);
     for (auto& [key, value] : leaves) apply(cfg, key, value, origin, errors);
@@ -217,21 +231,29 @@ std::string one_of(const T& value, std::initializer_list<const char*> allowed) {
 std::vector<Field> fields(Config& c) {
   auto& m = c.model.config;
   return {
-      field("output_dir", c.output_dir, "folder for logs, metrics, checkpoints and the config dump"),
-      field("parallel.ulysses", c.parallel.ulysses, "Ulysses degree U (heads scattered over U ranks)"),
+      field("output_dir", c.output_dir,
+            "folder for logs, metrics, checkpoints and the config dump"),
+      field("parallel.ulysses", c.parallel.ulysses,
+            "Ulysses degree U (heads scattered over U ranks)"),
       field("parallel.ring", c.parallel.ring, "ring degree R (KV blocks rotated over R ranks)"),
-      field("runtime.device", c.runtime.device, "auto | cpu | cuda (auto: cuda when a GPU is visible)"),
-      field("runtime.threads", c.runtime.threads, "intra-op CPU threads per rank; 0 = LibTorch default"),
+      field("runtime.device", c.runtime.device,
+            "auto | cpu | cuda (auto: cuda when a GPU is visible)"),
+      field("runtime.threads", c.runtime.threads,
+            "intra-op CPU threads per rank; 0 = LibTorch default"),
       field("runtime.log_level", c.runtime.log_level, "trace | debug | info | warn | error"),
       field("data.store", c.data.store, "dir (embedded, on disk) | mooncake"),
       field("data.path", c.data.path, "folder of the dir store"),
-      field("data.manifest", c.data.manifest, "manifest JSONL (default: <data.path>/manifest.jsonl)"),
-      field("data.max_seq_length", c.data.max_seq_length, "longest sequence L used; longer samples are cut"),
-      field("data.on_error", c.data.on_error, "fail | skip (neutralise a bad sample on its SP group)"),
+      field("data.manifest", c.data.manifest,
+            "manifest JSONL (default: <data.path>/manifest.jsonl)"),
+      field("data.max_seq_length", c.data.max_seq_length,
+            "longest sequence L used; longer samples are cut"),
+      field("data.on_error", c.data.on_error,
+            "fail | skip (neutralise a bad sample on its SP group)"),
       field("data.consume", c.data.consume, "remove objects from the store after reading them"),
       field("model.target", c.model.target, "HF folder of the target model (embeddings, lm_head)"),
       field("model.init_from", c.model.init_from, "Eagle3 draft (HF folder) to start from"),
-      field("model.config.hidden_size", m.hidden_size, "draft hidden size H (model.config may instead name a config.json)"),
+      field("model.config.hidden_size", m.hidden_size,
+            "draft hidden size H (model.config may instead name a config.json)"),
       field("model.config.num_attention_heads", m.num_attention_heads, "query heads nH"),
       field("model.config.num_key_value_heads", m.num_key_value_heads, "KV heads nKV"),
       field("model.config.head_dim", m.head_dim, "head dimension d"),
@@ -247,14 +269,17 @@ std::vector<Field> fields(Config& c) {
       field("training.num_epochs", c.training.num_epochs, "passes over a fixed manifest"),
       field("training.lr", c.training.lr, "peak learning rate"),
       field("training.min_lr", c.training.min_lr, "learning rate at the end of the cosine"),
-      field("training.warmup_ratio", c.training.warmup_ratio, "fraction of steps in linear warm-up"),
+      field("training.warmup_ratio", c.training.warmup_ratio,
+            "fraction of steps in linear warm-up"),
       field("training.weight_decay", c.training.weight_decay, "AdamW weight decay"),
       field("training.max_grad_norm", c.training.max_grad_norm, "global-norm clip; 0 disables"),
       field("training.grad_accum", c.training.grad_accum, "micro-batches per optimizer step"),
       field("training.seed", c.training.seed, "seed of initialisation and data order"),
       field("training.ttt_decay", c.training.ttt_decay, "loss weight of step k is ttt_decay^k"),
-      field("training.ttt_weights", c.training.ttt_weights, "explicit per-step loss weights (length ttt_length)"),
-      field("checkpoint.interval", c.checkpoint.interval, "steps between checkpoints; 0 = at the end only"),
+      field("training.ttt_weights", c.training.ttt_weights,
+            "explicit per-step loss weights (length ttt_length)"),
+      field("checkpoint.interval", c.checkpoint.interval,
+            "steps between checkpoints; 0 = at the end only"),
       field("checkpoint.keep", c.checkpoint.keep, "how many recent checkpoints to keep"),
   };
 }
@@ -294,9 +319,11 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
        fmt::format("world size {} must be divisible by ulysses*ring", world_size));
   if (p.ulysses >= 1) {
     rule(m.num_attention_heads % p.ulysses == 0, "model.config.num_attention_heads",
-         m.num_attention_heads, fmt::format("must be divisible by parallel.ulysses ({})", p.ulysses));
+         m.num_attention_heads,
+         fmt::format("must be divisible by parallel.ulysses ({})", p.ulysses));
     rule(m.num_key_value_heads % p.ulysses == 0, "model.config.num_key_value_heads",
-         m.num_key_value_heads, fmt::format("must be divisible by parallel.ulysses ({})", p.ulysses));
+         m.num_key_value_heads,
+         fmt::format("must be divisible by parallel.ulysses ({})", p.ulysses));
   }
   for (auto [key, v] : std::initializer_list<std::pair<const char*, int64_t>>{
            {"model.config.hidden_size", m.hidden_size},
@@ -312,8 +339,10 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
   if (m.num_key_value_heads >= 1)
     rule(m.num_attention_heads % m.num_key_value_heads == 0, "model.config.num_attention_heads",
          m.num_attention_heads,
-         fmt::format("must be divisible by model.config.num_key_value_heads ({})", m.num_key_value_heads));
-  rule(m.head_dim % 2 == 0, "model.config.head_dim", m.head_dim, "must be even (RoPE rotates halves)");
+         fmt::format("must be divisible by model.config.num_key_value_heads ({})",
+                     m.num_key_value_heads));
+  rule(m.head_dim % 2 == 0, "model.config.head_dim", m.head_dim,
+       "must be even (RoPE rotates halves)");
   rule(m.draft_vocab_size <= m.vocab_size, "model.config.draft_vocab_size", m.draft_vocab_size,
        fmt::format("must be <= model.config.vocab_size ({})", m.vocab_size));
   rule(m.rms_norm_eps > 0, "model.config.rms_norm_eps", m.rms_norm_eps, "must be > 0");
@@ -327,7 +356,8 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
 
   msg = one_of(c.data.store, {"dir", "mooncake"});
   rule(msg.empty(), "data.store", c.data.store, msg);
-  rule(c.data.store != "dir" || !c.data.path.empty(), "data.path", "''", "must name a folder when data.store=dir");
+  rule(c.data.store != "dir" || !c.data.path.empty(), "data.path", "''",
+       "must name a folder when data.store=dir");
   msg = one_of(c.data.on_error, {"fail", "skip"});
   rule(msg.empty(), "data.on_error", c.data.on_error, msg);
   rule(c.data.max_seq_length > t.ttt_length, "data.max_seq_length", c.data.max_seq_length,
@@ -339,9 +369,11 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
   rule(t.lr > 0, "training.lr", t.lr, "must be > 0");
   rule(t.min_lr >= 0 && t.min_lr <= t.lr, "training.min_lr", t.min_lr,
        fmt::format("must be in [0, training.lr ({})]", t.lr));
-  rule(t.warmup_ratio >= 0 && t.warmup_ratio <= 1, "training.warmup_ratio", t.warmup_ratio, "must be in [0, 1]");
+  rule(t.warmup_ratio >= 0 && t.warmup_ratio <= 1, "training.warmup_ratio", t.warmup_ratio,
+       "must be in [0, 1]");
   rule(t.weight_decay >= 0, "training.weight_decay", t.weight_decay, "must be >= 0");
-  rule(t.max_grad_norm >= 0, "training.max_grad_norm", t.max_grad_norm, "must be >= 0 (0 disables clipping)");
+  rule(t.max_grad_norm >= 0, "training.max_grad_norm", t.max_grad_norm,
+       "must be >= 0 (0 disables clipping)");
   rule(t.grad_accum >= 1, "training.grad_accum", t.grad_accum, "must be >= 1");
   rule(t.ttt_decay > 0 && t.ttt_decay <= 1, "training.ttt_decay", t.ttt_decay, "must be in (0, 1]");
   rule(t.ttt_weights.empty() || static_cast<int64_t>(t.ttt_weights.size()) == t.ttt_length,
@@ -353,7 +385,9 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
   return errs;
 }
 
-void check_valid(const Config& cfg, int64_t world_size) { throw_if_any(validate(cfg, world_size)); }
+void check_valid(const Config& cfg, int64_t world_size) {
+  throw_if_any(validate(cfg, world_size));
+}
 
 namespace {
 // Nested keys in field-table order, for emitting the effective config section by section.

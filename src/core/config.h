@@ -20,15 +20,15 @@ struct ParallelConfig {
 };
 
 struct RuntimeConfig {
-  std::string device = "auto";    // auto | cpu | cuda
-  int64_t threads = 1;            // intra-op threads per rank; 0 = LibTorch's default
+  std::string device = "auto";     // auto | cpu | cuda
+  int64_t threads = 1;             // intra-op threads per rank; 0 = LibTorch's default
   std::string log_level = "info";  // trace | debug | info | warn | error
 };
 
 struct DataConfig {
-  std::string store = "dir";   // dir | mooncake
+  std::string store = "dir";  // dir | mooncake
   std::string path = "data/store";
-  std::string manifest;        // default: <path>/manifest.jsonl
+  std::string manifest;  // default: <path>/manifest.jsonl
   int64_t max_seq_length = 4096;
   std::string on_error = "fail";  // fail | skip
   bool consume = false;
@@ -41,9 +41,9 @@ struct DraftArchConfig {
   int64_t num_key_value_heads = 2;
   int64_t head_dim = 16;
   int64_t intermediate_size = 128;
-  int64_t vocab_size = 256;        // target vocabulary Vt
-  int64_t draft_vocab_size = 128;  // Vd
-  int64_t target_hidden_size = 64; // Ht
+  int64_t vocab_size = 256;         // target vocabulary Vt
+  int64_t draft_vocab_size = 128;   // Vd
+  int64_t target_hidden_size = 64;  // Ht
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   int64_t max_position_embeddings = 4096;

@@ -25,7 +25,11 @@ std::optional<int> launcher_local_rank() {
   if (auto r = get_int("OMPI_COMM_WORLD_LOCAL_RANK")) return r;
   return get_int("SLURM_LOCALID");
 }
-std::optional<std::string> slurm_job_id() { return get("SLURM_JOB_ID"); }
-std::optional<std::string> log_level() { return get("EAGLET_LOG_LEVEL"); }
+std::optional<std::string> slurm_job_id() {
+  return get("SLURM_JOB_ID");
+}
+std::optional<std::string> log_level() {
+  return get("EAGLET_LOG_LEVEL");
+}
 
 }  // namespace eaglet::env

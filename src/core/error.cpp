@@ -1,4 +1,5 @@
-// Error construction: formats "what [rank N, file:line]" once so every catcher prints the same text.
+// Error construction: formats "what [rank N, file:line]" once so every catcher prints the same
+// text.
 #include "core/error.h"
 
 #include <atomic>
@@ -15,11 +16,16 @@ std::string short_file(const char* file) {
 }
 }  // namespace
 
-void set_error_rank(int rank) { g_rank = rank; }
-int error_rank() { return g_rank; }
+void set_error_rank(int rank) {
+  g_rank = rank;
+}
+int error_rank() {
+  return g_rank;
+}
 
 Error::Error(std::string what, const char* file, int line)
-    : std::runtime_error(fmt::format("{} [rank {}, {}:{}]", what, g_rank.load(), short_file(file), line)),
+    : std::runtime_error(
+          fmt::format("{} [rank {}, {}:{}]", what, g_rank.load(), short_file(file), line)),
       message_(std::move(what)),
       where_(fmt::format("{}:{}", short_file(file), line)),
       rank_(g_rank) {}

@@ -40,7 +40,7 @@ class Error : public std::runtime_error {
 #define EAGLET_FAIL(...) ::eaglet::throw_error(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__))
 
 // EAGLET_CHECK(cond, "message {}", x): throws when cond is false; the message says what to do.
-#define EAGLET_CHECK(cond, ...)                                                 \
-  do {                                                                          \
+#define EAGLET_CHECK(cond, ...)                                                         \
+  do {                                                                                  \
     if (!(cond)) ::eaglet::throw_error(__FILE__, __LINE__, ::fmt::format(__VA_ARGS__)); \
   } while (0)

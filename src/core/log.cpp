@@ -11,7 +11,9 @@
 
 namespace eaglet::log {
 namespace {
-std::string pattern(int rank) { return fmt::format("[%Y-%m-%d %H:%M:%S.%e] [rank {}] [%l] %v", rank); }
+std::string pattern(int rank) {
+  return fmt::format("[%Y-%m-%d %H:%M:%S.%e] [rank {}] [%l] %v", rank);
+}
 
 spdlog::level::level_enum parse_level(const std::string& name) {
   auto lvl = spdlog::level::from_str(name);

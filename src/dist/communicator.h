@@ -42,8 +42,8 @@ class Communicator {
   virtual void all_to_all(const at::Tensor& in, const at::Tensor& out) = 0;
   // Sends `send` to member dst and receives `recv` from member src (the ring step); started now,
   // finished by the returned Work's wait().
-  virtual std::unique_ptr<Work> send_recv(const at::Tensor& send, int64_t dst, const at::Tensor& recv,
-                                          int64_t src) = 0;
+  virtual std::unique_ptr<Work> send_recv(const at::Tensor& send, int64_t dst,
+                                          const at::Tensor& recv, int64_t src) = 0;
   // In place over all members.
   virtual void all_reduce(const at::Tensor& t, ReduceOp op) = 0;
   virtual void broadcast(const at::Tensor& t, int64_t root) = 0;

@@ -30,10 +30,11 @@ c10::Device select_device(const std::string& requested, int64_t local_rank, int6
                " (this eaglet build has no CUDA: build it against a CUDA PyTorch)"
 #endif
   );
-  EAGLET_CHECK(local_rank < gpus,
-               "runtime.device={}: {} ranks on this node but only {} GPUs visible (local rank {} has none); "
-               "start one rank per GPU",
-               requested, local_size, gpus, local_rank);
+  EAGLET_CHECK(
+      local_rank < gpus,
+      "runtime.device={}: {} ranks on this node but only {} GPUs visible (local rank {} has none); "
+      "start one rank per GPU",
+      requested, local_size, gpus, local_rank);
   c10::Device device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
 #ifdef EAGLET_WITH_CUDA
   c10::cuda::set_device(device.index());

@@ -22,27 +22,38 @@ namespace {
 
 MPI_Datatype mpi_type(const Communicator& c, const char* op, const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return MPI_FLOAT;
-    case at::kDouble: return MPI_DOUBLE;
-    case at::kLong: return MPI_INT64_T;
-    case at::kInt: return MPI_INT32_T;
-    case at::kChar: return MPI_INT8_T;
+    case at::kFloat:
+      return MPI_FLOAT;
+    case at::kDouble:
+      return MPI_DOUBLE;
+    case at::kLong:
+      return MPI_INT64_T;
+    case at::kInt:
+      return MPI_INT32_T;
+    case at::kChar:
+      return MPI_INT8_T;
     case at::kByte:
-    case at::kBool: return MPI_UINT8_T;
+    case at::kBool:
+      return MPI_UINT8_T;
     case at::kBFloat16:
-    case at::kHalf: return MPI_UINT16_T;  // moved as words; never reduced as such
-    default: EAGLET_FAIL("{} {}: dtype of {} is not supported", c.backend(), op, tensor_text(t));
+    case at::kHalf:
+      return MPI_UINT16_T;  // moved as words; never reduced as such
+    default:
+      EAGLET_FAIL("{} {}: dtype of {} is not supported", c.backend(), op, tensor_text(t));
   }
 }
 
 void check_cpu(const Communicator& c, const char* op, const at::Tensor& t) {
-  EAGLET_CHECK(t.device().is_cpu(), "{} {}: needs CPU tensors, got {} (CUDA tensors use the NCCL backend)",
-               c.backend(), op, tensor_text(t));
-  EAGLET_CHECK(t.is_contiguous(), "{} {}: tensor {} must be contiguous", c.backend(), op, tensor_text(t));
+  EAGLET_CHECK(t.device().is_cpu(),
+               "{} {}: needs CPU tensors, got {} (CUDA tensors use the NCCL backend)", c.backend(),
+               op, tensor_text(t));
+  EAGLET_CHECK(t.is_contiguous(), "{} {}: tensor {} must be contiguous", c.backend(), op,
+               tensor_text(t));
 }
 
 int count_of(const Communicator& c, const char* op, int64_t n) {
-  EAGLET_CHECK(n <= INT_MAX, "{} {}: {} elements exceed MPI's int count; use the GPU path for this size",
+  EAGLET_CHECK(n <= INT_MAX,
+               "{} {}: {} elements exceed MPI's int count; use the GPU path for this size",
                c.backend(), op, n);
   return static_cast<int>(n);
 }
@@ -91,20 +102,23 @@ void MpiCommunicator::all_to_all(const at::Tensor& in, const at::Tensor& out) {
   EAGLET_MPI_CHECK(MPI_Alltoall(in.data_ptr(), chunk, type, out.data_ptr(), chunk, type, comm_));
 }
 
-std::unique_ptr<Work> MpiCommunicator::send_recv(const at::Tensor& send, int64_t dst, const at::Tensor& recv,
-                                                 int64_t src) {
+std::unique_ptr<Work> MpiCommunicator::send_recv(const at::Tensor& send, int64_t dst,
+                                                 const at::Tensor& recv, int64_t src) {
   check_peer(*this, "send_recv", dst);
   check_peer(*this, "send_recv", src);
   check_cpu(*this, "send_recv", send);
   check_cpu(*this, "send_recv", recv);
-  EAGLET_CHECK(send.scalar_type() == recv.scalar_type(), "mpi send_recv: send {} and recv {} differ in dtype",
-               tensor_text(send), tensor_text(recv));
+  EAGLET_CHECK(send.scalar_type() == recv.scalar_type(),
+               "mpi send_recv: send {} and recv {} differ in dtype", tensor_text(send),
+               tensor_text(recv));
   constexpr int kTag = 7;
   MPI_Request reqs[2];
   EAGLET_MPI_CHECK(MPI_Irecv(recv.data_ptr(), count_of(*this, "send_recv", recv.numel()),
-                             mpi_type(*this, "send_recv", recv), static_cast<int>(src), kTag, comm_, &reqs[1]));
+                             mpi_type(*this, "send_recv", recv), static_cast<int>(src), kTag, comm_,
+                             &reqs[1]));
   EAGLET_MPI_CHECK(MPI_Isend(send.data_ptr(), count_of(*this, "send_recv", send.numel()),
-                             mpi_type(*this, "send_recv", send), static_cast<int>(dst), kTag, comm_, &reqs[0]));
+                             mpi_type(*this, "send_recv", send), static_cast<int>(dst), kTag, comm_,
+                             &reqs[0]));
   return std::make_unique<MpiWork>(reqs[0], reqs[1]);
 }
 
@@ -117,9 +131,11 @@ void MpiCommunicator::all_reduce(const at::Tensor& t, ReduceOp op) {
     return;
   }
   EAGLET_CHECK(!(t.scalar_type() == at::kBool && op == ReduceOp::sum),
-               "mpi all_reduce: sum of a bool tensor {} is not defined; use max (logical or)", tensor_text(t));
+               "mpi all_reduce: sum of a bool tensor {} is not defined; use max (logical or)",
+               tensor_text(t));
   MPI_Op mop = op == ReduceOp::sum ? MPI_SUM : MPI_MAX;
-  EAGLET_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count_of(*this, "all_reduce", t.numel()),
+  EAGLET_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(),
+                                 count_of(*this, "all_reduce", t.numel()),
                                  mpi_type(*this, "all_reduce", t), mop, comm_));
 }
 
@@ -130,6 +146,8 @@ void MpiCommunicator::broadcast(const at::Tensor& t, int64_t root) {
                              mpi_type(*this, "broadcast", t), static_cast<int>(root), comm_));
 }
 
-void MpiCommunicator::barrier() { EAGLET_MPI_CHECK(MPI_Barrier(comm_)); }
+void MpiCommunicator::barrier() {
+  EAGLET_MPI_CHECK(MPI_Barrier(comm_));
+}
 
 }  // namespace eaglet

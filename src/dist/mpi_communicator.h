@@ -9,10 +9,11 @@
 namespace eaglet {
 
 // Checks an MPI return code; throws eaglet::Error with the call, MPI's error string and file:line.
-#define EAGLET_MPI_CHECK(call)                                                  \
-  do {                                                                          \
-    int eaglet_mpi_rc_ = (call);                                                \
-    if (eaglet_mpi_rc_ != MPI_SUCCESS) ::eaglet::throw_mpi_error(#call, eaglet_mpi_rc_, __FILE__, __LINE__); \
+#define EAGLET_MPI_CHECK(call)                                              \
+  do {                                                                      \
+    int eaglet_mpi_rc_ = (call);                                            \
+    if (eaglet_mpi_rc_ != MPI_SUCCESS)                                      \
+      ::eaglet::throw_mpi_error(#call, eaglet_mpi_rc_, __FILE__, __LINE__); \
   } while (0)
 [[noreturn]] void throw_mpi_error(const char* call, int rc, const char* file, int line);
 

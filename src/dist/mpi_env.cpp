@@ -24,7 +24,8 @@ MpiEnv::MpiEnv(int* argc, char*** argv) {
   size_ = n;
   set_error_rank(r);
   MPI_Comm node;
-  EAGLET_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, r, MPI_INFO_NULL, &node));
+  EAGLET_MPI_CHECK(
+      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, r, MPI_INFO_NULL, &node));
   EAGLET_MPI_CHECK(MPI_Comm_rank(node, &r));
   EAGLET_MPI_CHECK(MPI_Comm_size(node, &n));
   local_rank_ = r;

@@ -14,32 +14,42 @@
 namespace eaglet {
 namespace {
 
-#define EAGLET_NCCL_CHECK(call, comm)                                                          \
-  do {                                                                                         \
-    ncclResult_t eaglet_nccl_rc_ = (call);                                                     \
-    if (eaglet_nccl_rc_ != ncclSuccess)                                                        \
+#define EAGLET_NCCL_CHECK(call, comm)                                                         \
+  do {                                                                                        \
+    ncclResult_t eaglet_nccl_rc_ = (call);                                                    \
+    if (eaglet_nccl_rc_ != ncclSuccess)                                                       \
       EAGLET_FAIL("NCCL call {} failed: {} ({})", #call, ncclGetErrorString(eaglet_nccl_rc_), \
-                  (comm) ? ncclGetLastError(comm) : "");                                       \
+                  (comm) ? ncclGetLastError(comm) : "");                                      \
   } while (0)
 
 ncclDataType_t nccl_type(const char* op, const at::Tensor& t) {
   switch (t.scalar_type()) {
-    case at::kFloat: return ncclFloat32;
-    case at::kDouble: return ncclFloat64;
-    case at::kHalf: return ncclFloat16;
-    case at::kBFloat16: return ncclBfloat16;
-    case at::kLong: return ncclInt64;
-    case at::kInt: return ncclInt32;
-    case at::kChar: return ncclInt8;
+    case at::kFloat:
+      return ncclFloat32;
+    case at::kDouble:
+      return ncclFloat64;
+    case at::kHalf:
+      return ncclFloat16;
+    case at::kBFloat16:
+      return ncclBfloat16;
+    case at::kLong:
+      return ncclInt64;
+    case at::kInt:
+      return ncclInt32;
+    case at::kChar:
+      return ncclInt8;
     case at::kByte:
-    case at::kBool: return ncclUint8;
-    default: EAGLET_FAIL("nccl {}: dtype of {} is not supported", op, tensor_text(t));
+    case at::kBool:
+      return ncclUint8;
+    default:
+      EAGLET_FAIL("nccl {}: dtype of {} is not supported", op, tensor_text(t));
   }
 }
 
 class NcclWork final : public Work {
  public:
-  NcclWork(at::cuda::CUDAEvent event, c10::Device device) : event_(std::move(event)), device_(device) {}
+  NcclWork(at::cuda::CUDAEvent event, c10::Device device)
+      : event_(std::move(event)), device_(device) {}
   void wait() override { event_.block(c10::cuda::getCurrentCUDAStream(device_.index())); }
 
  private:
@@ -49,7 +59,8 @@ class NcclWork final : public Work {
 
 }  // namespace
 
-NcclCommunicator::NcclCommunicator(MPI_Comm bootstrap, std::vector<int64_t> members, c10::Device device)
+NcclCommunicator::NcclCommunicator(MPI_Comm bootstrap, std::vector<int64_t> members,
+                                   c10::Device device)
     : members_(std::move(members)),
       device_(device),
       stream_(c10::cuda::getStreamFromPool(/*isHighPriority=*/true, device.index())) {
@@ -61,7 +72,8 @@ NcclCommunicator::NcclCommunicator(MPI_Comm bootstrap, std::vector<int64_t> memb
   if (rank_ == 0) EAGLET_NCCL_CHECK(ncclGetUniqueId(&id), nullptr);
   EAGLET_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, bootstrap));
   c10::cuda::CUDAGuard guard(device_);
-  EAGLET_NCCL_CHECK(ncclCommInitRank(&comm_, static_cast<int>(size()), id, static_cast<int>(rank_)), nullptr);
+  EAGLET_NCCL_CHECK(ncclCommInitRank(&comm_, static_cast<int>(size()), id, static_cast<int>(rank_)),
+                    nullptr);
 }
 
 NcclCommunicator::~NcclCommunicator() {
@@ -73,7 +85,8 @@ void NcclCommunicator::abort() noexcept {
   comm_ = nullptr;
 }
 
-c10::cuda::CUDAStream NcclCommunicator::enter(const char* op, std::initializer_list<at::Tensor> tensors) {
+c10::cuda::CUDAStream NcclCommunicator::enter(const char* op,
+                                              std::initializer_list<at::Tensor> tensors) {
   EAGLET_CHECK(comm_ != nullptr, "nccl {}: communicator was aborted", op);
   for (const auto& t : tensors) {
     EAGLET_CHECK(t.device() == device_, "nccl {}: tensor {} is not on this rank's device {}", op,
@@ -87,7 +100,8 @@ c10::cuda::CUDAStream NcclCommunicator::enter(const char* op, std::initializer_l
   return caller;
 }
 
-void NcclCommunicator::leave(c10::cuda::CUDAStream caller, std::initializer_list<at::Tensor> tensors) {
+void NcclCommunicator::leave(c10::cuda::CUDAStream caller,
+                             std::initializer_list<at::Tensor> tensors) {
   for (const auto& t : tensors)
     c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), stream_);
   at::cuda::CUDAEvent done;
@@ -113,20 +127,21 @@ void NcclCommunicator::all_to_all(const at::Tensor& in, const at::Tensor& out) {
   leave(caller, {in, out});
 }
 
-std::unique_ptr<Work> NcclCommunicator::send_recv(const at::Tensor& send, int64_t dst, const at::Tensor& recv,
-                                                  int64_t src) {
+std::unique_ptr<Work> NcclCommunicator::send_recv(const at::Tensor& send, int64_t dst,
+                                                  const at::Tensor& recv, int64_t src) {
   check_peer(*this, "send_recv", dst);
   check_peer(*this, "send_recv", src);
-  EAGLET_CHECK(send.scalar_type() == recv.scalar_type(), "nccl send_recv: send {} and recv {} differ in dtype",
-               tensor_text(send), tensor_text(recv));
+  EAGLET_CHECK(send.scalar_type() == recv.scalar_type(),
+               "nccl send_recv: send {} and recv {} differ in dtype", tensor_text(send),
+               tensor_text(recv));
   enter("send_recv", {send, recv});
   c10::cuda::CUDAGuard guard(device_);
   EAGLET_NCCL_CHECK(ncclGroupStart(), comm_);
-  EAGLET_NCCL_CHECK(ncclSend(send.data_ptr(), send.numel(), nccl_type("send_recv", send), static_cast<int>(dst),
-                             comm_, stream_),
+  EAGLET_NCCL_CHECK(ncclSend(send.data_ptr(), send.numel(), nccl_type("send_recv", send),
+                             static_cast<int>(dst), comm_, stream_),
                     comm_);
-  EAGLET_NCCL_CHECK(ncclRecv(recv.data_ptr(), recv.numel(), nccl_type("send_recv", recv), static_cast<int>(src),
-                             comm_, stream_),
+  EAGLET_NCCL_CHECK(ncclRecv(recv.data_ptr(), recv.numel(), nccl_type("send_recv", recv),
+                             static_cast<int>(src), comm_, stream_),
                     comm_);
   EAGLET_NCCL_CHECK(ncclGroupEnd(), comm_);
   for (const auto& t : {send, recv})
@@ -138,7 +153,8 @@ std::unique_ptr<Work> NcclCommunicator::send_recv(const at::Tensor& send, int64_
 
 void NcclCommunicator::all_reduce(const at::Tensor& t, ReduceOp op) {
   EAGLET_CHECK(!(t.scalar_type() == at::kBool && op == ReduceOp::sum),
-               "nccl all_reduce: sum of a bool tensor {} is not defined; use max (logical or)", tensor_text(t));
+               "nccl all_reduce: sum of a bool tensor {} is not defined; use max (logical or)",
+               tensor_text(t));
   auto caller = enter("all_reduce", {t});
   c10::cuda::CUDAGuard guard(device_);
   EAGLET_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), t.numel(), nccl_type("all_reduce", t),

@@ -13,14 +13,15 @@ namespace eaglet {
 ProcessGroups::ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Device device)
     : layout_(layout), world_rank_(env.rank()), device_(device) {
   check_layout(layout_);
-  EAGLET_CHECK(layout_.world == env.size(), "layout world {} differs from MPI world {}", layout_.world,
-               env.size());
+  EAGLET_CHECK(layout_.world == env.size(), "layout world {} differs from MPI world {}",
+               layout_.world, env.size());
   coord_ = coord_of(layout_, world_rank_);
   for (GroupKind kind : kAllGroupKinds) {
     auto members = group_members(layout_, kind, world_rank_);
     MPI_Comm comm;
-    EAGLET_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, static_cast<int>(group_index(layout_, kind, world_rank_)),
-                                    static_cast<int>(rank_in_group(layout_, kind, world_rank_)), &comm));
+    EAGLET_MPI_CHECK(
+        MPI_Comm_split(MPI_COMM_WORLD, static_cast<int>(group_index(layout_, kind, world_rank_)),
+                       static_cast<int>(rank_in_group(layout_, kind, world_rank_)), &comm));
     std::unique_ptr<Communicator> c;
     if (device_.is_cpu()) {
       c = std::make_unique<MpiCommunicator>(comm, members);
@@ -34,8 +35,8 @@ ProcessGroups::ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Devic
 #endif
     }
     EAGLET_CHECK(c->rank() == rank_in_group(layout_, kind, world_rank_),
-                 "{} group: MPI placed rank {} at {}, layout says {}", group_name(kind), world_rank_,
-                 c->rank(), rank_in_group(layout_, kind, world_rank_));
+                 "{} group: MPI placed rank {} at {}, layout says {}", group_name(kind),
+                 world_rank_, c->rank(), rank_in_group(layout_, kind, world_rank_));
     groups_[static_cast<size_t>(kind)] = std::move(c);
   }
 }

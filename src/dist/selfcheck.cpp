@@ -8,9 +8,9 @@
 #include <ATen/ops/full.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <functional>
-
 
 namespace eaglet {
 namespace {
@@ -23,12 +23,13 @@ struct Case {
 
 std::string values_text(const at::Tensor& t) {
   auto v = t.to(at::kLong).contiguous();
-  std::string out = "[";
-  for (int64_t i = 0; i < v.numel(); ++i) out += (i ? " " : "") + std::to_string(v.data_ptr<int64_t>()[i]);
-  return out + "]";
+  const int64_t* p = v.data_ptr<int64_t>();
+  return fmt::format("[{}]", fmt::join(p, p + v.numel(), " "));
 }
 
-at::Tensor iota(int64_t n) { return at::arange(n, at::TensorOptions().dtype(at::kLong)); }
+at::Tensor iota(int64_t n) {
+  return at::arange(n, at::TensorOptions().dtype(at::kLong));
+}
 
 const std::vector<Case>& cases() {
   static const std::vector<Case> table = {
@@ -91,9 +92,10 @@ SelfCheckResult run_selfcheck(const ProcessGroups& groups) {
         ++result.checks;
         auto [got, expected] = test.run(comm, opts);
         if (!at::equal(got.to(at::kLong), expected))
-          result.failures.push_back(fmt::format("{} group (members of world rank {}) {} {}: got {} expected {}",
-                                                group_name(kind), groups.world_rank(), test.name,
-                                                c10::toString(dtype), values_text(got), values_text(expected)));
+          result.failures.push_back(
+              fmt::format("{} group (members of world rank {}) {} {}: got {} expected {}",
+                          group_name(kind), groups.world_rank(), test.name, c10::toString(dtype),
+                          values_text(got), values_text(expected)));
       }
       comm.barrier();
       ++result.checks;

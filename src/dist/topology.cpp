@@ -10,21 +10,26 @@ namespace eaglet {
 
 const char* group_name(GroupKind kind) {
   switch (kind) {
-    case GroupKind::world: return "world";
-    case GroupKind::dp: return "dp";
-    case GroupKind::sp: return "sp";
-    case GroupKind::ulysses: return "ulysses";
-    case GroupKind::ring: return "ring";
+    case GroupKind::world:
+      return "world";
+    case GroupKind::dp:
+      return "dp";
+    case GroupKind::sp:
+      return "sp";
+    case GroupKind::ulysses:
+      return "ulysses";
+    case GroupKind::ring:
+      return "ring";
   }
   return "?";
 }
 
 void check_layout(const Layout& l) {
-  EAGLET_CHECK(l.ulysses >= 1 && l.ring >= 1, "parallel.ulysses={} parallel.ring={}: both must be >= 1",
-               l.ulysses, l.ring);
+  EAGLET_CHECK(l.ulysses >= 1 && l.ring >= 1,
+               "parallel.ulysses={} parallel.ring={}: both must be >= 1", l.ulysses, l.ring);
   EAGLET_CHECK(l.world >= 1 && l.world % l.sp() == 0,
-               "world size {} is not divisible by parallel.ulysses*parallel.ring = {}*{} = {}", l.world,
-               l.ulysses, l.ring, l.sp());
+               "world size {} is not divisible by parallel.ulysses*parallel.ring = {}*{} = {}",
+               l.world, l.ulysses, l.ring, l.sp());
 }
 
 RankCoord coord_of(const Layout& l, int64_t r) {
@@ -67,11 +72,16 @@ std::vector<int64_t> group_members(const Layout& l, GroupKind kind, int64_t r) {
 int64_t group_index(const Layout& l, GroupKind kind, int64_t r) {
   RankCoord c = coord_of(l, r);
   switch (kind) {
-    case GroupKind::world: return 0;
-    case GroupKind::dp: return c.sp;
-    case GroupKind::sp: return c.dp;
-    case GroupKind::ulysses: return c.dp * l.ring + c.ring;
-    case GroupKind::ring: return c.dp * l.ulysses + c.ulysses;
+    case GroupKind::world:
+      return 0;
+    case GroupKind::dp:
+      return c.sp;
+    case GroupKind::sp:
+      return c.dp;
+    case GroupKind::ulysses:
+      return c.dp * l.ring + c.ring;
+    case GroupKind::ring:
+      return c.dp * l.ulysses + c.ulysses;
   }
   return 0;
 }
@@ -79,11 +89,16 @@ int64_t group_index(const Layout& l, GroupKind kind, int64_t r) {
 int64_t rank_in_group(const Layout& l, GroupKind kind, int64_t r) {
   RankCoord c = coord_of(l, r);
   switch (kind) {
-    case GroupKind::world: return r;
-    case GroupKind::dp: return c.dp;
-    case GroupKind::sp: return c.sp;
-    case GroupKind::ulysses: return c.ulysses;
-    case GroupKind::ring: return c.ring;
+    case GroupKind::world:
+      return r;
+    case GroupKind::dp:
+      return c.dp;
+    case GroupKind::sp:
+      return c.sp;
+    case GroupKind::ulysses:
+      return c.ulysses;
+    case GroupKind::ring:
+      return c.ring;
   }
   return 0;
 }
@@ -99,8 +114,8 @@ std::vector<std::vector<int64_t>> all_groups(const Layout& l, GroupKind kind) {
 }
 
 std::string describe(const Layout& l) {
-  std::string out = fmt::format("layout: W={} = D {} x P {} (U {} x R {})\n", l.world, l.dp(), l.sp(),
-                                l.ulysses, l.ring);
+  std::string out = fmt::format("layout: W={} = D {} x P {} (U {} x R {})\n", l.world, l.dp(),
+                                l.sp(), l.ulysses, l.ring);
   out += "rank -> (dp, sp, ulysses, ring):";
   for (int64_t r = 0; r < l.world; ++r) {
     auto c = coord_of(l, r);

@@ -11,8 +11,8 @@ namespace eaglet {
 // The process grid: W ranks = D data-parallel replicas × P = U·R sequence-parallel ranks.
 struct Layout {
   int64_t world = 1;
-  int64_t ulysses = 1;  // U
-  int64_t ring = 1;     // R
+  int64_t ulysses = 1;                           // U
+  int64_t ring = 1;                              // R
   int64_t sp() const { return ulysses * ring; }  // P
   int64_t dp() const { return world / sp(); }    // D
 };

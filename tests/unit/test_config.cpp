@@ -18,11 +18,14 @@ std::string error_of(const std::function<void()>& f) {
   }
   return "";
 }
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 }  // namespace
 
 TEST_CASE("defaults and YAML values", "[config]") {
-  Config c = parse_config("parallel:\n  ulysses: 2\ntraining:\n  lr: 3.0e-4\n  ttt_weights: [1, 0.5, 0.25]\n", "t");
+  Config c = parse_config(
+      "parallel:\n  ulysses: 2\ntraining:\n  lr: 3.0e-4\n  ttt_weights: [1, 0.5, 0.25]\n", "t");
   REQUIRE(c.parallel.ulysses == 2);
   REQUIRE(c.parallel.ring == 1);
   REQUIRE(c.training.lr == 3e-4);
@@ -33,16 +36,19 @@ TEST_CASE("defaults and YAML values", "[config]") {
 }
 
 TEST_CASE("--set overrides apply in order and parse as YAML", "[config]") {
-  Config c = parse_config("parallel:\n  ring: 2\n", "t",
-                          {"parallel.ring=4", "parallel.ring=8", "data.consume=true", "training.ttt_weights=[1,2]"});
+  Config c = parse_config(
+      "parallel:\n  ring: 2\n", "t",
+      {"parallel.ring=4", "parallel.ring=8", "data.consume=true", "training.ttt_weights=[1,2]"});
   REQUIRE(c.parallel.ring == 8);
   REQUIRE(c.data.consume);
   REQUIRE(c.training.ttt_weights == std::vector<double>{1, 2});
 }
 
 TEST_CASE("unknown keys and wrong types are all reported with key and value", "[config]") {
-  auto msg = error_of([] { parse_config("trainig:\n  lr: 1\nparallel:\n  ring: two\n", "run.yaml"); });
-  REQUIRE(contains(msg, "config error: trainig.lr: unknown key in run.yaml (did you mean training.lr?)"));
+  auto msg =
+      error_of([] { parse_config("trainig:\n  lr: 1\nparallel:\n  ring: two\n", "run.yaml"); });
+  REQUIRE(contains(
+      msg, "config error: trainig.lr: unknown key in run.yaml (did you mean training.lr?)"));
   REQUIRE(contains(msg, "config error: parallel.ring=two: expected int"));
   msg = error_of([] { parse_config("", "t", {"nope=1"}); });
   REQUIRE(contains(msg, "config error: nope: unknown key in --set"));
@@ -57,15 +63,25 @@ TEST_CASE("validation rules name key, value and rule", "[config]") {
     std::string message;
   };
   std::vector<Rule> rules = {
-      {{"parallel.ulysses=2", "parallel.ring=2"}, 6,
-       "config error: parallel.ulysses*parallel.ring=4: world size 6 must be divisible by ulysses*ring"},
-      {{"parallel.ulysses=4", "model.config.num_attention_heads=6", "model.config.num_key_value_heads=2"}, 4,
-       "config error: model.config.num_attention_heads=6: must be divisible by parallel.ulysses (4)"},
-      {{"parallel.ulysses=4", "model.config.num_attention_heads=8", "model.config.num_key_value_heads=2"}, 4,
-       "config error: model.config.num_key_value_heads=2: must be divisible by parallel.ulysses (4)"},
-      {{"training.ttt_length=4", "data.max_seq_length=4"}, 1,
+      {{"parallel.ulysses=2", "parallel.ring=2"},
+       6,
+       "config error: parallel.ulysses*parallel.ring=4: world size 6 must be divisible by "
+       "ulysses*ring"},
+      {{"parallel.ulysses=4", "model.config.num_attention_heads=6",
+        "model.config.num_key_value_heads=2"},
+       4,
+       "config error: model.config.num_attention_heads=6: must be divisible by parallel.ulysses "
+       "(4)"},
+      {{"parallel.ulysses=4", "model.config.num_attention_heads=8",
+        "model.config.num_key_value_heads=2"},
+       4,
+       "config error: model.config.num_key_value_heads=2: must be divisible by parallel.ulysses "
+       "(4)"},
+      {{"training.ttt_length=4", "data.max_seq_length=4"},
+       1,
        "config error: data.max_seq_length=4: must be > training.ttt_length (4)"},
-      {{"training.ttt_weights=[1]"}, 1,
+      {{"training.ttt_weights=[1]"},
+       1,
        "config error: training.ttt_weights=[1]: must have training.ttt_length (7) entries"},
       {{"data.store=s3"}, 1, "config error: data.store=s3: must be one of dir, mooncake"},
       {{"checkpoint.keep=0"}, 1, "config error: checkpoint.keep=0: must be >= 1"},
@@ -107,7 +123,8 @@ TEST_CASE("model.config may name an HF config.json", "[config]") {
 }
 
 TEST_CASE("shipped configs are valid", "[config]") {
-  for (auto [file, world] : {std::pair{"configs/demo.yaml", 4}, std::pair{"configs/reference.yaml", 8}}) {
+  for (auto [file, world] :
+       {std::pair{"configs/demo.yaml", 4}, std::pair{"configs/reference.yaml", 8}}) {
     INFO(file);
     Config c = load_config(std::string(EAGLET_SOURCE_DIR) + "/" + file);
     REQUIRE(validate(c, world).empty());

@@ -24,22 +24,32 @@ std::vector<int64_t> brute_group(const Layout& l, GroupKind kind, int64_t r) {
   auto key = [&](int64_t x) -> std::vector<int64_t> {
     auto [dp, s, u, g] = brute_coord(x, l.ulysses, l.ring);
     switch (kind) {
-      case GroupKind::world: return {};
-      case GroupKind::dp: return {s};
-      case GroupKind::sp: return {dp};
-      case GroupKind::ulysses: return {dp, g};
-      case GroupKind::ring: return {dp, u};
+      case GroupKind::world:
+        return {};
+      case GroupKind::dp:
+        return {s};
+      case GroupKind::sp:
+        return {dp};
+      case GroupKind::ulysses:
+        return {dp, g};
+      case GroupKind::ring:
+        return {dp, u};
     }
     return {};
   };
   auto order = [&](int64_t x) -> int64_t {
     auto [dp, s, u, g] = brute_coord(x, l.ulysses, l.ring);
     switch (kind) {
-      case GroupKind::world: return x;
-      case GroupKind::dp: return dp;
-      case GroupKind::sp: return s;
-      case GroupKind::ulysses: return u;
-      case GroupKind::ring: return g;
+      case GroupKind::world:
+        return x;
+      case GroupKind::dp:
+        return dp;
+      case GroupKind::sp:
+        return s;
+      case GroupKind::ulysses:
+        return u;
+      case GroupKind::ring:
+        return g;
     }
     return 0;
   };
@@ -78,9 +88,9 @@ TEST_CASE("rank layout matches brute force for many (W, U, R)", "[topology]") {
           }
           // The groups of one kind partition the world, with the sizes DESIGN §1 gives.
           REQUIRE(static_cast<int64_t>(covered.size()) == l.world);
-          size_t expected_size = kind == GroupKind::world ? l.world
-                                 : kind == GroupKind::dp  ? D
-                                 : kind == GroupKind::sp  ? U * R
+          size_t expected_size = kind == GroupKind::world     ? l.world
+                                 : kind == GroupKind::dp      ? D
+                                 : kind == GroupKind::sp      ? U * R
                                  : kind == GroupKind::ulysses ? U
                                                               : R;
           for (const auto& grp : groups) REQUIRE(grp.size() == expected_size);
