@@ -54,12 +54,21 @@ else
     python3 -m venv .venv
   fi
   py=$PWD/.venv/bin/python
-  if "$py" -c 'import torch' >/dev/null 2>&1; then
-    say "python: .venv already has torch $("$py" -c 'import torch; print(torch.__version__)')"
-  else
-    say "installing torch==2.13.0 (CPU) and numpy into .venv"
-    "$py" -m pip install -q --disable-pip-version-check torch==2.13.0 numpy
-  fi
+fi
+# Python packages the tools and tests use (module=pip requirement); torch only goes into .venv.
+declare -A pkgs=([torch]="torch==2.13.0" [numpy]=numpy [safetensors]=safetensors)
+want=()
+for mod in torch numpy safetensors; do
+  "$py" -c "import $mod" >/dev/null 2>&1 && continue
+  if [ "$mod" = torch ] && [ "$py" != "$PWD/.venv/bin/python" ]; then continue; fi
+  want+=("${pkgs[$mod]}")
+done
+if [ ${#want[@]} = 0 ]; then
+  say "python packages: all present in $py"
+else
+  say "installing into $py: ${want[*]}"
+  "$py" -m pip install -q --disable-pip-version-check "${want[@]}" ||
+    say "WARNING: pip could not install ${want[*]} (tests that need them will fail)"
 fi
 "$py" -c 'import torch' || { say "ERROR: $py cannot import torch"; exit 1; }
 echo "$py" >.eaglet_python

@@ -136,12 +136,26 @@ void load_draft_config_json(Config& cfg, const std::string& path,
   }
   cfg.model.config_file = path;
   const std::string prefix = std::string(kDraftConfigKey) + ".";
+  // HF nests rope settings: {"rope_scaling": {"rope_type": "llama3", "factor": 8, ...}}.
+  nlohmann::json flat = j;
+  if (j.contains("rope_scaling") && j["rope_scaling"].is_object()) {
+    const auto& rs = j["rope_scaling"];
+    auto type =
+        rs.contains("rope_type") ? rs["rope_type"] : rs.value("type", nlohmann::json("none"));
+    flat["rope_type"] = type == "default" ? nlohmann::json("none") : type;
+    for (auto [from, to] :
+         {std::pair{"factor", "rope_factor"},
+          {"low_freq_factor", "rope_low_freq_factor"},
+          {"high_freq_factor", "rope_high_freq_factor"},
+          {"original_max_position_embeddings", "rope_original_max_position_embeddings"}})
+      if (rs.contains(from)) flat[to] = rs[from];
+  }
   for (auto& f : fields(cfg)) {
     if (f.key.rfind(prefix, 0) != 0) continue;
     auto name = f.key.substr(prefix.size());
-    if (!j.contains(name) || j[name].is_null()) continue;
+    if (!flat.contains(name) || flat[name].is_null()) continue;
     try {
-      f.set(YAML::Load(j[name].dump()));
+      f.set(YAML::Load(flat[name].dump()));
     } catch (const std::invalid_argument& e) {
       errors.push_back(fmt::format("{} (from {})", e.what(), path));
     }
@@ -241,6 +255,8 @@ std::vector<Field> fields(Config& c) {
       field("runtime.threads", c.runtime.threads,
             "intra-op CPU threads per rank; 0 = LibTorch default"),
       field("runtime.log_level", c.runtime.log_level, "trace | debug | info | warn | error"),
+      field("runtime.dtype", c.runtime.dtype,
+            "compute dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float64"),
       field("data.store", c.data.store, "dir (embedded, on disk) | mooncake"),
       field("data.path", c.data.path, "folder of the dir store"),
       field("data.manifest", c.data.manifest,
@@ -264,6 +280,26 @@ std::vector<Field> fields(Config& c) {
       field("model.config.rms_norm_eps", m.rms_norm_eps, "RMSNorm epsilon"),
       field("model.config.rope_theta", m.rope_theta, "RoPE base θ"),
       field("model.config.max_position_embeddings", m.max_position_embeddings, "largest position"),
+      field("model.config.rope_type", m.rope_type,
+            "RoPE scaling: none | linear | llama3 (HF rope_scaling.rope_type)"),
+      field("model.config.rope_factor", m.rope_factor, "rope_scaling.factor (linear, llama3)"),
+      field("model.config.rope_low_freq_factor", m.rope_low_freq_factor,
+            "rope_scaling.low_freq_factor (llama3)"),
+      field("model.config.rope_high_freq_factor", m.rope_high_freq_factor,
+            "rope_scaling.high_freq_factor (llama3)"),
+      field("model.config.rope_original_max_position_embeddings",
+            m.rope_original_max_position_embeddings,
+            "rope_scaling.original_max_position_embeddings (llama3)"),
+      field("model.embedding_key", c.model.embedding_key, "target tensor holding embed_tokens"),
+      field("model.lm_head_key", c.model.lm_head_key,
+            "target tensor holding lm_head (absent: tied to the embedding)"),
+      field("model.norm_key", c.model.norm_key, "target tensor holding the final norm"),
+      field("model.vocab_mapping", c.model.vocab_mapping,
+            "safetensors file with t2d/d2t; empty: build from the data"),
+      field("model.attention", c.model.attention,
+            "local attention kernel: auto | reference | flash | efficient | cudnn"),
+      field("model.loss_chunk", c.model.loss_chunk,
+            "rows per chunk of the fused lm_head + loss (memory vs speed)"),
       field("training.ttt_length", c.training.ttt_length, "TTT unroll length T"),
       field("training.max_steps", c.training.max_steps, "optimizer steps; 0 = run num_epochs"),
       field("training.num_epochs", c.training.num_epochs, "passes over a fixed manifest"),
@@ -348,7 +384,19 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
   rule(m.rms_norm_eps > 0, "model.config.rms_norm_eps", m.rms_norm_eps, "must be > 0");
   rule(m.rope_theta > 0, "model.config.rope_theta", m.rope_theta, "must be > 0");
 
-  auto msg = one_of(c.runtime.device, {"auto", "cpu", "cuda"});
+  auto msg = one_of(m.rope_type, {"none", "linear", "llama3"});
+  rule(msg.empty(), "model.config.rope_type", m.rope_type, msg);
+  rule(m.rope_factor > 0, "model.config.rope_factor", m.rope_factor, "must be > 0");
+  rule(m.rope_high_freq_factor > m.rope_low_freq_factor, "model.config.rope_high_freq_factor",
+       m.rope_high_freq_factor,
+       fmt::format("must be > model.config.rope_low_freq_factor ({})", m.rope_low_freq_factor));
+  msg = one_of(c.model.attention, {"auto", "reference", "flash", "efficient", "cudnn"});
+  rule(msg.empty(), "model.attention", c.model.attention, msg);
+  rule(c.model.loss_chunk >= 1, "model.loss_chunk", c.model.loss_chunk, "must be >= 1");
+  msg = one_of(c.runtime.dtype, {"auto", "float32", "bfloat16", "float64"});
+  rule(msg.empty(), "runtime.dtype", c.runtime.dtype, msg);
+
+  msg = one_of(c.runtime.device, {"auto", "cpu", "cuda"});
   rule(msg.empty(), "runtime.device", c.runtime.device, msg);
   rule(c.runtime.threads >= 0, "runtime.threads", c.runtime.threads, "must be >= 0");
   msg = one_of(c.runtime.log_level, {"trace", "debug", "info", "warn", "error"});

@@ -23,6 +23,8 @@ struct RuntimeConfig {
   std::string device = "auto";     // auto | cpu | cuda
   int64_t threads = 1;             // intra-op threads per rank; 0 = LibTorch's default
   std::string log_level = "info";  // trace | debug | info | warn | error
+  std::string dtype =
+      "auto";  // compute dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float64
 };
 
 struct DataConfig {
@@ -47,6 +49,12 @@ struct DraftArchConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   int64_t max_position_embeddings = 4096;
+  // rope_scaling of HF configs: none | linear | llama3 (JSON "rope_type" or "type").
+  std::string rope_type = "none";
+  double rope_factor = 1.0;
+  double rope_low_freq_factor = 1.0;
+  double rope_high_freq_factor = 4.0;
+  int64_t rope_original_max_position_embeddings = 8192;
 };
 
 struct ModelConfig {
@@ -54,6 +62,14 @@ struct ModelConfig {
   std::string init_from;    // existing Eagle3 draft (HF folder) to start from
   std::string config_file;  // set when model.config names a config.json instead of inline keys
   DraftArchConfig config;
+  // Tensor names in the target's safetensors (defaults: Llama / Qwen); a missing lm_head falls
+  // back to the embedding (tied embeddings).
+  std::string embedding_key = "model.embed_tokens.weight";
+  std::string lm_head_key = "lm_head.weight";
+  std::string norm_key = "model.norm.weight";
+  std::string vocab_mapping;       // safetensors file with t2d/d2t; empty: build from data
+  std::string attention = "auto";  // auto | reference | flash | efficient | cudnn
+  int64_t loss_chunk = 4096;       // rows per chunk of the fused lm_head + loss
 };
 
 struct TrainingConfig {
