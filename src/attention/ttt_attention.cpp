@@ -1,0 +1,147 @@
+// The TTT attention as one autograd function: block 0 through the provider, diagonal blocks and the
+// fp32 log-sum-exp merge here.
+#include "attention/ttt_attention.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/logsumexp.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace eaglet::attention {
+namespace {
+
+class LocalBlock0 final : public Block0 {
+ public:
+  explicit LocalBlock0(const LocalKernel& kernel) : kernel_(kernel) {}
+  AttnResult forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     double scale) override {
+    return attend(kernel_, q, k, v, /*causal=*/true, scale);
+  }
+  std::vector<at::Tensor> backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                                   const at::Tensor& v, const at::Tensor& out,
+                                   const at::Tensor& lse, const KernelState& state,
+                                   double scale) override {
+    return attend_backward(kernel_, dout, q, k, v, out, lse, state, /*causal=*/true, scale);
+  }
+
+ private:
+  const LocalKernel& kernel_;
+};
+
+// Carries the provider and its kernel state from forward to backward.
+struct Carry : torch::CustomClassHolder {
+  std::shared_ptr<Block0> block0;
+  KernelState state;
+};
+
+at::ScalarType merge_type(const at::Tensor& q) {
+  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// [S, H, d] <-> [1, H, S, d]
+at::Tensor to_kernel(const at::Tensor& x) {
+  return x.transpose(0, 1).unsqueeze(0);
+}
+at::Tensor from_kernel(const at::Tensor& x) {
+  return x.squeeze(0).transpose(0, 1);
+}
+
+// Expands [S, Hkv, d] to [S, H, d] (query head h uses KV head h / (H / Hkv)).
+at::Tensor expand_heads(const at::Tensor& x, int64_t heads) {
+  const int64_t kv = x.size(1);
+  return x.unsqueeze(2)
+      .expand({x.size(0), kv, heads / kv, x.size(2)})
+      .reshape({x.size(0), heads, x.size(2)});
+}
+at::Tensor fold_heads(const at::Tensor& g, int64_t kv) {
+  return g.reshape({g.size(0), kv, g.size(1) / kv, g.size(2)}).sum(2);
+}
+
+// Diagonal score of step m for every position and head: q · K_m · scale, [S, H].
+at::Tensor diag_score(const at::Tensor& qm, const at::Tensor& km, double scale) {
+  return (qm * expand_heads(km, qm.size(1))).sum(-1) * scale;
+}
+
+struct TttAttention : torch::autograd::Function<TttAttention> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q,
+                            const at::Tensor& ks, const at::Tensor& vs,
+                            c10::intrusive_ptr<Carry> carry, double scale) {
+    const int64_t steps = ks.size(0), heads = q.size(1);
+    auto mt = merge_type(q);
+    auto r = carry->block0->forward(to_kernel(q), to_kernel(ks[0]), to_kernel(vs[0]), scale);
+    carry->state = r.state;
+    auto out0 = from_kernel(r.out);                       // [S, H, d]
+    auto lse0 = r.lse.squeeze(0).transpose(0, 1).to(mt);  // [S, H]
+    at::Tensor out, lse;
+    if (steps == 1) {
+      out = out0;
+      lse = lse0;
+    } else {
+      auto qm = q.to(mt);
+      std::vector<at::Tensor> lses{lse0};
+      for (int64_t m = 1; m < steps; ++m) lses.push_back(diag_score(qm, ks[m].to(mt), scale));
+      lse = at::logsumexp(at::stack(lses), {0});
+      auto merged = at::exp(lse0 - lse).unsqueeze(-1) * out0.to(mt);
+      for (int64_t m = 1; m < steps; ++m)
+        merged = merged + at::exp(lses[m] - lse).unsqueeze(-1) * expand_heads(vs[m].to(mt), heads);
+      out = merged.to(q.scalar_type());
+    }
+    ctx->save_for_backward({q, ks, vs, out, lse});
+    ctx->saved_data["carry"] = c10::IValue::make_capsule(carry);
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &q = saved[0], &ks = saved[1], &vs = saved[2], &out = saved[3], &lse = saved[4];
+    auto carry = c10::static_intrusive_pointer_cast<Carry>(ctx->saved_data["carry"].toCapsule());
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const int64_t steps = ks.size(0), heads = q.size(1), kv = ks.size(2);
+    auto mt = merge_type(q);
+    auto dout = grads[0].to(q.scalar_type());
+
+    // Block 0 with the merged out and lse: its softmax is normalised over every block.
+    auto lse_k = lse.transpose(0, 1).unsqueeze(0).to(at::kFloat).contiguous();
+    if (mt == at::kDouble) lse_k = lse.transpose(0, 1).unsqueeze(0).contiguous();
+    auto g0 = carry->block0->backward(to_kernel(dout), to_kernel(q), to_kernel(ks[0]),
+                                      to_kernel(vs[0]), to_kernel(out), lse_k, carry->state, scale);
+    auto dq = from_kernel(g0[0]).to(mt);
+    auto dks = at::zeros_like(ks, ks.options().dtype(mt));
+    auto dvs = at::zeros_like(vs, vs.options().dtype(mt));
+    dks[0].copy_(from_kernel(g0[1]));
+    dvs[0].copy_(from_kernel(g0[2]));
+
+    if (steps > 1) {
+      auto qm = q.to(mt), dom = dout.to(mt), om = out.to(mt);
+      for (int64_t m = 1; m < steps; ++m) {
+        auto km = expand_heads(ks[m].to(mt), heads), vm = expand_heads(vs[m].to(mt), heads);
+        auto w = at::exp((qm * km).sum(-1) * scale - lse);  // [S, H]
+        auto g = w * (dom * (vm - om)).sum(-1);             // dL/dscore
+        dq = dq + (g * scale).unsqueeze(-1) * km;
+        dks[m].copy_(fold_heads((g * scale).unsqueeze(-1) * qm, kv));
+        dvs[m].copy_(fold_heads(w.unsqueeze(-1) * dom, kv));
+      }
+    }
+    return {dq.to(q.scalar_type()), dks.to(ks.scalar_type()), dvs.to(vs.scalar_type()),
+            at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+std::shared_ptr<Block0> local_block0(const LocalKernel& kernel) {
+  return std::make_shared<LocalBlock0>(kernel);
+}
+
+at::Tensor ttt_attention(const at::Tensor& q, const at::Tensor& ks, const at::Tensor& vs,
+                         std::shared_ptr<Block0> block0, double scale) {
+  auto carry = c10::make_intrusive<Carry>();
+  carry->block0 = std::move(block0);
+  return TttAttention::apply(q, ks, vs, carry, scale);
+}
+
+}  // namespace eaglet::attention

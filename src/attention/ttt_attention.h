@@ -1,0 +1,37 @@
+// Attention of one TTT step (DESIGN §4-5): query i of step k sees the step-0 keys j <= i (block 0,
+// causal over the global sequence) and the keys of steps 1..k at its own position (the diagonal
+// blocks). Block 0 comes from a provider (a local kernel, or the ring under USP); the diagonal
+// blocks are local; all are merged by log-sum-exp in fp32. Backward is exact: block 0's backward
+// receives the merged out and lse, the diagonal blocks have closed-form gradients.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <vector>
+
+#include "attention/local_attention.h"
+
+namespace eaglet::attention {
+
+// Block 0 over [1, H, S, d] tensors in the kernels' layout; causal over the global sequence.
+class Block0 {
+ public:
+  virtual ~Block0() = default;
+  virtual AttnResult forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             double scale) = 0;
+  virtual std::vector<at::Tensor> backward(const at::Tensor& dout, const at::Tensor& q,
+                                           const at::Tensor& k, const at::Tensor& v,
+                                           const at::Tensor& out, const at::Tensor& lse,
+                                           const KernelState& state, double scale) = 0;
+};
+
+// Block 0 on one rank: the whole (or Ulysses-gathered) sequence, causal, through a local kernel.
+std::shared_ptr<Block0> local_block0(const LocalKernel& kernel);
+
+// q [S, H, d] of step k = ks.size(0) - 1; ks, vs [k+1, S, Hkv, d] (K post-RoPE). Returns
+// [S, H, d] in q's dtype. Differentiable in q, ks and vs.
+at::Tensor ttt_attention(const at::Tensor& q, const at::Tensor& ks, const at::Tensor& vs,
+                         std::shared_ptr<Block0> block0, double scale);
+
+}  // namespace eaglet::attention

@@ -1,0 +1,176 @@
+// The Eagle3 draft's weights and its TTT unroll.
+#include "model/eagle3.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/argmax.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/clamp_min.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/normal.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/silu.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/tensor_text.h"
+#include "dist/communicator.h"
+#include "model/layers.h"
+
+namespace eaglet::model {
+
+namespace {
+template <typename W, typename T>
+std::vector<std::pair<std::string, T*>> named(W& w) {
+  return {{"fc.weight", &w.fc},
+          {"midlayer.input_layernorm.weight", &w.input_layernorm},
+          {"midlayer.hidden_norm.weight", &w.hidden_norm},
+          {"midlayer.post_attention_layernorm.weight", &w.post_norm},
+          {"midlayer.self_attn.q_proj.weight", &w.q_proj},
+          {"midlayer.self_attn.k_proj.weight", &w.k_proj},
+          {"midlayer.self_attn.v_proj.weight", &w.v_proj},
+          {"midlayer.self_attn.o_proj.weight", &w.o_proj},
+          {"midlayer.mlp.gate_proj.weight", &w.gate_proj},
+          {"midlayer.mlp.up_proj.weight", &w.up_proj},
+          {"midlayer.mlp.down_proj.weight", &w.down_proj},
+          {"norm.weight", &w.norm},
+          {"lm_head.weight", &w.lm_head}};
+}
+}  // namespace
+
+std::vector<std::pair<std::string, at::Tensor*>> Eagle3Weights::trainable() {
+  return named<Eagle3Weights, at::Tensor>(*this);
+}
+std::vector<std::pair<std::string, const at::Tensor*>> Eagle3Weights::trainable() const {
+  return named<const Eagle3Weights, const at::Tensor>(*this);
+}
+
+std::vector<int64_t> weight_shape(const DraftArchConfig& c, const std::string& name) {
+  const int64_t H = c.hidden_size, q = c.num_attention_heads * c.head_dim,
+                kv = c.num_key_value_heads * c.head_dim;
+  if (name == "fc.weight") return {H, 3 * c.target_hidden_size};
+  if (name.find("norm") != std::string::npos) return {H};
+  if (name == "midlayer.self_attn.q_proj.weight") return {q, 2 * H};
+  if (name == "midlayer.self_attn.k_proj.weight" || name == "midlayer.self_attn.v_proj.weight")
+    return {kv, 2 * H};
+  if (name == "midlayer.self_attn.o_proj.weight") return {H, q};
+  if (name == "midlayer.mlp.gate_proj.weight" || name == "midlayer.mlp.up_proj.weight")
+    return {c.intermediate_size, H};
+  if (name == "midlayer.mlp.down_proj.weight") return {H, c.intermediate_size};
+  if (name == "lm_head.weight") return {c.draft_vocab_size, H};
+  if (name == "embed_tokens.weight") return {c.vocab_size, H};
+  EAGLET_FAIL("no Eagle3 weight is named {}", name);
+}
+
+Eagle3Weights init_weights(const DraftArchConfig& cfg, int64_t seed, c10::Device device,
+                           const at::Tensor& embed_tokens) {
+  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seed));
+  auto cpu = at::TensorOptions().dtype(at::kFloat);
+  Eagle3Weights w;
+  for (auto& [name, t] : w.trainable()) {
+    auto shape = weight_shape(cfg, name);
+    *t = name.find("norm") != std::string::npos ? at::ones(shape, cpu)
+                                                : at::normal(0.0, 0.02, shape, gen, cpu);
+    *t = t->to(device).set_requires_grad(true);
+  }
+  auto embed_shape = weight_shape(cfg, "embed_tokens.weight");
+  if (embed_tokens.defined()) {
+    EAGLET_CHECK(embed_tokens.sizes().vec() == embed_shape,
+                 "embed_tokens is {}, the draft config needs {}", tensor_text(embed_tokens),
+                 shape_text(embed_shape));
+    w.embed_tokens = embed_tokens.to(device, at::kFloat);
+  } else {
+    w.embed_tokens = at::normal(0.0, 0.02, embed_shape, gen, cpu).to(device);
+  }
+  return w;
+}
+
+at::Tensor position_mask(const ShardInput& in, const LossTarget& target, int64_t chunk) {
+  const int64_t n = in.lhs.size(0);
+  auto shifted = in.lhs.narrow(0, 1, n - 1),
+       past_end = at::zeros({1, in.lhs.size(1)}, in.lhs.options());
+  auto next = at::cat({shifted, past_end});
+  auto head = target.full_head.to(next.scalar_type());
+  std::vector<at::Tensor> parts;
+  for (int64_t s = 0; s < n; s += chunk) {
+    const int64_t len = std::min(chunk, n - s);
+    parts.push_back(at::argmax(at::matmul(next.narrow(0, s, len), head.t()), -1));
+  }
+  auto in_draft = target.t2d.index_select(0, at::cat(parts));
+  return in.loss_mask.to(at::kFloat) * in_draft.to(at::kFloat);
+}
+
+std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg,
+                                  const LossTarget& target, const ShardInput& in,
+                                  const TttOptions& opt) {
+  const int64_t T = opt.ttt_length, C = in.ids.size(0) - T;
+  const int64_t nH = cfg.num_attention_heads, nKV = cfg.num_key_value_heads, d = cfg.head_dim;
+  const double eps = cfg.rms_norm_eps, scale = 1.0 / std::sqrt(static_cast<double>(d));
+  EAGLET_CHECK(C >= 1, "shard of {} rows is not longer than the TTT length {}", in.ids.size(0), T);
+  EAGLET_CHECK(opt.ulysses == nullptr || opt.ulysses->size() == 1,
+               "Ulysses all-to-all is not in this build yet (parallel.ulysses must be 1)");
+  EAGLET_CHECK(in.positions.size(0) == C, "positions {} for a chunk of {} rows",
+               tensor_text(in.positions), C);
+  const auto dt = opt.dtype;
+
+  auto mask_rows = position_mask(in, target, opt.loss_chunk);  // [C+T]
+  auto inv_freq = rope_inv_freq(cfg, in.ids.device());
+  auto ids = in.ids.clamp(0, cfg.vocab_size - 1);
+  auto h = project(in.hs.narrow(0, 0, C).to(dt), w.fc);  // step 0 input: fc(hs)
+  std::vector<at::Tensor> ks, vs;
+  std::vector<LossSums> steps;
+  for (int64_t k = 0; k < T; ++k) {
+    // Step k at local position i: token ids[i+k+1], target lhs[i+k+1], mask row i+k.
+    auto emb = w.embed_tokens.index_select(0, ids.narrow(0, k + 1, C)).to(dt);
+    auto e_n = rms_norm(emb, w.input_layernorm, eps), h_n = rms_norm(h, w.hidden_norm, eps);
+    auto x = at::cat({e_n, h_n}, -1);  // embeddings first
+    auto q = project(x, w.q_proj).view({C, nH, d});
+    auto kk = project(x, w.k_proj).view({C, nKV, d});
+    auto v = project(x, w.v_proj).view({C, nKV, d});
+    auto [cos, sin] = rope_tables(inv_freq, in.positions + k);  // TTT step k: positions + k
+    q = apply_rope(q, cos, sin);
+    ks.push_back(apply_rope(kk, cos, sin));
+    vs.push_back(v);
+    auto a = attention::ttt_attention(q, at::stack(ks), at::stack(vs), opt.block0, scale);
+    auto h1 = h + project(a.reshape({C, nH * d}), w.o_proj);
+    auto n = rms_norm(h1, w.post_norm, eps);
+    auto out = h1 + project(at::silu(project(n, w.gate_proj)) * project(n, w.up_proj), w.down_proj);
+    auto sums = fused_soft_ce(rms_norm(out, w.norm, eps), w.lm_head, in.lhs.narrow(0, k + 1, C),
+                              target.draft_head, mask_rows.narrow(0, k, C), opt.loss_chunk);
+    // Connectivity (DESIGN §5): every rank's backward runs, whatever its local loss.
+    sums.loss = sums.loss + out.sum().to(sums.loss.scalar_type()) * 0;
+    steps.push_back(sums);
+    h = out;
+  }
+  return steps;
+}
+
+std::vector<double> step_weights(const TrainingConfig& t) {
+  if (!t.ttt_weights.empty()) return t.ttt_weights;
+  std::vector<double> w;
+  for (int64_t k = 0; k < t.ttt_length; ++k)
+    w.push_back(std::pow(t.ttt_decay, static_cast<double>(k)));
+  return w;
+}
+
+Objective combine_steps(const std::vector<LossSums>& steps, const std::vector<double>& weights,
+                        int64_t grad_accum, Communicator* sp) {
+  EAGLET_CHECK(weights.size() == steps.size(), "{} loss weights for {} TTT steps", weights.size(),
+               steps.size());
+  std::vector<at::Tensor> rows;
+  for (const auto& s : steps) rows.push_back(at::stack({s.loss.detach(), s.correct, s.count}));
+  auto global = at::stack(rows).contiguous();  // [T, 3]
+  if (sp != nullptr) sp->all_reduce(global, ReduceOp::sum);
+  auto denom = at::clamp_min(global.select(1, 2), 1.0);
+  at::Tensor total;
+  for (size_t k = 0; k < steps.size(); ++k) {
+    auto term = steps[k].loss * (weights[k] / static_cast<double>(grad_accum)) / denom[k];
+    total = total.defined() ? total + term : term;
+  }
+  return {total, global.select(1, 0) / denom, global.select(1, 1) / denom, global.select(1, 2)};
+}
+
+}  // namespace eaglet::model

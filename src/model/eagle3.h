@@ -1,0 +1,90 @@
+// The Eagle3 draft (DESIGN §4): weights with SGLang names, kept as fp32 masters, and the
+// training-time-test (TTT) unroll over one rank's shard producing per-step loss sums.
+// Compute runs in a chosen dtype (bf16 on GPU, fp32 on CPU, fp64 for tests); weights are cast on
+// use, so gradients land on the fp32 masters.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attention/ttt_attention.h"
+#include "core/config.h"
+#include "model/loss.h"
+
+namespace eaglet {
+class Communicator;
+}
+
+namespace eaglet::model {
+
+struct Eagle3Weights {
+  at::Tensor fc;                                       // [H, 3·Ht]
+  at::Tensor input_layernorm, hidden_norm, post_norm;  // [H]
+  at::Tensor q_proj, k_proj, v_proj, o_proj;           // [nH·d, 2H], [nKV·d, 2H] ×2, [H, nH·d]
+  at::Tensor gate_proj, up_proj, down_proj;            // [I, H] ×2, [H, I]
+  at::Tensor norm;                                     // [H]
+  at::Tensor lm_head;                                  // [Vd, H]
+  at::Tensor embed_tokens;                             // [Vt, H], frozen (from the target)
+
+  // The trainable tensors with their SGLang names, in a fixed order (checkpoints, optimizer).
+  std::vector<std::pair<std::string, at::Tensor*>> trainable();
+  std::vector<std::pair<std::string, const at::Tensor*>> trainable() const;
+};
+
+// Expected shape of each trainable tensor (and "embed_tokens.weight").
+std::vector<int64_t> weight_shape(const DraftArchConfig& cfg, const std::string& name);
+
+// From scratch, seeded: linear weights ~ N(0, 0.02²) (HF Llama's initializer_range), norms = 1,
+// embed_tokens ~ N(0, 0.02²) unless given. fp32 on `device`, trainable ones require grad.
+Eagle3Weights init_weights(const DraftArchConfig& cfg, int64_t seed, c10::Device device,
+                           const at::Tensor& embed_tokens = {});
+
+// What the loss compares against: the target's lm_head (full, for the argmax mask) and its rows of
+// the draft vocabulary, and t2d.
+struct LossTarget {
+  at::Tensor full_head;   // [Vt, Ht]
+  at::Tensor draft_head;  // [Vd, Ht]
+  at::Tensor t2d;         // bool [Vt]
+};
+
+// One rank's shard (DESIGN §3): C own rows plus a T-row halo.
+struct ShardInput {
+  at::Tensor hs;         // [C+T, 3·Ht]
+  at::Tensor ids;        // int64 [C+T]
+  at::Tensor lhs;        // [C+T, Ht]
+  at::Tensor loss_mask;  // [C+T], 0/1
+  at::Tensor positions;  // int64 [C·U]: positions of the Ulysses-gathered chunk
+};
+
+// Row-j mask of DESIGN §4: loss_mask[j] × t2d[argmax(lhs[j+1] · Wtᵀ)], lhs past the shard = 0.
+at::Tensor position_mask(const ShardInput& in, const LossTarget& target, int64_t chunk);
+
+struct TttOptions {
+  int64_t ttt_length = 7;
+  at::ScalarType dtype = at::kFloat;
+  std::shared_ptr<attention::Block0> block0;  // block-0 provider (local kernel or ring)
+  Communicator* ulysses = nullptr;            // Ulysses group; null or size 1: no all-to-all
+  int64_t loss_chunk = 4096;
+};
+
+// The unroll: per step k, loss sums over this shard (not yet normalised).
+std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg,
+                                  const LossTarget& target, const ShardInput& in,
+                                  const TttOptions& opt);
+
+// Step weights: ttt_weights if given, else ttt_decay^k.
+std::vector<double> step_weights(const TrainingConfig& t);
+
+struct Objective {
+  at::Tensor total;  // differentiable: Σ_k w_k · sum_k / max(N_k, 1) / accumulation
+  at::Tensor loss_k, acc_k, count_k;  // [T] global (over the SP group), detached
+};
+
+// Normalisation of DESIGN §4: sums and counts all-reduced over the SP group (null: one rank).
+Objective combine_steps(const std::vector<LossSums>& steps, const std::vector<double>& weights,
+                        int64_t grad_accum, Communicator* sp);
+
+}  // namespace eaglet::model

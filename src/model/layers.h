@@ -1,0 +1,25 @@
+// The draft's building blocks as plain functions on tensors (autograd records them): RMSNorm,
+// RoPE (none / linear / llama3 scaling) and the SwiGLU MLP. Weights arrive as fp32 masters and
+// are cast to the compute dtype here, so gradients flow back to the masters in fp32.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "core/config.h"
+
+namespace eaglet::model {
+
+// y = weight · cast_back(x_f32 · rsqrt(mean(x_f32²) + eps))  (DESIGN §4: statistics in fp32).
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+// x · weightᵀ with the weight cast to x's dtype (no bias anywhere in the draft).
+at::Tensor project(const at::Tensor& x, const at::Tensor& weight);
+
+// inv_freq_i = θ^(−2i/d) with rope scaling applied, fp32 [d/2].
+at::Tensor rope_inv_freq(const DraftArchConfig& cfg, c10::Device device);
+// cos/sin tables [S, d] in fp32 for int64 positions [S]: cat(freqs, freqs).
+std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq,
+                                              const at::Tensor& positions);
+// Non-interleaved (rotate-half) RoPE of x [S, heads, d]; tables cast to x's dtype.
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+}  // namespace eaglet::model

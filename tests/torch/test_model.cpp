@@ -1,0 +1,326 @@
+// The Eagle3 draft on one rank (P = 1) against an independent fp64 reference written here with
+// plain ops: dense attention masks over every cached key, full softmax losses, autograd for
+// gradients. Also: finite differences of the model itself in fp64, the fused attention kernels
+// against the reference kernel, and the chunked loss against one chunk.
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/abs.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/argmax.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/cos.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/eye.h>
+#include <ATen/ops/logsumexp.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/outer.h>
+#include <ATen/ops/pow.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/rsqrt.h>
+#include <ATen/ops/silu.h>
+#include <ATen/ops/sin.h>
+#include <ATen/ops/softmax.h>
+#include <ATen/ops/tril.h>
+#include <ATen/ops/zeros.h>
+
+#include <ATen/core/LegacyTypeDispatch.h>
+
+#include <cmath>
+
+#include "attention/local_attention.h"
+#include "attention/ttt_attention.h"
+#include "catch.h"
+#include "model/eagle3.h"
+#include "model/vocab.h"
+
+using namespace eaglet;
+using namespace eaglet::model;
+
+namespace {
+
+DraftArchConfig tiny_config() {
+  DraftArchConfig c;
+  c.hidden_size = 32;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.intermediate_size = 48;
+  c.vocab_size = 50;
+  c.draft_vocab_size = 20;
+  c.target_hidden_size = 24;
+  c.rms_norm_eps = 1e-6;
+  c.rope_theta = 10000.0;
+  return c;
+}
+
+struct Problem {
+  DraftArchConfig cfg;
+  Eagle3Weights w;
+  LossTarget target;
+  ShardInput in;
+  int64_t T;
+};
+
+// Random weights (norm weights perturbed away from 1 so their gradients are exercised), random
+// data of length C + T, a loss mask with zeros, a vocabulary from random counts.
+Problem make_problem(int64_t C, int64_t T, uint64_t seed) {
+  Problem p;
+  p.cfg = tiny_config();
+  p.T = T;
+  auto gen = at::detail::createCPUGenerator(seed);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  p.w = init_weights(p.cfg, static_cast<int64_t>(seed), c10::kCPU);
+  for (auto& [name, t] : p.w.trainable()) {
+    at::AutoDispatchBelowAutograd no_grad;
+    if (name.find("norm") != std::string::npos)
+      t->add_(at::randn(t->sizes(), gen, f32) * 0.1);
+    else
+      t->mul_(5.0);  // larger than init so attention is not uniform
+  }
+  const int64_t n = C + T, vt = p.cfg.vocab_size, ht = p.cfg.target_hidden_size;
+  auto counts = at::randint(0, 100, {vt}, gen, at::TensorOptions().dtype(at::kLong));
+  auto vocab = vocab_from_counts(counts, p.cfg.draft_vocab_size);
+  p.target.full_head = at::randn({vt, ht}, gen, f32);
+  p.target.t2d = vocab.t2d;
+  p.target.draft_head = p.target.full_head.index_select(0, vocab.draft_to_target());
+  p.in.hs = at::randn({n, 3 * ht}, gen, f32);
+  p.in.lhs = at::randn({n, ht}, gen, f32);
+  p.in.ids = at::randint(0, vt, {n}, gen, at::TensorOptions().dtype(at::kLong));
+  p.in.loss_mask = (at::randn({n}, gen, f32) > -0.8).to(at::kFloat);
+  p.in.positions = at::arange(C, at::TensorOptions().dtype(at::kLong));
+  return p;
+}
+
+// ---- the independent fp64 reference ------------------------------------------------------------
+at::Tensor ref_rms(const at::Tensor& x, const at::Tensor& w, double eps) {
+  return w * (x * at::rsqrt(x.pow(2).mean({-1}, true) + eps));
+}
+at::Tensor ref_rope(const at::Tensor& x, const at::Tensor& pos, const DraftArchConfig& c) {
+  const int64_t d = c.head_dim;
+  // HF: inv_freq = 1 / θ^(arange(0, d, 2) / d)
+  auto idx = at::arange(0, d, 2, at::TensorOptions().dtype(at::kDouble));
+  auto inv = 1.0 / at::pow(c.rope_theta, idx / static_cast<double>(d));
+  auto ang = at::outer(pos.to(at::kDouble), inv);
+  auto cos = at::cos(at::cat({ang, ang}, -1)).unsqueeze(1),
+       sin = at::sin(at::cat({ang, ang}, -1)).unsqueeze(1);
+  auto x1 = x.narrow(-1, 0, d / 2), x2 = x.narrow(-1, d / 2, d / 2);
+  auto rot = at::cat({-x2, x1}, -1);
+  return x * cos + rot * sin;
+}
+
+struct RefResult {
+  std::vector<double> step_loss;  // normalised loss_k
+  at::Tensor total;
+};
+
+// `w` holds fp64 leaves (name -> tensor). Dense masks, full softmax, no caching tricks.
+RefResult reference(const Problem& p, std::map<std::string, at::Tensor>& w,
+                    const std::vector<double>& weights) {
+  const auto& c = p.cfg;
+  const int64_t T = p.T, n = p.in.ids.size(0), C = n - T, nH = c.num_attention_heads,
+                nKV = c.num_key_value_heads, d = c.head_dim;
+  const double eps = c.rms_norm_eps;
+  auto dbl = [](const at::Tensor& t) { return t.to(at::kDouble); };
+  auto embed = dbl(p.w.embed_tokens), hs = dbl(p.in.hs), lhs = dbl(p.in.lhs),
+       full = dbl(p.target.full_head), draft = dbl(p.target.draft_head);
+  // Row-j mask: loss_mask[j] * t2d[argmax(lhs[j+1] Wtᵀ)], zero row past the end.
+  auto shifted = lhs.narrow(0, 1, n - 1), past_end = at::zeros({1, lhs.size(1)}, lhs.options());
+  auto next = at::cat({shifted, past_end});
+  auto row_mask =
+      p.in.loss_mask.to(at::kDouble) *
+      p.target.t2d.index_select(0, at::argmax(at::matmul(next, full.t()), -1)).to(at::kDouble);
+  auto h = at::matmul(hs.narrow(0, 0, C), w["fc.weight"].t());
+  std::vector<at::Tensor> keys, values;
+  RefResult r;
+  for (int64_t k = 0; k < T; ++k) {
+    auto e = embed.index_select(0, p.in.ids.narrow(0, k + 1, C));
+    auto e_n = ref_rms(e, w["midlayer.input_layernorm.weight"], eps);
+    auto h_n = ref_rms(h, w["midlayer.hidden_norm.weight"], eps);
+    auto x = at::cat({e_n, h_n}, -1);
+    auto pos = at::arange(C, at::TensorOptions().dtype(at::kLong)) + k;
+    auto q =
+        ref_rope(at::matmul(x, w["midlayer.self_attn.q_proj.weight"].t()).view({C, nH, d}), pos, c);
+    keys.push_back(ref_rope(
+        at::matmul(x, w["midlayer.self_attn.k_proj.weight"].t()).view({C, nKV, d}), pos, c));
+    values.push_back(at::matmul(x, w["midlayer.self_attn.v_proj.weight"].t()).view({C, nKV, d}));
+    auto K = at::cat(keys, 0), V = at::cat(values, 0);  // [(k+1)C, nKV, d]
+    // Allowed: block 0 causal (j <= i), block m >= 1 only its own position (j == i).
+    std::vector<at::Tensor> blocks{
+        at::tril(at::ones({C, C}, at::TensorOptions().dtype(at::kDouble)))};
+    for (int64_t m = 1; m <= k; ++m)
+      blocks.push_back(at::eye(C, at::TensorOptions().dtype(at::kDouble)));
+    auto allowed = at::cat(blocks, 1) > 0.5;  // [C, (k+1)C]
+    std::vector<at::Tensor> heads;
+    for (int64_t hd = 0; hd < nH; ++hd) {
+      const int64_t g = hd / (nH / nKV);
+      auto s = at::matmul(q.select(1, hd), K.select(1, g).t()) / std::sqrt(static_cast<double>(d));
+      s = s.masked_fill(allowed.logical_not(), -INFINITY);
+      heads.push_back(at::matmul(at::softmax(s, -1), V.select(1, g)));
+    }
+    auto a = at::cat(heads, -1);  // [C, nH*d], head-major like reshape of [C, nH, d]
+    auto h1 = h + at::matmul(a, w["midlayer.self_attn.o_proj.weight"].t());
+    auto nn = ref_rms(h1, w["midlayer.post_attention_layernorm.weight"], eps);
+    auto mlp = at::matmul(at::silu(at::matmul(nn, w["midlayer.mlp.gate_proj.weight"].t())) *
+                              at::matmul(nn, w["midlayer.mlp.up_proj.weight"].t()),
+                          w["midlayer.mlp.down_proj.weight"].t());
+    auto out = h1 + mlp;
+    auto z = at::matmul(ref_rms(out, w["norm.weight"], eps), w["lm_head.weight"].t());
+    auto pt = at::softmax(at::matmul(lhs.narrow(0, k + 1, C), draft.t()), -1);
+    auto m = row_mask.narrow(0, k, C);
+    auto sum = ((at::logsumexp(z, {-1}) - (pt * z).sum(-1)) * m).sum();
+    double count = std::max(m.sum().item<double>(), 1.0);
+    r.step_loss.push_back(sum.item<double>() / count);
+    auto term = sum * (weights[k] / count);
+    r.total = r.total.defined() ? r.total + term : term;
+    h = out;
+  }
+  return r;
+}
+
+double rel_err(const at::Tensor& got, const at::Tensor& want) {
+  auto g = got.to(at::kDouble), w = want.to(at::kDouble);
+  double scale = std::max(at::abs(w).max().item<double>(), 1e-30);
+  return at::abs(g - w).max().item<double>() / scale;
+}
+
+// Model losses and gradients for one problem through the given kernel and dtype.
+struct ModelRun {
+  std::vector<double> step_loss;
+  std::map<std::string, at::Tensor> grads;
+  double total;
+};
+
+ModelRun run_model(Problem& p, const std::string& kernel, at::ScalarType dtype, int64_t chunk,
+                   const std::vector<double>& weights) {
+  for (auto& [name, t] : p.w.trainable()) t->mutable_grad() = at::Tensor();
+  TttOptions opt;
+  opt.ttt_length = p.T;
+  opt.dtype = dtype;
+  opt.block0 = attention::local_block0(attention::local_kernel(kernel, c10::kCPU, dtype));
+  opt.loss_chunk = chunk;
+  auto steps = ttt_forward(p.w, p.cfg, p.target, p.in, opt);
+  auto obj = combine_steps(steps, weights, 1, nullptr);
+  obj.total.backward();
+  ModelRun r;
+  for (int64_t k = 0; k < p.T; ++k) r.step_loss.push_back(obj.loss_k[k].item<double>());
+  for (auto& [name, t] : p.w.trainable()) r.grads[name] = t->grad().clone();
+  r.total = obj.total.item<double>();
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("TTT losses and every gradient match an fp64 dense reference (CPU fp32, rel 1e-5)",
+          "[model]") {
+  for (int64_t T : {1, 3, 5}) {
+    for (const char* kernel : {"reference", "flash"}) {
+      INFO("T=" << T << " kernel=" << kernel);
+      Problem p = make_problem(/*C=*/11, T, 1234 + T);
+      std::vector<double> weights;
+      for (int64_t k = 0; k < T; ++k) weights.push_back(std::pow(0.8, k));
+      auto got = run_model(p, kernel, at::kFloat, /*chunk=*/4, weights);
+
+      std::map<std::string, at::Tensor> w64;
+      for (auto& [name, t] : p.w.trainable())
+        w64[name] = t->detach().to(at::kDouble).set_requires_grad(true);
+      auto ref = reference(p, w64, weights);
+      ref.total.backward();
+
+      const double tol = 1e-5;  // fp32 model vs fp64 reference
+      for (int64_t k = 0; k < T; ++k) {
+        INFO("step " << k << " model " << got.step_loss[k] << " reference " << ref.step_loss[k]);
+        CHECK(std::abs(got.step_loss[k] - ref.step_loss[k]) <= tol * std::abs(ref.step_loss[k]));
+      }
+      for (auto& [name, g] : got.grads) {
+        INFO("gradient of " << name);
+        REQUIRE(w64[name].grad().defined());
+        CHECK(rel_err(g, w64[name].grad()) <= tol);
+      }
+    }
+  }
+}
+
+TEST_CASE("finite differences agree with autograd in fp64", "[model]") {
+  Problem p = make_problem(/*C=*/7, /*T=*/3, 99);
+  for (auto& [name, t] : p.w.trainable()) *t = t->detach().to(at::kDouble).set_requires_grad(true);
+  std::vector<double> weights{1.0, 0.8, 0.64};
+  auto base = run_model(p, "reference", at::kDouble, 3, weights);
+  const double h = 1e-6;
+  for (const char* name :
+       {"fc.weight", "midlayer.self_attn.k_proj.weight", "midlayer.hidden_norm.weight",
+        "midlayer.mlp.down_proj.weight", "lm_head.weight"}) {
+    at::Tensor* t = nullptr;
+    for (auto& [n, ptr] : p.w.trainable())
+      if (n == name) t = ptr;
+    for (int64_t idx : {0L, 5L}) {
+      auto flat = t->detach().view({-1});
+      const double orig = flat[idx].item<double>();
+      flat[idx] = orig + h;
+      double up = run_model(p, "reference", at::kDouble, 3, weights).total;
+      flat[idx] = orig - h;
+      double down = run_model(p, "reference", at::kDouble, 3, weights).total;
+      flat[idx] = orig;
+      double fd = (up - down) / (2 * h), ad = base.grads[name].view({-1})[idx].item<double>();
+      INFO(name << "[" << idx << "] finite difference " << fd << " autograd " << ad);
+      CHECK(std::abs(fd - ad) <=
+            1e-6 * std::max(1.0, std::abs(ad)));  // central difference, h = 1e-6
+    }
+  }
+}
+
+TEST_CASE("fused attention kernels equal the reference kernel in the TTT merge", "[attention]") {
+  auto gen = at::detail::createCPUGenerator(7);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const int64_t S = 13, H = 4, KV = 2, d = 8, steps = 3;
+  auto q = (at::randn({S, H, d}, gen, f32) * 2).set_requires_grad(true);
+  auto ks = (at::randn({steps, S, KV, d}, gen, f32) * 2).set_requires_grad(true);
+  auto vs = at::randn({steps, S, KV, d}, gen, f32).set_requires_grad(true);
+  auto probe = at::randn({S, H, d}, gen, f32);
+  std::vector<at::Tensor> ref;
+  for (const char* name : {"reference", "flash"}) {
+    INFO(name);
+    auto out = attention::ttt_attention(
+        q, ks, vs, attention::local_block0(attention::local_kernel(name, c10::kCPU, at::kFloat)),
+        1.0 / std::sqrt(8.0));
+    (out * probe).sum().backward();
+    std::vector<at::Tensor> got{out.detach(), q.grad().clone(), ks.grad().clone(),
+                                vs.grad().clone()};
+    q.mutable_grad() = at::Tensor();
+    ks.mutable_grad() = at::Tensor();
+    vs.mutable_grad() = at::Tensor();
+    if (ref.empty()) {
+      ref = got;
+      continue;
+    }
+    for (size_t i = 0; i < got.size(); ++i) CHECK(rel_err(got[i], ref[i]) <= 1e-5);  // fp32 kernels
+  }
+}
+
+TEST_CASE("chunked fused loss equals a single chunk", "[model]") {
+  Problem p = make_problem(/*C=*/10, /*T=*/2, 5);
+  std::vector<double> weights{1.0, 0.8};
+  auto one = run_model(p, "reference", at::kFloat, 1 << 20, weights);
+  auto many = run_model(p, "reference", at::kFloat, 3, weights);
+  for (size_t k = 0; k < one.step_loss.size(); ++k)
+    CHECK(std::abs(one.step_loss[k] - many.step_loss[k]) <= 1e-6);
+  for (auto& [name, g] : one.grads) {
+    INFO(name);
+    CHECK(rel_err(many.grads[name], g) <= 1e-5);  // fp32 summation order only
+  }
+}
+
+TEST_CASE("vocabulary from counts: top Vd, ties to the lower id, sorted, offsets", "[vocab]") {
+  auto counts = at::zeros({8}, at::TensorOptions().dtype(at::kLong));
+  // token: 0 1 2 3 4 5 6 7 ; counts 5 0 7 5 1 5 0 9 -> top 4: 7(9) 2(7) 0(5) 3(5) [5 loses the tie]
+  int64_t c[] = {5, 0, 7, 5, 1, 5, 0, 9};
+  for (int i = 0; i < 8; ++i) counts[i] = c[i];
+  auto m = vocab_from_counts(counts, 4);
+  auto ids = m.draft_to_target();
+  std::vector<int64_t> want{0, 2, 3, 7};
+  for (int i = 0; i < 4; ++i) CHECK(ids[i].item<int64_t>() == want[i]);
+  CHECK(m.d2t[3].item<int64_t>() == 7 - 3);
+  CHECK(m.t2d.sum().item<int64_t>() == 4);
+  CHECK(m.t2d[5].item<bool>() == false);
+}
