@@ -10,6 +10,7 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/cos.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/eye.h>
 #include <ATen/ops/logsumexp.h>
 #include <ATen/ops/matmul.h>
@@ -25,14 +26,16 @@
 #include <ATen/ops/tril.h>
 #include <ATen/ops/zeros.h>
 
-#include <ATen/core/LegacyTypeDispatch.h>
+#include <c10/core/GradMode.h>
 
 #include <cmath>
 
 #include "attention/local_attention.h"
 #include "attention/ttt_attention.h"
 #include "catch.h"
+#include "model/draft_io.h"
 #include "model/eagle3.h"
+#include "model/layers.h"
 #include "model/vocab.h"
 
 using namespace eaglet;
@@ -60,6 +63,7 @@ struct Problem {
   Eagle3Weights w;
   LossTarget target;
   ShardInput in;
+  VocabMap vocab;
   int64_t T;
 };
 
@@ -73,7 +77,7 @@ Problem make_problem(int64_t C, int64_t T, uint64_t seed) {
   auto f32 = at::TensorOptions().dtype(at::kFloat);
   p.w = init_weights(p.cfg, static_cast<int64_t>(seed), c10::kCPU);
   for (auto& [name, t] : p.w.trainable()) {
-    at::AutoDispatchBelowAutograd no_grad;
+    c10::NoGradGuard no_grad;
     if (name.find("norm") != std::string::npos)
       t->add_(at::randn(t->sizes(), gen, f32) * 0.1);
     else
@@ -81,10 +85,10 @@ Problem make_problem(int64_t C, int64_t T, uint64_t seed) {
   }
   const int64_t n = C + T, vt = p.cfg.vocab_size, ht = p.cfg.target_hidden_size;
   auto counts = at::randint(0, 100, {vt}, gen, at::TensorOptions().dtype(at::kLong));
-  auto vocab = vocab_from_counts(counts, p.cfg.draft_vocab_size);
+  p.vocab = vocab_from_counts(counts, p.cfg.draft_vocab_size);
   p.target.full_head = at::randn({vt, ht}, gen, f32);
-  p.target.t2d = vocab.t2d;
-  p.target.draft_head = p.target.full_head.index_select(0, vocab.draft_to_target());
+  p.target.t2d = p.vocab.t2d;
+  p.target.draft_head = p.target.full_head.index_select(0, p.vocab.draft_to_target());
   p.in.hs = at::randn({n, 3 * ht}, gen, f32);
   p.in.lhs = at::randn({n, ht}, gen, f32);
   p.in.ids = at::randint(0, vt, {n}, gen, at::TensorOptions().dtype(at::kLong));
@@ -323,4 +327,69 @@ TEST_CASE("vocabulary from counts: top Vd, ties to the lower id, sorted, offsets
   CHECK(m.d2t[3].item<int64_t>() == 7 - 3);
   CHECK(m.t2d.sum().item<int64_t>() == 4);
   CHECK(m.t2d[5].item<bool>() == false);
+}
+
+TEST_CASE("RoPE scaling: linear and llama3 inverse frequencies match HF's formulas", "[model]") {
+  DraftArchConfig c = tiny_config();
+  c.head_dim = 64;
+  c.rope_theta = 500000.0;
+  auto base = rope_inv_freq(c, c10::kCPU).to(at::kDouble);
+  // none: θ^(−2i/d)
+  for (int64_t i = 0; i < 32; ++i) {
+    double want = std::pow(500000.0, -2.0 * i / 64.0);
+    CHECK(std::abs(base[i].item<double>() - want) <= 1e-6 * want);  // fp32 table
+  }
+  c.rope_type = "linear";
+  c.rope_factor = 4.0;
+  auto lin = rope_inv_freq(c, c10::kCPU).to(at::kDouble);
+  CHECK(rel_err(lin, base / 4.0) <= 1e-6);
+  c.rope_type = "llama3";
+  c.rope_factor = 8.0;
+  c.rope_low_freq_factor = 1.0;
+  c.rope_high_freq_factor = 4.0;
+  c.rope_original_max_position_embeddings = 8192;
+  auto l3 = rope_inv_freq(c, c10::kCPU).to(at::kDouble);
+  int regimes[3] = {0, 0, 0};
+  for (int64_t i = 0; i < 32; ++i) {
+    // transformers' _compute_llama3_parameters, element by element
+    double f = base[i].item<double>(), wavelen = 2 * M_PI / f, want;
+    const double low_wavelen = 8192 / 1.0, high_wavelen = 8192 / 4.0;
+    if (wavelen < high_wavelen) {
+      want = f, regimes[0]++;
+    } else if (wavelen > low_wavelen) {
+      want = f / 8.0, regimes[1]++;
+    } else {
+      double smooth = (8192 / wavelen - 1.0) / (4.0 - 1.0);
+      want = (1 - smooth) * f / 8.0 + smooth * f, regimes[2]++;
+    }
+    INFO("i=" << i);
+    CHECK(std::abs(l3[i].item<double>() - want) <= 1e-6 * want);
+  }
+  CHECK(regimes[0] > 0);  // every branch exercised
+  CHECK(regimes[1] > 0);
+  CHECK(regimes[2] > 0);
+}
+
+TEST_CASE("a saved draft loads back bit for bit and gives the same losses", "[model][io]") {
+  Problem p = make_problem(/*C=*/9, /*T=*/3, 42);
+  std::vector<double> weights{1.0, 0.8, 0.64};
+  auto before = run_model(p, "flash", at::kFloat, 4, weights);
+  const VocabMap& vocab = p.vocab;
+  std::string dir = "/tmp/eaglet_test_draft_io";
+  save_draft(dir, p.w, p.cfg, vocab);
+  Problem q = make_problem(9, 3, 43);  // different weights, same shapes
+  q.in = p.in;
+  q.target = p.target;
+  q.w.embed_tokens = p.w.embed_tokens;
+  VocabMap loaded;
+  load_draft(dir, q.cfg, q.w, &loaded);
+  for (size_t i = 0; i < p.w.trainable().size(); ++i) {
+    INFO(p.w.trainable()[i].first);
+    CHECK(at::equal(*p.w.trainable()[i].second, *q.w.trainable()[i].second));
+  }
+  CHECK(at::equal(loaded.d2t, vocab.d2t));
+  CHECK(at::equal(loaded.t2d, vocab.t2d));
+  auto after = run_model(q, "flash", at::kFloat, 4, weights);
+  for (size_t k = 0; k < before.step_loss.size(); ++k)
+    CHECK(before.step_loss[k] == after.step_loss[k]);  // bitwise
 }
