@@ -37,65 +37,13 @@
 #include "model/eagle3.h"
 #include "model/layers.h"
 #include "model/vocab.h"
+#include "torch/model_fixture.h"
 
 using namespace eaglet;
 using namespace eaglet::model;
+using namespace eaglet::test;
 
 namespace {
-
-DraftArchConfig tiny_config() {
-  DraftArchConfig c;
-  c.hidden_size = 32;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.intermediate_size = 48;
-  c.vocab_size = 50;
-  c.draft_vocab_size = 20;
-  c.target_hidden_size = 24;
-  c.rms_norm_eps = 1e-6;
-  c.rope_theta = 10000.0;
-  return c;
-}
-
-struct Problem {
-  DraftArchConfig cfg;
-  Eagle3Weights w;
-  LossTarget target;
-  ShardInput in;
-  VocabMap vocab;
-  int64_t T;
-};
-
-// Random weights (norm weights perturbed away from 1 so their gradients are exercised), random
-// data of length C + T, a loss mask with zeros, a vocabulary from random counts.
-Problem make_problem(int64_t C, int64_t T, uint64_t seed) {
-  Problem p;
-  p.cfg = tiny_config();
-  p.T = T;
-  auto gen = at::detail::createCPUGenerator(seed);
-  auto f32 = at::TensorOptions().dtype(at::kFloat);
-  p.w = init_weights(p.cfg, static_cast<int64_t>(seed), c10::kCPU);
-  for (auto& [name, t] : p.w.trainable()) {
-    c10::NoGradGuard no_grad;
-    if (name.find("norm") != std::string::npos)
-      t->add_(at::randn(t->sizes(), gen, f32) * 0.1);
-    else
-      t->mul_(5.0);  // larger than init so attention is not uniform
-  }
-  const int64_t n = C + T, vt = p.cfg.vocab_size, ht = p.cfg.target_hidden_size;
-  auto counts = at::randint(0, 100, {vt}, gen, at::TensorOptions().dtype(at::kLong));
-  p.vocab = vocab_from_counts(counts, p.cfg.draft_vocab_size);
-  p.target.full_head = at::randn({vt, ht}, gen, f32);
-  p.target.t2d = p.vocab.t2d;
-  p.target.draft_head = p.target.full_head.index_select(0, p.vocab.draft_to_target());
-  p.in.hs = at::randn({n, 3 * ht}, gen, f32);
-  p.in.lhs = at::randn({n, ht}, gen, f32);
-  p.in.ids = at::randint(0, vt, {n}, gen, at::TensorOptions().dtype(at::kLong));
-  p.in.loss_mask = (at::randn({n}, gen, f32) > -0.8).to(at::kFloat);
-  p.in.positions = at::arange(C, at::TensorOptions().dtype(at::kLong));
-  return p;
-}
 
 // ---- the independent fp64 reference ------------------------------------------------------------
 at::Tensor ref_rms(const at::Tensor& x, const at::Tensor& w, double eps) {
@@ -180,37 +128,6 @@ RefResult reference(const Problem& p, std::map<std::string, at::Tensor>& w,
     r.total = r.total.defined() ? r.total + term : term;
     h = out;
   }
-  return r;
-}
-
-double rel_err(const at::Tensor& got, const at::Tensor& want) {
-  auto g = got.to(at::kDouble), w = want.to(at::kDouble);
-  double scale = std::max(at::abs(w).max().item<double>(), 1e-30);
-  return at::abs(g - w).max().item<double>() / scale;
-}
-
-// Model losses and gradients for one problem through the given kernel and dtype.
-struct ModelRun {
-  std::vector<double> step_loss;
-  std::map<std::string, at::Tensor> grads;
-  double total;
-};
-
-ModelRun run_model(Problem& p, const std::string& kernel, at::ScalarType dtype, int64_t chunk,
-                   const std::vector<double>& weights) {
-  for (auto& [name, t] : p.w.trainable()) t->mutable_grad() = at::Tensor();
-  TttOptions opt;
-  opt.ttt_length = p.T;
-  opt.dtype = dtype;
-  opt.block0 = attention::local_block0(attention::local_kernel(kernel, c10::kCPU, dtype));
-  opt.loss_chunk = chunk;
-  auto steps = ttt_forward(p.w, p.cfg, p.target, p.in, opt);
-  auto obj = combine_steps(steps, weights, 1, nullptr);
-  obj.total.backward();
-  ModelRun r;
-  for (int64_t k = 0; k < p.T; ++k) r.step_loss.push_back(obj.loss_k[k].item<double>());
-  for (auto& [name, t] : p.w.trainable()) r.grads[name] = t->grad().clone();
-  r.total = obj.total.item<double>();
   return r;
 }
 
