@@ -16,7 +16,7 @@
 namespace eaglet::io {
 
 struct TensorInfo {
-  std::string dtype;           // "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"
+  std::string dtype;  // "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"
   std::vector<int64_t> shape;
   uint64_t begin = 0, end = 0;  // byte offsets into the data section
 };
@@ -35,6 +35,8 @@ class SafetensorsFile {
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   bool has(const std::string& name) const { return tensors_.count(name) > 0; }
+  // dtype, shape and offsets without reading data. Throws naming file and tensor when missing.
+  const TensorInfo& info(const std::string& name) const;
 
   // A CPU tensor owning a copy of the data. Throws naming file and tensor when it is missing.
   at::Tensor get(const std::string& name) const;
@@ -51,14 +53,18 @@ class SafetensorsFile {
 };
 
 // The tensors of an HF folder: model.safetensors, or the shards listed by
-// model.safetensors.index.json ({"weight_map": {name: file}}); also accepts a single file path.
+// model.safetensors.index.json ({"weight_map": {name: file}}); also accepts a single file path,
+// and a folder of other *.safetensors files (each tensor in exactly one). Shards are opened
+// lazily: share one set between threads only with external locking.
 class SafetensorsSet {
  public:
   explicit SafetensorsSet(const std::string& folder_or_file);
   bool has(const std::string& name) const;
   std::vector<std::string> names() const;
-  at::Tensor get(const std::string& name) const;  // errors name the folder, the shard and the tensor
+  // Errors name the folder, the shard and the tensor. Shards are mapped on first use.
+  at::Tensor get(const std::string& name) const;
   at::Tensor get(const std::string& name, const std::vector<int64_t>& expected_shape) const;
+  const TensorInfo& info(const std::string& name) const;
   const std::string& where() const { return where_; }
 
  private:
@@ -69,9 +75,14 @@ class SafetensorsSet {
 };
 
 // Writes tensors (any device; copied to CPU, made contiguous) in the given order, with optional
-// string metadata, atomically: <path>.tmp, fsync, rename. Throws naming the file on failure.
+// string metadata, atomically: <path>.tmp, fsync, rename, fsync of the folder. The header is
+// padded with spaces to a multiple of 8 bytes and lists the tensors in the given order. Throws
+// naming the file (and the tensor: unsupported dtype, duplicate name) on failure.
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// fsync of the folder holding `path`, so a rename into it survives a crash. Throws naming `path`.
+void fsync_parent_dir(const std::string& path);
 
 }  // namespace eaglet::io

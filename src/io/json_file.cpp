@@ -1,0 +1,80 @@
+// JSON reading with file- and key-naming errors; synced text writing.
+#include "io/json_file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "core/error.h"
+
+namespace eaglet::io {
+
+nlohmann::json read_json_object(const std::string& path) {
+  std::ifstream in(path);
+  EAGLET_CHECK(in.good(), "{}: cannot open: {}", path, std::strerror(errno));
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    EAGLET_FAIL("{}: not valid JSON: {}", path, e.what());
+  }
+  EAGLET_CHECK(j.is_object(), "{}: must hold a JSON object, not {}", path, j.type_name());
+  return j;
+}
+
+int64_t json_int(const nlohmann::json& j, const std::string& key, const std::string& path) {
+  EAGLET_CHECK(j.contains(key) && !j[key].is_null(), "{}: key \"{}\" is missing", path, key);
+  EAGLET_CHECK(j[key].is_number_integer(), "{}: key \"{}\" must be an integer, got {}", path, key,
+               j[key].dump());
+  return j[key].get<int64_t>();
+}
+
+double json_number(const nlohmann::json& j, const std::string& key, const std::string& path) {
+  EAGLET_CHECK(j.contains(key) && !j[key].is_null(), "{}: key \"{}\" is missing", path, key);
+  EAGLET_CHECK(j[key].is_number(), "{}: key \"{}\" must be a number, got {}", path, key,
+               j[key].dump());
+  return j[key].get<double>();
+}
+
+int64_t json_int_or(const nlohmann::json& j, const std::string& key, int64_t fallback,
+                    const std::string& path) {
+  return j.contains(key) && !j[key].is_null() ? json_int(j, key, path) : fallback;
+}
+
+double json_number_or(const nlohmann::json& j, const std::string& key, double fallback,
+                      const std::string& path) {
+  return j.contains(key) && !j[key].is_null() ? json_number(j, key, path) : fallback;
+}
+
+bool json_bool_or(const nlohmann::json& j, const std::string& key, bool fallback,
+                  const std::string& path) {
+  if (!j.contains(key) || j[key].is_null()) return fallback;
+  EAGLET_CHECK(j[key].is_boolean(), "{}: key \"{}\" must be true or false, got {}", path, key,
+               j[key].dump());
+  return j[key].get<bool>();
+}
+
+void write_file_synced(const std::string& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  EAGLET_CHECK(fd >= 0, "{}: cannot create: {}", path, std::strerror(errno));
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = errno;
+      ::close(fd);
+      EAGLET_FAIL("{}: write failed: {}", path, std::strerror(err));
+    }
+    done += static_cast<size_t>(n);
+  }
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  EAGLET_CHECK(rc == 0, "{}: fsync failed: {}", path, std::strerror(err));
+}
+
+}  // namespace eaglet::io

@@ -1,0 +1,89 @@
+// Helpers for tests that touch files: a temporary folder removed at scope exit, raw file
+// writing, the message of an expected eaglet::Error, and running a Python snippet with the
+// Python whose PyTorch built eaglet (EAGLET_PYTHON).
+#pragma once
+
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+
+#include "core/error.h"
+
+namespace eaglet::test {
+
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag) {
+    static std::atomic<int> counter{0};
+    path_ = std::filesystem::temp_directory_path() /
+            ("eaglet_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+  std::string str() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// The message of the eaglet::Error `fn` throws, or "" when it throws nothing.
+inline std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const eaglet::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+struct ProcessResult {
+  int code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs a shell command, capturing its output.
+inline ProcessResult run_command(const std::string& command) {
+  ProcessResult r;
+  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  for (size_t n; (n = ::fread(buf, 1, sizeof buf, p)) > 0;) r.output.append(buf, n);
+  int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+// Writes `script` into `dir` and runs it with EAGLET_PYTHON and `args` (each single-quoted).
+inline ProcessResult run_python(const TempDir& dir, const std::string& script,
+                                const std::vector<std::string>& args = {}) {
+  const std::string file = dir / "check.py";
+  write_bytes(file, script);
+  std::string cmd = std::string("'") + EAGLET_PYTHON + "' '" + file + "'";
+  for (const auto& a : args) cmd += " '" + a + "'";
+  return run_command(cmd);
+}
+
+}  // namespace eaglet::test
