@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "cli/args.h"
+#include "cli/commands.h"
 #include "cli/session.h"
 #include "core/config.h"
 #include "core/error.h"
@@ -71,6 +72,7 @@ std::vector<Command> commands() {
         {"--world", "N", "world size to validate against (default 1)"},
         {"--reference", "", "print the Markdown table of every key (docs/CONFIG.md)"}},
        run_config},
+      export_command(),
       {"version",
        "print the version",
        {},

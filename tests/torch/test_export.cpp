@@ -1,0 +1,314 @@
+// eaglet export: a tiny fake checkpoint exported and read back with Python safetensors + json
+// (names, dtypes, shapes, bf16 values, config keys), vLLM names, the command itself, and
+// checkpoints that must be refused without leaving a half export.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/equal.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/randn.h>
+#include <ATen/ops/zeros.h>
+
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "catch.h"
+#include "io/hf_export.h"
+#include "io/safetensors.h"
+#include "test_files.h"
+
+namespace fs = std::filesystem;
+using eaglet::io::export_draft;
+using eaglet::io::SafetensorsFile;
+using eaglet::test::error_of;
+using eaglet::test::TempDir;
+
+namespace {
+
+// hidden 64, heads 8, kv heads 4, head_dim 8, intermediate 128, vocab 256, draft vocab 128,
+// target hidden 64 (or `target_hidden`).
+nlohmann::json tiny_config(int64_t target_hidden = 64) {
+  return {{"hidden_size", 64},        {"num_attention_heads", 8},
+          {"num_key_value_heads", 4}, {"head_dim", 8},
+          {"intermediate_size", 128}, {"vocab_size", 256},
+          {"draft_vocab_size", 128},  {"target_hidden_size", target_hidden},
+          {"rms_norm_eps", 1e-5},     {"rope_theta", 500000.0},
+          {"rope_scaling", nullptr},  {"max_position_embeddings", 2048},
+          {"eaglet_ttt_length", 7}};  // a key export must carry over unchanged
+}
+
+// The checkpoint's tensors with the shapes written out by hand (not derived by the code under
+// test): random fp32 weights, d2t/t2d mapping draft id i to target id 2i.
+std::vector<std::pair<std::string, at::Tensor>> tiny_weights(int64_t target_hidden = 64) {
+  auto r = [](std::vector<int64_t> shape) { return at::randn(shape, at::kFloat); };
+  at::Tensor fc = r({64, 3 * target_hidden});
+  // Known bf16 roundings (to nearest, ties to even): 1 + 2^-8 -> 1.0, 1 + 3*2^-8 -> 1 + 2^-6.
+  fc.data_ptr<float>()[0] = 1.00390625f;
+  fc.data_ptr<float>()[1] = 1.01171875f;
+  std::vector<int64_t> d2t(128);
+  std::vector<uint8_t> t2d(256, 0);
+  for (int64_t i = 0; i < 128; ++i) d2t[i] = i, t2d[2 * i] = 1;  // target = i + d2t[i] = 2i
+  return {
+      {"embed_tokens.weight", r({256, 64})},
+      {"fc.weight", fc},
+      {"midlayer.input_layernorm.weight", r({64})},
+      {"midlayer.hidden_norm.weight", r({64})},
+      {"midlayer.post_attention_layernorm.weight", r({64})},
+      {"midlayer.self_attn.q_proj.weight", r({64, 128})},
+      {"midlayer.self_attn.k_proj.weight", r({32, 128})},
+      {"midlayer.self_attn.v_proj.weight", r({32, 128})},
+      {"midlayer.self_attn.o_proj.weight", r({64, 64})},
+      {"midlayer.mlp.gate_proj.weight", r({128, 64})},
+      {"midlayer.mlp.up_proj.weight", r({128, 64})},
+      {"midlayer.mlp.down_proj.weight", r({64, 128})},
+      {"norm.weight", r({64})},
+      {"lm_head.weight", r({128, 64})},
+      {"d2t", at::from_blob(d2t.data(), {128}, at::kLong).clone()},
+      {"t2d", at::from_blob(t2d.data(), {256}, at::kByte).to(at::kBool)},
+  };
+}
+
+void write_checkpoint(const std::string& dir, const nlohmann::json& config,
+                      const std::vector<std::pair<std::string, at::Tensor>>& weights) {
+  fs::create_directories(dir);
+  eaglet::test::write_bytes(dir + "/config.json", config.dump(2));
+  eaglet::io::write_safetensors(dir + "/model.safetensors", weights);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> without(
+    std::vector<std::pair<std::string, at::Tensor>> w, const std::string& name) {
+  for (auto it = w.begin(); it != w.end(); ++it)
+    if (it->first == name) {
+      w.erase(it);
+      break;
+    }
+  return w;
+}
+
+// Python check of an export against its checkpoint: every name (with `prefix` for the layer),
+// dtype, shape and value (bf16 of the fp32 weights, exactly), and the config keys.
+const char* kCheckExport = R"PY(
+import sys, json, torch
+from safetensors.torch import load_file
+from safetensors import safe_open
+ckpt_dir, out_dir, prefix, target_hidden = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+ckpt = load_file(ckpt_dir + "/model.safetensors")
+out = load_file(out_dir + "/model.safetensors")
+want = {}
+for name, t in ckpt.items():
+    if name == "embed_tokens.weight":
+        continue
+    new = prefix + name[len("midlayer."):] if name.startswith("midlayer.") else name
+    want[new] = t if name in ("d2t", "t2d") else t.to(torch.bfloat16)
+assert sorted(out) == sorted(want), (sorted(out), sorted(want))
+for name, t in want.items():
+    got = out[name]
+    assert got.dtype == t.dtype, (name, got.dtype, t.dtype)
+    assert got.shape == t.shape, (name, got.shape, t.shape)
+    assert torch.equal(got, t), name
+assert out["d2t"].dtype == torch.int64 and out["t2d"].dtype == torch.bool
+assert out["fc.weight"][0, 0].item() == 1.0 and out["fc.weight"][0, 1].item() == 1.015625
+with safe_open(out_dir + "/model.safetensors", "pt") as f:
+    assert f.metadata().get("format") == "pt", f.metadata()
+cfg = json.load(open(out_dir + "/config.json"))
+expect = {
+    "architectures": ["LlamaForCausalLMEagle3"], "model_type": "llama", "num_hidden_layers": 1,
+    "torch_dtype": "bfloat16", "hidden_act": "silu", "tie_word_embeddings": False,
+    "attention_bias": False, "draft_vocab_size": 128, "vocab_size": 256, "hidden_size": 64,
+    "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 8,
+    "intermediate_size": 128, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+    "rope_scaling": None, "max_position_embeddings": 2048, "eaglet_ttt_length": 7,
+}
+for k, v in expect.items():
+    assert k in cfg and cfg[k] == v, (k, cfg.get(k), v)
+if target_hidden == 64:
+    assert "target_hidden_size" not in cfg, cfg
+else:
+    assert cfg["target_hidden_size"] == target_hidden, cfg
+print("OK")
+)PY";
+
+// The eaglet binary, beside the tests folder of the build tree.
+std::string eaglet_binary() {
+  return (fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "eaglet").string();
+}
+
+}  // namespace
+
+static void check_export(int64_t target_hidden) {
+  TempDir dir("export_tiny");
+  INFO("target_hidden_size " << target_hidden);
+  auto weights = tiny_weights(target_hidden);
+  write_checkpoint(dir / "ckpt", tiny_config(target_hidden), weights);
+  export_draft(dir / "ckpt", dir / "out", false);
+  CHECK(!fs::exists(dir / "out.tmp"));
+  CHECK(fs::is_regular_file(dir / "out/model.safetensors"));
+
+  // C++ side: the export holds bf16 of every fp32 weight, d2t and t2d unchanged.
+  SafetensorsFile out(dir / "out/model.safetensors");
+  CHECK(out.tensors().size() == weights.size() - 1);  // embed_tokens.weight is not exported
+  CHECK(!out.has("embed_tokens.weight"));
+  for (const auto& [name, t] : weights) {
+    if (name == "embed_tokens.weight") continue;
+    INFO("tensor " << name);
+    REQUIRE(out.has(name));
+    at::Tensor got = out.get(name);
+    bool vocab = name == "d2t" || name == "t2d";
+    CHECK(out.info(name).dtype == (name == "d2t" ? "I64" : name == "t2d" ? "BOOL" : "BF16"));
+    CHECK(at::equal(got, vocab ? t : t.to(at::kBFloat16)));
+  }
+  at::Tensor fc = out.get("fc.weight");
+  CHECK(fc.sizes() == c10::IntArrayRef({64, 3 * target_hidden}));
+  CHECK(fc[0][0].item<float>() == 1.0f);
+  CHECK(fc[0][1].item<float>() == 1.015625f);
+
+  auto r = eaglet::test::run_python(
+      dir, kCheckExport, {dir / "ckpt", dir / "out", "midlayer.", std::to_string(target_hidden)});
+  INFO(r.output);
+  CHECK(r.code == 0);
+  CHECK(r.output.find("OK") != std::string::npos);
+}
+
+TEST_CASE("export: a tiny checkpoint exports to what Python safetensors and json expect",
+          "[io][export][python]") {
+  SECTION("target_hidden_size equal to hidden_size (omitted from config.json)") {
+    check_export(64);
+  }
+  SECTION("target_hidden_size 96 (kept in config.json)") {
+    check_export(96);
+  }
+}
+
+TEST_CASE("export: --vllm names the layer layers.0.", "[io][export][python]") {
+  TempDir dir("export_vllm");
+  write_checkpoint(dir / "ckpt", tiny_config(), tiny_weights());
+  export_draft(dir / "ckpt", dir / "out", true);
+  SafetensorsFile out(dir / "out/model.safetensors");
+  CHECK(out.has("layers.0.self_attn.q_proj.weight"));
+  CHECK(out.has("layers.0.mlp.down_proj.weight"));
+  CHECK(out.has("fc.weight"));
+  for (const auto& kv : out.tensors()) CHECK(kv.first.rfind("midlayer.", 0) == std::string::npos);
+  auto r =
+      eaglet::test::run_python(dir, kCheckExport, {dir / "ckpt", dir / "out", "layers.0.", "64"});
+  INFO(r.output);
+  CHECK(r.code == 0);
+  CHECK(r.output.find("OK") != std::string::npos);
+}
+
+TEST_CASE("export: the eaglet export command", "[io][export][cli]") {
+  TempDir dir("export_cli");
+  write_checkpoint(dir / "ckpt", tiny_config(), tiny_weights());
+  const std::string bin = eaglet_binary();
+  REQUIRE(fs::exists(bin));
+  auto r = eaglet::test::run_command("'" + bin + "' export --checkpoint '" + (dir / "ckpt") +
+                                     "' --out '" + (dir / "out") + "' --vllm");
+  INFO(r.output);
+  CHECK(r.code == 0);
+  CHECK(SafetensorsFile(dir / "out/model.safetensors").has("layers.0.hidden_norm.weight"));
+
+  SECTION("an existing non-empty output folder is refused and kept") {
+    auto again = eaglet::test::run_command("'" + bin + "' export --checkpoint '" + (dir / "ckpt") +
+                                           "' --out '" + (dir / "out") + "'");
+    INFO(again.output);
+    CHECK(again.code == 2);
+    CHECK(again.output.find(dir / "out") != std::string::npos);
+    CHECK(SafetensorsFile(dir / "out/model.safetensors").has("layers.0.hidden_norm.weight"));
+  }
+  SECTION("missing options exit 2 with a message") {
+    auto bad = eaglet::test::run_command("'" + bin + "' export --out '" + (dir / "x") + "'");
+    CHECK(bad.code == 2);
+    CHECK(bad.output.find("--checkpoint") != std::string::npos);
+  }
+}
+
+TEST_CASE("export: bad checkpoints are refused, naming file and tensor, leaving nothing",
+          "[io][export]") {
+  TempDir dir("export_bad");
+  const std::string ckpt = dir / "ckpt", out = dir / "out";
+  auto refused = [&](std::vector<std::string> needles) {
+    std::string msg = error_of([&] { export_draft(ckpt, out, false); });
+    INFO(msg);
+    REQUIRE(!msg.empty());
+    for (const auto& n : needles) CHECK(msg.find(n) != std::string::npos);
+    CHECK(!fs::exists(out));
+    CHECK(!fs::exists(out + ".tmp"));
+  };
+  const std::string weights = ckpt + "/model.safetensors", config = ckpt + "/config.json";
+
+  SECTION("a missing tensor") {
+    write_checkpoint(ckpt, tiny_config(), without(tiny_weights(), "midlayer.mlp.up_proj.weight"));
+    refused({weights, "'midlayer.mlp.up_proj.weight'"});
+  }
+  SECTION("a missing d2t") {
+    write_checkpoint(ckpt, tiny_config(), without(tiny_weights(), "d2t"));
+    refused({weights, "'d2t'"});
+  }
+  SECTION("a wrong shape: file, tensor, both shapes") {
+    auto w = tiny_weights();
+    for (auto& [name, t] : w)
+      if (name == "midlayer.self_attn.k_proj.weight") t = at::randn({64, 128});
+    write_checkpoint(ckpt, tiny_config(), w);
+    refused({weights, "'midlayer.self_attn.k_proj.weight'", "[64, 128]", "[32, 128]"});
+  }
+  SECTION("a config that disagrees with the weights (target_hidden_size)") {
+    write_checkpoint(ckpt, tiny_config(128), tiny_weights(64));
+    refused({weights, "'fc.weight'", "[64, 192]", "[64, 384]"});
+  }
+  SECTION("a wrong dtype for d2t") {
+    auto w = tiny_weights();
+    for (auto& [name, t] : w)
+      if (name == "d2t") t = t.to(at::kInt);
+    write_checkpoint(ckpt, tiny_config(), w);
+    refused({weights, "'d2t'", "I32"});
+  }
+  SECTION("d2t pointing at a target id t2d does not mark") {
+    auto w = tiny_weights();
+    for (auto& [name, t] : w)
+      if (name == "d2t") t.data_ptr<int64_t>()[5] = 2;  // draft 5 -> target 7, not marked
+    write_checkpoint(ckpt, tiny_config(), w);
+    refused({weights, "'d2t'", "draft id 5", "target id 7"});
+  }
+  SECTION("an unexpected tensor") {
+    auto w = tiny_weights();
+    w.emplace_back("midlayer.self_attn.q_proj.bias", at::zeros({64}));
+    write_checkpoint(ckpt, tiny_config(), w);
+    refused({weights, "midlayer.self_attn.q_proj.bias"});
+  }
+  SECTION("a missing config.json or model.safetensors") {
+    write_checkpoint(ckpt, tiny_config(), tiny_weights());
+    fs::remove(config);
+    refused({config});
+    write_checkpoint(ckpt, tiny_config(), tiny_weights());
+    fs::remove(weights);
+    refused({weights});
+  }
+  SECTION("a config key missing") {
+    auto cfg = tiny_config();
+    cfg.erase("draft_vocab_size");
+    write_checkpoint(ckpt, cfg, tiny_weights());
+    refused({config, "draft_vocab_size"});
+  }
+  SECTION("a config contradicting the draft architecture") {
+    auto cfg = tiny_config();
+    cfg["hidden_act"] = "gelu";
+    write_checkpoint(ckpt, cfg, tiny_weights());
+    refused({config, "hidden_act"});
+  }
+}
+
+TEST_CASE("export: config.json keeps rope scaling and drops a 'default' one", "[io][export]") {
+  auto cfg = tiny_config();
+  cfg["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", 8.0},
+                         {"low_freq_factor", 1.0},
+                         {"high_freq_factor", 4.0},
+                         {"original_max_position_embeddings", 8192}};
+  auto out = eaglet::io::export_config(cfg, "config.json");
+  CHECK(out["rope_scaling"]["rope_type"] == "llama3");
+  CHECK(out["rope_scaling"]["factor"] == 8.0);
+  CHECK(out["architectures"] == nlohmann::json::array({"LlamaForCausalLMEagle3"}));
+  CHECK(out.begin().key() == "architectures");
+  cfg["rope_scaling"] = {{"rope_type", "default"}};
+  CHECK(eaglet::io::export_config(cfg, "config.json")["rope_scaling"].is_null());
+  cfg.erase("rope_scaling");
+  CHECK(eaglet::io::export_config(cfg, "config.json")["rope_scaling"].is_null());
+}
