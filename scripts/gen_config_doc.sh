@@ -2,7 +2,7 @@
 # Regenerates the key table of docs/CONFIG.md from the config field table (eaglet config --reference).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-table=$(build/eaglet config --reference)
+table=$(${EAGLET_BIN:-build/eaglet} config --reference)
 python3 - "$table" <<'PY'
 import re, sys
 path = "docs/CONFIG.md"
