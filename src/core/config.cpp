@@ -266,6 +266,18 @@ std::vector<Field> fields(Config& c) {
       field("data.on_error", c.data.on_error,
             "fail | skip (neutralise a bad sample on its SP group)"),
       field("data.consume", c.data.consume, "remove objects from the store after reading them"),
+      field("data.mooncake_master", c.data.mooncake_master, "Mooncake master address host:port"),
+      field("data.mooncake_metadata", c.data.mooncake_metadata,
+            "Mooncake metadata server URL (or P2PHANDSHAKE)"),
+      field("data.mooncake_protocol", c.data.mooncake_protocol,
+            "Mooncake transfer protocol: tcp | rdma"),
+      field("data.mooncake_device", c.data.mooncake_device, "RDMA device names (rdma only)"),
+      field("data.mooncake_local_hostname", c.data.mooncake_local_hostname,
+            "address this client advertises"),
+      field("data.mooncake_segment_size", c.data.mooncake_segment_size,
+            "bytes of memory this process lends the store (0: pure client)"),
+      field("data.mooncake_buffer_size", c.data.mooncake_buffer_size,
+            "bytes of the local transfer buffer"),
       field("model.target", c.model.target, "HF folder of the target model (embeddings, lm_head)"),
       field("model.init_from", c.model.init_from, "Eagle3 draft (HF folder) to start from"),
       field("model.config.hidden_size", m.hidden_size,
@@ -406,6 +418,12 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
   rule(msg.empty(), "data.store", c.data.store, msg);
   rule(c.data.store != "dir" || !c.data.path.empty(), "data.path", "''",
        "must name a folder when data.store=dir");
+  msg = one_of(c.data.mooncake_protocol, {"tcp", "rdma"});
+  rule(msg.empty(), "data.mooncake_protocol", c.data.mooncake_protocol, msg);
+  rule(c.data.mooncake_segment_size >= 0, "data.mooncake_segment_size",
+       c.data.mooncake_segment_size, "must be >= 0");
+  rule(c.data.mooncake_buffer_size > 0, "data.mooncake_buffer_size", c.data.mooncake_buffer_size,
+       "must be > 0");
   msg = one_of(c.data.on_error, {"fail", "skip"});
   rule(msg.empty(), "data.on_error", c.data.on_error, msg);
   rule(c.data.max_seq_length > t.ttt_length, "data.max_seq_length", c.data.max_seq_length,

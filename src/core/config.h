@@ -34,6 +34,14 @@ struct DataConfig {
   int64_t max_seq_length = 4096;
   std::string on_error = "fail";  // fail | skip
   bool consume = false;
+  // mooncake backend (the store's master, metadata server and transfer protocol)
+  std::string mooncake_master = "127.0.0.1:50051";
+  std::string mooncake_metadata = "http://127.0.0.1:8090/metadata";
+  std::string mooncake_protocol = "tcp";  // tcp | rdma
+  std::string mooncake_device;            // RDMA device names, empty for tcp
+  std::string mooncake_local_hostname = "127.0.0.1";
+  int64_t mooncake_segment_size = 0;  // bytes this process contributes (0: pure client)
+  int64_t mooncake_buffer_size = 256LL * 1024 * 1024;  // local transfer buffer
 };
 
 // The draft's architecture (HF config.json keys of a LlamaForCausalLMEagle3).

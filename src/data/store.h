@@ -1,0 +1,51 @@
+// The byte-level object store every sample is read from (DESIGN §2): get into a caller buffer,
+// batch get, put, exists, size, remove. Backends: `dir` (embedded, one file per object, atomic
+// writes) and `mooncake` (a real Mooncake Store through Mooncake's own client).
+//
+// Contract: keys use only [A-Za-z0-9_-]; values are raw bytes with no header. A missing object is
+// not an exception in the batch read (the caller decides fail or skip); other failures throw
+// eaglet::Error naming the backend, the key and what went wrong.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+
+namespace eaglet::data {
+
+// Result codes of batch_get_into besides a byte count (>= 0).
+inline constexpr int64_t kMissing = -1;   // no such object
+inline constexpr int64_t kTooLarge = -2;  // the object is larger than the buffer given
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual const char* backend() const = 0;
+
+  // Size in bytes, or kMissing.
+  virtual int64_t size(const std::string& key) = 0;
+  bool exists(const std::string& key) { return size(key) >= 0; }
+  // Reads each object into its buffer; result i is the byte count or kMissing / kTooLarge.
+  virtual std::vector<int64_t> batch_get_into(const std::vector<std::string>& keys,
+                                              const std::vector<void*>& buffers,
+                                              const std::vector<int64_t>& capacities) = 0;
+  // One object; throws eaglet::Error naming the key when it is missing or larger than `capacity`.
+  int64_t get_into(const std::string& key, void* buffer, int64_t capacity);
+  // Stores (or replaces) an object; readers never see a partial value.
+  virtual void put(const std::string& key, const void* data, int64_t bytes) = 0;
+  // Removes an object; removing a missing object is not an error.
+  virtual void remove(const std::string& key) = 0;
+  // Registers host memory for zero-copy reads (Mooncake); a no-op where not needed.
+  virtual void register_buffer(void* /*ptr*/, int64_t /*bytes*/) {}
+};
+
+// Checks a key against [A-Za-z0-9_-]+; throws eaglet::Error naming it otherwise.
+void check_key(const std::string& key);
+
+// Opens the store the config names (data.store, data.path, data.mooncake_*).
+std::unique_ptr<Store> open_store(const DataConfig& cfg);
+
+}  // namespace eaglet::data
