@@ -7,5 +7,7 @@ namespace eaglet::cli {
 
 // eaglet export --checkpoint DIR --out DIR [--vllm]
 Command export_command();
+// eaglet verify-usp --config FILE [--seq N] [--tol X] [--loss-in-last-shard]
+Command verify_usp_command();
 
 }  // namespace eaglet::cli

@@ -73,6 +73,7 @@ std::vector<Command> commands() {
         {"--reference", "", "print the Markdown table of every key (docs/CONFIG.md)"}},
        run_config},
       export_command(),
+      verify_usp_command(),
       {"version",
        "print the version",
        {},

@@ -15,6 +15,7 @@
 
 #include <cmath>
 
+#include "attention/ulysses.h"
 #include "core/error.h"
 #include "core/tensor_text.h"
 #include "dist/communicator.h"
@@ -110,10 +111,10 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
   const int64_t nH = cfg.num_attention_heads, nKV = cfg.num_key_value_heads, d = cfg.head_dim;
   const double eps = cfg.rms_norm_eps, scale = 1.0 / std::sqrt(static_cast<double>(d));
   EAGLET_CHECK(C >= 1, "shard of {} rows is not longer than the TTT length {}", in.ids.size(0), T);
-  EAGLET_CHECK(opt.ulysses == nullptr || opt.ulysses->size() == 1,
-               "Ulysses all-to-all is not in this build yet (parallel.ulysses must be 1)");
-  EAGLET_CHECK(in.positions.size(0) == C, "positions {} for a chunk of {} rows",
-               tensor_text(in.positions), C);
+  const int64_t U = opt.ulysses != nullptr ? opt.ulysses->size() : 1;
+  EAGLET_CHECK(in.positions.size(0) == C * U,
+               "positions {} for a Ulysses-gathered chunk of {} x {} rows",
+               tensor_text(in.positions), C, U);
   const auto dt = opt.dtype;
 
   auto mask_rows = position_mask(in, target, opt.loss_chunk);  // [C+T]
@@ -130,11 +131,18 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
     auto q = project(x, w.q_proj).view({C, nH, d});
     auto kk = project(x, w.k_proj).view({C, nKV, d});
     auto v = project(x, w.v_proj).view({C, nKV, d});
-    auto [cos, sin] = rope_tables(inv_freq, in.positions + k);  // TTT step k: positions + k
+    if (U > 1) {  // Ulysses: scatter heads, gather the ring chunk's sequence ([C·U, n/U, d])
+      q = attention::scatter_heads(q, *opt.ulysses);
+      kk = attention::scatter_heads(kk, *opt.ulysses);
+      v = attention::scatter_heads(v, *opt.ulysses);
+    }
+    // RoPE after the all-to-all, with the chunk's global positions; TTT step k uses positions + k.
+    auto [cos, sin] = rope_tables(inv_freq, in.positions + k);
     q = apply_rope(q, cos, sin);
-    ks.push_back(apply_rope(kk, cos, sin));
+    ks.push_back(apply_rope(kk, cos, sin));  // the cache keeps post-all-to-all, post-RoPE keys
     vs.push_back(v);
     auto a = attention::ttt_attention(q, at::stack(ks), at::stack(vs), opt.block0, scale);
+    if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
     auto h1 = h + project(a.reshape({C, nH * d}), w.o_proj);
     auto n = rms_norm(h1, w.post_norm, eps);
     auto out = h1 + project(at::silu(project(n, w.gate_proj)) * project(n, w.up_proj), w.down_proj);

@@ -30,32 +30,37 @@ TEST_CASE("GPU bf16: flash and cuDNN TTT attention equal the reference kernel wi
     return;
   }
   const c10::Device dev(c10::kCUDA, 0);
-  auto gen = at::detail::createCPUGenerator(11);
-  const int64_t S = 300, H = 8, KV = 2, d = 64, steps = 4;
-  auto f32 = at::TensorOptions().dtype(at::kFloat);
-  // Inputs rounded to bf16 once, so every kernel sees the same numbers.
-  auto q0 = at::randn({S, H, d}, gen, f32).to(at::kBFloat16);
-  auto k0 = at::randn({steps, S, KV, d}, gen, f32).to(at::kBFloat16);
-  auto v0 = at::randn({steps, S, KV, d}, gen, f32).to(at::kBFloat16);
-  auto probe = at::randn({S, H, d}, gen, f32).to(dev);
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  for (int64_t d : {8, 64, 128}) {
+    for (int64_t steps : {1, 3}) {
+      INFO("head_dim " << d << " steps " << steps);
+      auto gen = at::detail::createCPUGenerator(11);
+      const int64_t S = 300, H = 8, KV = 2;
+      auto f32 = at::TensorOptions().dtype(at::kFloat);
+      // Inputs rounded to bf16 once, so every kernel sees the same numbers.
+      auto q0 = at::randn({S, H, d}, gen, f32).to(at::kBFloat16);
+      auto k0 = at::randn({steps, S, KV, d}, gen, f32).to(at::kBFloat16);
+      auto v0 = at::randn({steps, S, KV, d}, gen, f32).to(at::kBFloat16);
+      auto probe = at::randn({S, H, d}, gen, f32).to(dev);
+      const double scale = 1.0 / std::sqrt(static_cast<double>(d));
 
-  auto run = [&](const std::string& kernel, at::ScalarType dtype) {
-    auto q = q0.to(dev, dtype).set_requires_grad(true),
-         ks = k0.to(dev, dtype).set_requires_grad(true),
-         vs = v0.to(dev, dtype).set_requires_grad(true);
-    auto out = attention::ttt_attention(
-        q, ks, vs, attention::local_block0(attention::local_kernel(kernel, dev, dtype)), scale);
-    (out.to(at::kFloat) * probe).sum().backward();
-    return std::vector<at::Tensor>{out.detach(), q.grad(), ks.grad(), vs.grad()};
-  };
-  auto ref = run("reference", at::kFloat);
-  for (const char* kernel : {"flash", "cudnn"}) {
-    auto got = run(kernel, at::kBFloat16);
-    const char* what[] = {"out", "dq", "dk", "dv"};
-    for (size_t i = 0; i < got.size(); ++i) {
-      INFO(kernel << " " << what[i] << " rel err " << rel_err(got[i], ref[i]));
-      CHECK(rel_err(got[i], ref[i]) <= 2e-2);  // bf16 compute vs fp32 reference
+      auto run = [&](const std::string& kernel, at::ScalarType dtype) {
+        auto q = q0.to(dev, dtype).set_requires_grad(true),
+             ks = k0.to(dev, dtype).set_requires_grad(true),
+             vs = v0.to(dev, dtype).set_requires_grad(true);
+        auto out = attention::ttt_attention(
+            q, ks, vs, attention::local_block0(attention::local_kernel(kernel, dev, dtype)), scale);
+        (out.to(at::kFloat) * probe).sum().backward();
+        return std::vector<at::Tensor>{out.detach(), q.grad(), ks.grad(), vs.grad()};
+      };
+      auto ref = run("reference", at::kFloat);
+      for (const char* kernel : {"flash", "cudnn"}) {
+        auto got = run(kernel, at::kBFloat16);
+        const char* what[] = {"out", "dq", "dk", "dv"};
+        for (size_t i = 0; i < got.size(); ++i) {
+          INFO(kernel << " " << what[i] << " rel err " << rel_err(got[i], ref[i]));
+          CHECK(rel_err(got[i], ref[i]) <= 2e-2);  // bf16 compute vs fp32 reference
+        }
+      }
     }
   }
 }

@@ -1,0 +1,44 @@
+// eaglet verify-usp: the USP health check a user runs after a driver or NCCL change.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "cli/commands.h"
+#include "cli/session.h"
+#include "train/verify_usp.h"
+
+namespace eaglet::cli {
+
+Command verify_usp_command() {
+  auto opts = session_options();
+  opts.push_back({"--seq", "N", "sample length (default data.max_seq_length)"});
+  opts.push_back({"--seed", "N", "seed of the synthetic sample (default 1)"});
+  opts.push_back(
+      {"--tol", "X",
+       "relative tolerance for losses and gradients (default fp32 1e-5, bf16 2e-2/3e-2)"});
+  opts.push_back(
+      {"--loss-in-last-shard", "", "put every loss token in the last shard (others have none)"});
+  return {
+      "verify-usp",
+      "run one synthetic sample through the configured Ulysses x Ring layout and through a single "
+      "rank, and compare every loss and gradient (last line: verify-usp: ... PASS or FAIL)",
+      opts, [](const ParsedArgs& args) {
+        return run_distributed(args, "verify-usp", [&](Session& s) {
+          train::VerifyOptions o;
+          o.seq_len = std::stoll(args.get("--seq", "0"));
+          o.seed = std::stoll(args.get("--seed", "1"));
+          if (args.has("--tol")) o.tol_loss = o.tol_grad = std::stod(args.get("--tol"));
+          o.loss_in_last_shard = args.has("--loss-in-last-shard");
+          auto r = train::verify_usp(s.config, *s.groups, o);
+          spdlog::info("verify-usp: tolerance loss {:g}, gradients {:g}", r.tol_loss, r.tol_grad);
+          if (s.env.rank() == 0)
+            std::cout << fmt::format("verify-usp: max_rel_loss={:.3e} max_rel_grad={:.3e} {}\n",
+                                     r.max_rel_loss, r.max_rel_grad, r.pass ? "PASS" : "FAIL")
+                      << std::flush;
+          return r.pass ? 0 : 1;
+        });
+      }};
+}
+
+}  // namespace eaglet::cli
