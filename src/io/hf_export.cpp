@@ -4,22 +4,21 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <set>
 
 #include "core/error.h"
 #include "core/tensor_text.h"
+#include "io/files.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 
 namespace eaglet::io {
 namespace {
-
-namespace fs = std::filesystem;
 
 // Tensors a checkpoint may hold that are not exported: the frozen target embedding.
 const std::set<std::string> kNotExported = {"embed_tokens.weight"};
@@ -60,11 +59,6 @@ void check_vocab_map(const at::Tensor& d2t, const at::Tensor& t2d, const std::st
                  "not mark",
                  file, i, target);
   }
-}
-
-void remove_quietly(const fs::path& p) {
-  std::error_code ec;
-  fs::remove_all(p, ec);
 }
 
 }  // namespace
@@ -159,20 +153,15 @@ nlohmann::ordered_json export_config(const nlohmann::json& cfg, const std::strin
 }
 
 void export_draft(const std::string& checkpoint_dir, const std::string& out_dir, bool vllm_names) {
-  const fs::path ckpt(checkpoint_dir);
-  fs::path out = fs::path(out_dir).lexically_normal();
-  if (out.filename().empty()) out = out.parent_path();  // "out/" names the folder "out"
-  const std::string config_path = (ckpt / "config.json").string();
-  const std::string weights_path = (ckpt / "model.safetensors").string();
-  std::error_code ec;
-  EAGLET_CHECK(fs::is_directory(ckpt, ec), "export: checkpoint folder {} does not exist",
+  const std::string out = strip_trailing_slashes(out_dir);  // "out/" names the folder "out"
+  const std::string config_path = join_path(checkpoint_dir, "config.json");
+  const std::string weights_path = join_path(checkpoint_dir, "model.safetensors");
+  EAGLET_CHECK(is_dir(checkpoint_dir), "export: checkpoint folder {} does not exist",
                checkpoint_dir);
-  EAGLET_CHECK(fs::is_regular_file(config_path, ec), "export: {} is missing (the draft's config)",
-               config_path);
-  EAGLET_CHECK(fs::is_regular_file(weights_path, ec), "export: {} is missing (the draft's weights)",
-               weights_path);
-  if (fs::exists(out, ec))
-    EAGLET_CHECK(fs::is_directory(out, ec) && fs::is_empty(out, ec),
+  EAGLET_CHECK(is_file(config_path), "export: {} is missing (the draft's config)", config_path);
+  EAGLET_CHECK(is_file(weights_path), "export: {} is missing (the draft's weights)", weights_path);
+  if (path_exists(out))
+    EAGLET_CHECK(is_dir(out) && list_dir(out).empty(),
                  "export: output {} exists and is not an empty folder; remove it or choose another",
                  out_dir);
 
@@ -218,26 +207,22 @@ void export_draft(const std::string& checkpoint_dir, const std::string& out_dir,
   check_vocab_map(weights.get("d2t"), weights.get("t2d"), weights_path);
 
   // Write into <out>.tmp, then rename: a failure leaves nothing at out_dir.
-  const fs::path tmp = out.string() + ".tmp";
-  if (out.has_parent_path()) {
-    fs::create_directories(out.parent_path(), ec);
-    EAGLET_CHECK(!ec, "export: cannot create folder {}: {}", out.parent_path().string(),
-                 ec.message());
-  }
-  remove_quietly(tmp);  // left over from an interrupted export
-  fs::create_directory(tmp, ec);
-  EAGLET_CHECK(!ec, "export: cannot create temporary folder {}: {}", tmp.string(), ec.message());
+  const std::string tmp = out + ".tmp";
+  make_dirs(parent_dir(out));
+  remove_tree(tmp);  // left over from an interrupted export
+  EAGLET_CHECK(::mkdir(tmp.c_str(), 0755) == 0, "export: cannot create temporary folder {}: {}",
+               tmp, std::strerror(errno));
   try {
-    write_safetensors((tmp / "model.safetensors").string(), tensors,
+    write_safetensors(join_path(tmp, "model.safetensors"), tensors,
                       {{"format", "pt"}, {"producer", "eaglet export"}});
-    write_file_synced((tmp / "config.json").string(), out_cfg.dump(2) + "\n");
-    fsync_parent_dir((tmp / "config.json").string());
-    if (fs::exists(out, ec)) fs::remove(out, ec);  // checked empty above
+    write_file_synced(join_path(tmp, "config.json"), out_cfg.dump(2) + "\n");
+    fsync_parent_dir(join_path(tmp, "config.json"));
+    if (is_dir(out)) ::rmdir(out.c_str());  // checked empty above
     EAGLET_CHECK(::rename(tmp.c_str(), out.c_str()) == 0, "export: rename of {} to {} failed: {}",
-                 tmp.string(), out_dir, std::strerror(errno));
-    fsync_parent_dir(out.string());
+                 tmp, out_dir, std::strerror(errno));
+    fsync_parent_dir(out);
   } catch (...) {
-    remove_quietly(tmp);
+    remove_tree(tmp);
     throw;
   }
 }

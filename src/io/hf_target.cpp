@@ -3,10 +3,9 @@
 
 #include <spdlog/spdlog.h>
 
-#include <filesystem>
-
 #include "core/error.h"
 #include "core/tensor_text.h"
+#include "io/files.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
 
@@ -14,7 +13,7 @@ namespace eaglet::io {
 
 TargetHead load_target_head(const std::string& folder, const std::string& embedding_key,
                             const std::string& lm_head_key, const std::string& norm_key) {
-  const std::string config_path = (std::filesystem::path(folder) / "config.json").string();
+  const std::string config_path = join_path(folder, "config.json");
   nlohmann::json top = read_json_object(config_path);
   // Multimodal configs (e.g. Qwen-VL, Llama 4) keep the language model's keys in text_config.
   bool nested =

@@ -1,8 +1,5 @@
-// JSON reading with file- and key-naming errors; synced text writing.
+// JSON reading with file- and key-naming errors.
 #include "io/json_file.h"
-
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -55,26 +52,6 @@ bool json_bool_or(const nlohmann::json& j, const std::string& key, bool fallback
   EAGLET_CHECK(j[key].is_boolean(), "{}: key \"{}\" must be true or false, got {}", path, key,
                j[key].dump());
   return j[key].get<bool>();
-}
-
-void write_file_synced(const std::string& path, const std::string& text) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  EAGLET_CHECK(fd >= 0, "{}: cannot create: {}", path, std::strerror(errno));
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int err = errno;
-      ::close(fd);
-      EAGLET_FAIL("{}: write failed: {}", path, std::strerror(err));
-    }
-    done += static_cast<size_t>(n);
-  }
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  EAGLET_CHECK(rc == 0, "{}: fsync failed: {}", path, std::strerror(err));
 }
 
 }  // namespace eaglet::io

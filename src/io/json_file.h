@@ -1,5 +1,5 @@
 // JSON files of HF folders (config.json, index files): reading with errors that name the file and
-// the key, and durable writing (fsync) for exports and checkpoints.
+// the key.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +22,5 @@ double json_number_or(const nlohmann::json& j, const std::string& key, double fa
                       const std::string& path);
 bool json_bool_or(const nlohmann::json& j, const std::string& key, bool fallback,
                   const std::string& path);
-
-// Writes `text` to `path` and fsyncs it (no rename: callers write into a temporary folder).
-void write_file_synced(const std::string& path, const std::string& text);
 
 }  // namespace eaglet::io

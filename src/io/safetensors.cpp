@@ -15,21 +15,19 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "core/error.h"
 #include "core/tensor_text.h"
+#include "io/files.h"
 
 namespace eaglet::io {
 namespace {
 
 static_assert(std::endian::native == std::endian::little,
               "safetensors data are little-endian; eaglet reads them without byte swapping");
-
-namespace fs = std::filesystem;
 
 // One row per supported dtype: the name in the header, the ATen type, bytes per element.
 struct DtypeEntry {
@@ -257,61 +255,58 @@ at::Tensor SafetensorsFile::get(const std::string& name,
 // --- SafetensorsSet -------------------------------------------------------------------------
 
 SafetensorsSet::SafetensorsSet(const std::string& folder_or_file) : where_(folder_or_file) {
-  fs::path p(folder_or_file);
-  std::error_code ec;
-  EAGLET_CHECK(fs::exists(p, ec), "{}: no such file or folder", folder_or_file);
-  auto add_file = [&](const fs::path& file) {
-    auto f = std::make_unique<SafetensorsFile>(file.string());
+  EAGLET_CHECK(path_exists(folder_or_file), "{}: no such file or folder", folder_or_file);
+  auto add_file = [&](const std::string& file) {
+    auto f = std::make_unique<SafetensorsFile>(file);
     for (const auto& kv : f->tensors()) {
-      auto [it, fresh] = weight_map_.emplace(kv.first, file.string());
+      auto [it, fresh] = weight_map_.emplace(kv.first, file);
       EAGLET_CHECK(fresh, "{}: tensor '{}' is in both {} and {}", folder_or_file, kv.first,
-                   it->second, file.string());
+                   it->second, file);
     }
-    files_[file.string()] = std::move(f);
+    files_[file] = std::move(f);
   };
-  if (!fs::is_directory(p, ec)) {
-    add_file(p);
+  if (!is_dir(folder_or_file)) {
+    add_file(folder_or_file);
     return;
   }
-  fs::path index = p / "model.safetensors.index.json";
-  if (fs::exists(index, ec)) {
+  const std::string index = join_path(folder_or_file, "model.safetensors.index.json");
+  if (path_exists(index)) {
     nlohmann::json j;
     std::ifstream in(index);
-    EAGLET_CHECK(in.good(), "{}: cannot read", index.string());
+    EAGLET_CHECK(in.good(), "{}: cannot read", index);
     try {
       j = nlohmann::json::parse(in);
     } catch (const nlohmann::json::exception& e) {
-      EAGLET_FAIL("{}: not valid JSON: {}", index.string(), e.what());
+      EAGLET_FAIL("{}: not valid JSON: {}", index, e.what());
     }
     EAGLET_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
-                 "{}: needs a \"weight_map\" object {{tensor: shard file}}", index.string());
+                 "{}: needs a \"weight_map\" object {{tensor: shard file}}", index);
     std::set<std::string> shards;
     for (const auto& [name, file] : j["weight_map"].items()) {
       EAGLET_CHECK(file.is_string(), "{}: weight_map entry of tensor '{}' is not a file name ({})",
-                   index.string(), name, file.dump());
-      fs::path shard = p / file.get<std::string>();
-      weight_map_[name] = shard.string();
-      if (shards.insert(shard.string()).second)
-        EAGLET_CHECK(fs::is_regular_file(shard, ec),
-                     "{}: shard {} (holding tensor '{}') does not exist", index.string(),
-                     shard.string(), name);
+                   index, name, file.dump());
+      const std::string shard = join_path(folder_or_file, file.get<std::string>());
+      weight_map_[name] = shard;
+      if (shards.insert(shard).second)
+        EAGLET_CHECK(is_file(shard), "{}: shard {} (holding tensor '{}') does not exist", index,
+                     shard, name);
     }
     return;  // shards are mapped on first use: a large target needs only a few of them
   }
-  fs::path single = p / "model.safetensors";
-  if (fs::exists(single, ec)) {
+  const std::string single = join_path(folder_or_file, "model.safetensors");
+  if (path_exists(single)) {
     add_file(single);
     return;
   }
-  std::vector<fs::path> found;
-  for (const auto& e : fs::directory_iterator(p, ec))
-    if (e.path().extension() == ".safetensors") found.push_back(e.path());
+  std::vector<std::string> found;
+  for (const auto& name : list_dir(folder_or_file))
+    if (name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0)
+      found.push_back(join_path(folder_or_file, name));
   EAGLET_CHECK(!found.empty(),
                "{}: holds neither model.safetensors nor model.safetensors.index.json nor any "
                "*.safetensors file",
                folder_or_file);
-  std::sort(found.begin(), found.end());
-  for (const auto& f : found) add_file(f);
+  for (const auto& f : found) add_file(f);  // list_dir sorts
 }
 
 bool SafetensorsSet::has(const std::string& name) const {
@@ -349,17 +344,6 @@ const TensorInfo& SafetensorsSet::info(const std::string& name) const {
 }
 
 // --- writing --------------------------------------------------------------------------------
-
-void fsync_parent_dir(const std::string& path) {
-  fs::path dir = fs::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  EAGLET_CHECK(fd >= 0, "{}: cannot open folder {} to fsync it: {}", path, dir.string(),
-               errno_text());
-  int rc = ::fsync(fd);
-  ::close(fd);
-  EAGLET_CHECK(rc == 0, "{}: fsync of folder {} failed: {}", path, dir.string(), errno_text());
-}
 
 void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, at::Tensor>>& tensors,

@@ -82,7 +82,4 @@ void write_safetensors(const std::string& path,
                        const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
-// fsync of the folder holding `path`, so a rename into it survives a crash. Throws naming `path`.
-void fsync_parent_dir(const std::string& path);
-
 }  // namespace eaglet::io

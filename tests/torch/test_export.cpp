@@ -7,16 +7,17 @@
 #include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
 
+#include <unistd.h>
+
 #include <cstring>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "catch.h"
+#include "io/files.h"
 #include "io/hf_export.h"
 #include "io/safetensors.h"
 #include "test_files.h"
 
-namespace fs = std::filesystem;
 using eaglet::io::export_draft;
 using eaglet::io::SafetensorsFile;
 using eaglet::test::error_of;
@@ -69,7 +70,7 @@ std::vector<std::pair<std::string, at::Tensor>> tiny_weights(int64_t target_hidd
 
 void write_checkpoint(const std::string& dir, const nlohmann::json& config,
                       const std::vector<std::pair<std::string, at::Tensor>>& weights) {
-  fs::create_directories(dir);
+  eaglet::io::make_dirs(dir);
   eaglet::test::write_bytes(dir + "/config.json", config.dump(2));
   eaglet::io::write_safetensors(dir + "/model.safetensors", weights);
 }
@@ -129,7 +130,10 @@ print("OK")
 
 // The eaglet binary, beside the tests folder of the build tree.
 std::string eaglet_binary() {
-  return (fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "eaglet").string();
+  char buf[4096];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  std::string self = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+  return eaglet::io::join_path(eaglet::io::parent_dir(eaglet::io::parent_dir(self)), "eaglet");
 }
 
 }  // namespace
@@ -140,8 +144,8 @@ static void check_export(int64_t target_hidden) {
   auto weights = tiny_weights(target_hidden);
   write_checkpoint(dir / "ckpt", tiny_config(target_hidden), weights);
   export_draft(dir / "ckpt", dir / "out", false);
-  CHECK(!fs::exists(dir / "out.tmp"));
-  CHECK(fs::is_regular_file(dir / "out/model.safetensors"));
+  CHECK(!eaglet::io::path_exists(dir / "out.tmp"));
+  CHECK(eaglet::io::is_file(dir / "out/model.safetensors"));
 
   // C++ side: the export holds bf16 of every fp32 weight, d2t and t2d unchanged.
   SafetensorsFile out(dir / "out/model.safetensors");
@@ -198,7 +202,7 @@ TEST_CASE("export: the eaglet export command", "[io][export][cli]") {
   TempDir dir("export_cli");
   write_checkpoint(dir / "ckpt", tiny_config(), tiny_weights());
   const std::string bin = eaglet_binary();
-  REQUIRE(fs::exists(bin));
+  REQUIRE(eaglet::io::path_exists(bin));
   auto r = eaglet::test::run_command("'" + bin + "' export --checkpoint '" + (dir / "ckpt") +
                                      "' --out '" + (dir / "out") + "' --vllm");
   INFO(r.output);
@@ -229,8 +233,8 @@ TEST_CASE("export: bad checkpoints are refused, naming file and tensor, leaving 
     INFO(msg);
     REQUIRE(!msg.empty());
     for (const auto& n : needles) CHECK(msg.find(n) != std::string::npos);
-    CHECK(!fs::exists(out));
-    CHECK(!fs::exists(out + ".tmp"));
+    CHECK(!eaglet::io::path_exists(out));
+    CHECK(!eaglet::io::path_exists(out + ".tmp"));
   };
   const std::string weights = ckpt + "/model.safetensors", config = ckpt + "/config.json";
 
@@ -275,10 +279,10 @@ TEST_CASE("export: bad checkpoints are refused, naming file and tensor, leaving 
   }
   SECTION("a missing config.json or model.safetensors") {
     write_checkpoint(ckpt, tiny_config(), tiny_weights());
-    fs::remove(config);
+    ::unlink(config.c_str());
     refused({config});
     write_checkpoint(ckpt, tiny_config(), tiny_weights());
-    fs::remove(weights);
+    ::unlink(weights.c_str());
     refused({weights});
   }
   SECTION("a config key missing") {

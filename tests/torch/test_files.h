@@ -7,36 +7,40 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <filesystem>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
+#include "io/files.h"
 
 namespace eaglet::test {
 
+// Not std::filesystem: see src/io/files.h.
 class TempDir {
  public:
   explicit TempDir(const std::string& tag) {
-    static std::atomic<int> counter{0};
-    path_ = std::filesystem::temp_directory_path() /
-            ("eaglet_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern =
+        eaglet::io::join_path(base && *base ? base : "/tmp", "eaglet_" + tag + "_XXXXXX");
+    std::vector<char> buf(pattern.begin(), pattern.end());
+    buf.push_back('\0');
+    if (::mkdtemp(buf.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
+    path_ = buf.data();
   }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
+  ~TempDir() { eaglet::io::remove_tree(path_); }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-  std::string str() const { return path_.string(); }
+  std::string operator/(const std::string& name) const {
+    return eaglet::io::join_path(path_, name);
+  }
+  const std::string& str() const { return path_; }
 
  private:
-  std::filesystem::path path_;
+  std::string path_;
 };
 
 inline void write_bytes(const std::string& path, const std::string& bytes) {
