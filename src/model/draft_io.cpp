@@ -3,14 +3,11 @@
 
 #include <c10/core/GradMode.h>
 
-#include <filesystem>
-#include <fstream>
-
 #include "core/error.h"
+#include "io/files.h"
 #include "io/safetensors.h"
 
 namespace eaglet::model {
-namespace fs = std::filesystem;
 
 nlohmann::json draft_config_json(const DraftArchConfig& c) {
   nlohmann::json j = {
@@ -48,24 +45,15 @@ nlohmann::json draft_config_json(const DraftArchConfig& c) {
 
 void save_draft(const std::string& dir, const Eagle3Weights& w, const DraftArchConfig& cfg,
                 const VocabMap& vocab) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  EAGLET_CHECK(!ec, "cannot create {}: {}", dir, ec.message());
+  io::make_dirs(dir);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& [name, t] : w.trainable())
     tensors.emplace_back(name, t->detach().to(at::kFloat));
   tensors.emplace_back("d2t", vocab.d2t);
   tensors.emplace_back("t2d", vocab.t2d);
-  io::write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors,
-                        {{"format", "pt"}});
-  auto path = fs::path(dir) / "config.json", tmp = fs::path(dir) / "config.json.tmp";
-  {
-    std::ofstream out(tmp);
-    out << draft_config_json(cfg).dump(2) << "\n";
-    EAGLET_CHECK(out.good(), "cannot write {}", tmp.string());
-  }
-  fs::rename(tmp, path, ec);
-  EAGLET_CHECK(!ec, "cannot rename {} to {}: {}", tmp.string(), path.string(), ec.message());
+  io::write_safetensors(io::join_path(dir, "model.safetensors"), tensors, {{"format", "pt"}});
+  io::write_file_synced(io::join_path(dir, "config.json"), draft_config_json(cfg).dump(2) + "\n");
+  io::fsync_parent_dir(io::join_path(dir, "config.json"));
 }
 
 void load_draft(const std::string& dir, const DraftArchConfig& cfg, Eagle3Weights& w,

@@ -9,9 +9,8 @@
 #include <ATen/ops/sort.h>
 #include <ATen/ops/zeros.h>
 
-#include <filesystem>
-
 #include "core/error.h"
+#include "io/files.h"
 #include "io/safetensors.h"
 
 namespace eaglet::model {
@@ -45,8 +44,7 @@ VocabMap identity_vocab(int64_t vt) {
 
 VocabMap load_vocab(const std::string& path, int64_t vt, int64_t vd) {
   std::string file = path;
-  if (std::filesystem::is_directory(path))
-    file = (std::filesystem::path(path) / "model.safetensors").string();
+  if (io::is_dir(path)) file = io::join_path(path, "model.safetensors");
   io::SafetensorsFile f(file);
   VocabMap m;
   m.t2d = f.get("t2d", {vt}).to(at::kBool);

@@ -1,0 +1,133 @@
+// Gradient sync, clipping, AdamW and the learning-rate schedule.
+#include "train/optimizer.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/core/GradMode.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/tensor_text.h"
+#include "dist/communicator.h"
+
+namespace eaglet::train {
+
+double learning_rate(const TrainingConfig& t, int64_t step, int64_t total) {
+  total = std::max<int64_t>(total, 1);
+  const auto warmup = static_cast<int64_t>(std::floor(t.warmup_ratio * static_cast<double>(total)));
+  if (step < warmup) return t.lr * static_cast<double>(step + 1) / static_cast<double>(warmup);
+  if (total <= warmup) return t.lr;
+  double progress = std::clamp(
+      static_cast<double>(step - warmup) / static_cast<double>(total - warmup), 0.0, 1.0);
+  return t.min_lr + 0.5 * (1.0 + std::cos(M_PI * progress)) * (t.lr - t.min_lr);
+}
+
+AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor*>> params, const TrainingConfig& cfg)
+    : params_(std::move(params)), cfg_(cfg) {
+  for (auto& [name, p] : params_) {
+    EAGLET_CHECK(p->scalar_type() == at::kFloat, "AdamW: master weight {} is {}, expected fp32",
+                 name, tensor_text(*p));
+    exp_avg_.push_back(at::zeros_like(*p));
+    exp_avg_sq_.push_back(at::zeros_like(*p));
+    step_count_.push_back(at::zeros({}, p->options()));
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& [name, p] : params_) p->mutable_grad() = at::Tensor();
+}
+
+void AdamW::sync_gradients(Communicator* world, int64_t dp_size) {
+  std::vector<at::Tensor> flat;
+  for (auto& [name, p] : params_) {
+    if (!p->grad().defined()) p->mutable_grad() = at::zeros_like(*p);
+    flat.push_back(p->grad().view({-1}));
+  }
+  auto buffer = at::cat(flat);
+  if (world != nullptr && world->size() > 1) world->all_reduce(buffer, ReduceOp::sum);
+  if (dp_size > 1) buffer.div_(static_cast<double>(dp_size));
+  int64_t offset = 0;
+  for (auto& [name, p] : params_) {
+    const int64_t n = p->numel();
+    p->mutable_grad().copy_(buffer.narrow(0, offset, n).view_as(*p));
+    offset += n;
+  }
+}
+
+StepStats AdamW::step(double lr) {
+  c10::NoGradGuard no_grad;
+  StepStats s;
+  s.lr = lr;
+  std::vector<at::Tensor> params, grads, norms;
+  for (auto& [name, p] : params_) {
+    if (!p->grad().defined()) p->mutable_grad() = at::zeros_like(*p);
+    params.push_back(*p);
+    grads.push_back(p->grad());
+    norms.push_back(p->grad().norm());
+  }
+  // One host sync per optimizer step: the skip decision and the logged norm need the value.
+  s.grad_norm = at::stack(norms).norm().item<double>();
+  if (!std::isfinite(s.grad_norm)) {
+    s.skipped = true;
+    ++skipped_total_;
+    constexpr int64_t kMaxInRow = 10;
+    EAGLET_CHECK(
+        ++skipped_in_row_ < kMaxInRow,
+        "{} optimizer steps in a row had a non-finite gradient norm; stopping (lower training.lr?)",
+        skipped_in_row_);
+    zero_grad();
+    return s;
+  }
+  skipped_in_row_ = 0;
+  if (cfg_.max_grad_norm > 0 && s.grad_norm > cfg_.max_grad_norm) {
+    const double factor = cfg_.max_grad_norm / (s.grad_norm + 1e-6);
+    for (auto& g : grads) g.mul_(factor);
+  }
+  for (auto& count : step_count_) count.add_(1);  // the fused kernel reads, not bumps, the step
+  at::_fused_adamw_(params, grads, exp_avg_, exp_avg_sq_, {}, step_count_, lr, 0.9, 0.999,
+                    cfg_.weight_decay, 1e-8,
+                    /*amsgrad=*/false, /*maximize=*/false);
+  ++steps_;
+  zero_grad();
+  return s;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> AdamW::state() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    out.emplace_back("exp_avg." + params_[i].first, exp_avg_[i]);
+    out.emplace_back("exp_avg_sq." + params_[i].first, exp_avg_sq_[i]);
+    out.emplace_back("step." + params_[i].first, step_count_[i]);
+  }
+  return out;
+}
+
+void AdamW::load_state(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                       const std::string& where) {
+  auto find = [&](const std::string& key) -> const at::Tensor& {
+    for (const auto& [k, t] : tensors)
+      if (k == key) return t;
+    EAGLET_FAIL("{}: optimizer state {} is missing", where, key);
+  };
+  c10::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& name = params_[i].first;
+    for (auto [prefix, dst] :
+         {std::pair{"exp_avg.", &exp_avg_[i]}, {"exp_avg_sq.", &exp_avg_sq_[i]}}) {
+      const auto& src = find(prefix + name);
+      EAGLET_CHECK(src.sizes() == dst->sizes(),
+                   "{}: optimizer state {}{} is {}, the model needs {}", where, prefix, name,
+                   tensor_text(src), tensor_text(*dst));
+      dst->copy_(src);
+    }
+    step_count_[i].copy_(find("step." + name).reshape({}));
+  }
+  steps_ = static_cast<int64_t>(step_count_.empty() ? 0 : step_count_[0].item<double>());
+}
+
+}  // namespace eaglet::train
