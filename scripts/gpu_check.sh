@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One device-machine run of everything GPU: build, GPU unit tests (bf16 kernels and model),
+# NCCL collectives on every group, and verify-usp through NCCL in bf16 for the layouts the GPUs
+# allow. Prints a summary table; logs go to ${OUT:-/tmp}/gpu_check.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export NCCL_NVLS_ENABLE=0
+log=${OUT:-/tmp}/gpu_check
+mkdir -p "$log"
+EAGLET_NO_APT=1 scripts/build.sh >"$log/build.log" 2>&1 || { tail -40 "$log/build.log"; exit 1; }
+gpus=$(nvidia-smi -L | grep -c '^GPU')
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1
+echo "== GPU unit tests (bf16) =="
+build/tests/eaglet_tests "[gpu]" -s >"$log/gpu_unit.log" 2>&1
+grep -E "rel err|FAILED|test cases|assertions" "$log/gpu_unit.log" | grep -vE "^\s*$" | tail -${GPU_UNIT_LINES:-12}
+echo "== NCCL collectives =="
+(cd build && ctest -L gpu -R nccl --output-on-failure 2>&1 | grep -E "ok |FAIL|Passed|Failed")
+echo "== verify-usp, bf16 through NCCL (one rank per GPU) =="
+# A draft with realistic head size (d = 128, GQA 4:1) and a sequence not divisible by P.
+model=(--set model.config.hidden_size=1024 --set model.config.num_attention_heads=8
+       --set model.config.num_key_value_heads=4 --set model.config.head_dim=128
+       --set model.config.intermediate_size=2048 --set model.config.vocab_size=4000
+       --set model.config.draft_vocab_size=2000 --set model.config.target_hidden_size=1024
+       --set training.ttt_length=${T:-3} --set runtime.device=cuda --set data.max_seq_length=100000)
+for layout in ${LAYOUTS:-2x1 1x2 2x2 4x1}; do
+  u=${layout%x*} r=${layout#*x} np=$((${layout%x*} * ${layout#*x}))
+  [ "$np" -le "$gpus" ] || continue
+  for attn in ${KERNELS:-auto}; do
+    out=$(timeout 300 scripts/mpirun.sh -np "$np" build/eaglet verify-usp --config configs/demo.yaml "${model[@]}" \
+      --set parallel.ulysses="$u" --set parallel.ring="$r" --set model.attention="$attn" \
+      --set output_dir="$log/usp_$layout" --seq ${SEQ:-4001} 2>&1)
+    echo "U x R = $u x $r ($np GPUs, attention $attn): $(echo "$out" | grep -E '^verify-usp:' || echo "$out" | tail -3)"
+  done
+done
