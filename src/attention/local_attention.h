@@ -1,7 +1,7 @@
 // Local (one-rank) attention kernels returning the log-sum-exp, as one table: a plain reference
-// (dense mask, any dtype, fp32-or-better softmax) and LibTorch's fused kernels (flash on CPU and
-// GPU, cuDNN on GPU). The TTT merge and the ring call them for block 0 and need, in backward, a
-// kernel that accepts an externally merged (out, lse): all entries here do.
+// (dense mask, any dtype, fp32-or-better softmax) and LibTorch's fused flash kernels (CPU and GPU).
+// The TTT merge and the ring call them for block 0 and need, in backward, a kernel that accepts an
+// externally merged (out, lse): all entries here do.
 //
 // Layout: q [B, H, Sq, d]; k, v [B, Hkv, Sk, d] with H % Hkv == 0 (GQA); out like q; lse
 // [B, H, Sq] fp32. causal means query i sees keys j <= i (top-left aligned; Sq == Sk).
@@ -40,7 +40,7 @@ struct LocalKernel {
                                       const KernelState& state, bool causal, double scale);
 };
 
-// The table; "auto" picks cudnn on GPU bf16/fp16, flash otherwise. Throws eaglet::Error naming
+// The table; "auto" picks flash where it runs, else the reference. Throws eaglet::Error naming
 // the kernel when it does not support the device/dtype.
 const LocalKernel& local_kernel(const std::string& name, c10::Device device, at::ScalarType dtype);
 const std::vector<LocalKernel>& local_kernels();

@@ -76,7 +76,7 @@ struct ModelConfig {
   std::string lm_head_key = "lm_head.weight";
   std::string norm_key = "model.norm.weight";
   std::string vocab_mapping;       // safetensors file with t2d/d2t; empty: build from data
-  std::string attention = "auto";  // auto | reference | flash | cudnn
+  std::string attention = "auto";  // auto | reference | flash
   int64_t loss_chunk = 4096;       // rows per chunk of the fused lm_head + loss
 };
 
