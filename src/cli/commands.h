@@ -9,5 +9,9 @@ namespace eaglet::cli {
 Command export_command();
 // eaglet verify-usp --config FILE [--seq N] [--tol X] [--loss-in-last-shard]
 Command verify_usp_command();
+// eaglet train --config FILE [--set k=v]... [--resume auto|PATH]
+Command train_command();
+// eaglet data synth|put|check --config FILE ... (docs/DATA.md)
+Command data_command();
 
 }  // namespace eaglet::cli

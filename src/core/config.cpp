@@ -266,6 +266,13 @@ std::vector<Field> fields(Config& c) {
       field("data.on_error", c.data.on_error,
             "fail | skip (neutralise a bad sample on its SP group)"),
       field("data.consume", c.data.consume, "remove objects from the store after reading them"),
+      field("data.follow", c.data.follow,
+            "the manifest grows while training: read it as a stream (needs training.max_steps)"),
+      field("data.manifest_wait_s", c.data.manifest_wait_s,
+            "seconds to wait for a sample the producer has not written yet"),
+      field("data.prefetch", c.data.prefetch, "samples each rank reads ahead of training"),
+      field("data.vocab_samples", c.data.vocab_samples,
+            "samples counted to build t2d/d2t when no mapping is given"),
       field("data.mooncake_master", c.data.mooncake_master, "Mooncake master address host:port"),
       field("data.mooncake_metadata", c.data.mooncake_metadata,
             "Mooncake metadata server URL (or P2PHANDSHAKE)"),
@@ -323,6 +330,10 @@ std::vector<Field> fields(Config& c) {
       field("training.max_grad_norm", c.training.max_grad_norm, "global-norm clip; 0 disables"),
       field("training.grad_accum", c.training.grad_accum, "micro-batches per optimizer step"),
       field("training.seed", c.training.seed, "seed of initialisation and data order"),
+      field("training.stop_after", c.training.stop_after,
+            "checkpoint and stop after this step, as if pre-empted (0: off)"),
+      field("training.log_interval", c.training.log_interval,
+            "steps between progress lines on the console"),
       field("training.ttt_decay", c.training.ttt_decay, "loss weight of step k is ttt_decay^k"),
       field("training.ttt_weights", c.training.ttt_weights,
             "explicit per-step loss weights (length ttt_length)"),
@@ -430,6 +441,13 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
        fmt::format("must be > training.ttt_length ({})", t.ttt_length));
 
   rule(t.ttt_length >= 1, "training.ttt_length", t.ttt_length, "must be >= 1");
+  rule(!c.data.follow || t.max_steps > 0, "data.follow", "true",
+       "needs training.max_steps > 0 (a growing manifest has no end)");
+  rule(c.data.manifest_wait_s >= 0, "data.manifest_wait_s", c.data.manifest_wait_s, "must be >= 0");
+  rule(c.data.prefetch >= 1, "data.prefetch", c.data.prefetch, "must be >= 1");
+  rule(c.data.vocab_samples >= 1, "data.vocab_samples", c.data.vocab_samples, "must be >= 1");
+  rule(t.stop_after >= 0, "training.stop_after", t.stop_after, "must be >= 0");
+  rule(t.log_interval >= 1, "training.log_interval", t.log_interval, "must be >= 1");
   rule(t.max_steps >= 0, "training.max_steps", t.max_steps, "must be >= 0");
   rule(t.num_epochs >= 1, "training.num_epochs", t.num_epochs, "must be >= 1");
   rule(t.lr > 0, "training.lr", t.lr, "must be > 0");

@@ -1,0 +1,27 @@
+// eaglet train: the distributed training run.
+#include "cli/commands.h"
+#include "cli/session.h"
+#include "train/trainer.h"
+
+namespace eaglet::cli {
+
+Command train_command() {
+  auto opts = session_options();
+  opts.push_back(
+      {"--resume", "auto|PATH",
+       "continue from the latest checkpoint under output_dir (auto; a fresh start when there is "
+       "none) or from a checkpoint folder"});
+  return {"train",
+          "train the Eagle3 draft on pre-sharded samples (mpirun -np N eaglet train --config "
+          "run.yaml); "
+          "SIGTERM/SIGUSR1 checkpoint at the next step and exit 0",
+          opts, [](const ParsedArgs& args) {
+            return run_distributed(args, "train", [&](Session& s) {
+              train::TrainOptions o;
+              o.resume = args.get("--resume");
+              return train::run_training(s.config, s.env, *s.groups, o);
+            });
+          }};
+}
+
+}  // namespace eaglet::cli

@@ -1,0 +1,368 @@
+// The training loop and what it needs around it: target head, vocabulary, weights, resume, data
+// stream, metrics and checkpoints.
+#include "train/trainer.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros.h>
+#include <mpi.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+
+#include "attention/ring.h"
+#include "core/error.h"
+#include "data/manifest.h"
+#include "data/prefetcher.h"
+#include "data/sampler.h"
+#include "data/shard_reader.h"
+#include "data/sharding.h"
+#include "data/store.h"
+#include "dist/device.h"
+#include "io/files.h"
+#include "io/hf_target.h"
+#include "io/safetensors.h"
+#include "model/draft_io.h"
+#include "model/vocab.h"
+#include "train/checkpoint.h"
+#include "train/optimizer.h"
+#include "train/verify_usp.h"
+#ifdef EAGLET_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace eaglet::train {
+namespace {
+
+std::atomic<int> g_signal{0};
+extern "C" void on_preempt(int sig) {
+  g_signal = sig;
+}
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_preempt;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGUSR1, &sa, nullptr);
+}
+
+// True on every rank when a signal reached any rank (one host all-reduce per step).
+bool preempted_anywhere() {
+  int local = g_signal.load(), any = 0;
+  MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return any != 0;
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double memory_gib(c10::Device device) {
+#ifdef EAGLET_WITH_CUDA
+  if (device.is_cuda()) {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 30);
+  }
+#endif
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1 << 20);  // kB
+  return 0;
+}
+
+// t2d/d2t: a given file, the init_from draft's, identity when Vd == Vt, else counted from the
+// loss-masked tokens of the first data.vocab_samples samples (each rank counts its own rows of
+// the samples its replica would read, then one all-reduce over the world).
+model::VocabMap build_vocab(const Config& cfg, data::Store& store, data::ManifestReader& manifest,
+                            const ProcessGroups& groups) {
+  const auto& arch = cfg.model.config;
+  if (!cfg.model.vocab_mapping.empty())
+    return model::load_vocab(cfg.model.vocab_mapping, arch.vocab_size, arch.draft_vocab_size);
+  if (!cfg.model.init_from.empty() &&
+      io::is_file(io::join_path(cfg.model.init_from, "model.safetensors"))) {
+    io::SafetensorsFile f(io::join_path(cfg.model.init_from, "model.safetensors"));
+    if (f.has("d2t") && f.has("t2d"))
+      return model::load_vocab(cfg.model.init_from, arch.vocab_size, arch.draft_vocab_size);
+  }
+  if (arch.draft_vocab_size == arch.vocab_size) return model::identity_vocab(arch.vocab_size);
+  const auto& layout = groups.layout();
+  const auto& c = groups.coord();
+  auto counts = at::zeros({arch.vocab_size}, at::TensorOptions().dtype(at::kLong));
+  const int64_t n = std::min(manifest.size(), cfg.data.vocab_samples);
+  for (int64_t i = c.dp; i < n; i += layout.dp()) {
+    const auto& rec = manifest.at(i);
+    if (!rec.ok()) continue;
+    auto g = data::shard_geometry(rec.entry.seq_len, cfg.data.max_seq_length, layout.sp(),
+                                  cfg.training.ttt_length);
+    auto own = g.own_rows(c.sp);
+    if (own.size() <= 0) continue;
+    auto ids = at::zeros({g.local_len}, at::TensorOptions().dtype(at::kLong));
+    const auto key = data::object_key(rec.entry.key, c.sp, data::ShardObject::ids);
+    auto got = store.batch_get_into({key}, {ids.data_ptr()}, {g.local_len * 8})[0];
+    EAGLET_CHECK(got == g.local_len * 8,
+                 "vocabulary count: object {} on rank {} has {} bytes, expected {}", key,
+                 groups.world_rank(), got, g.local_len * 8);
+    auto mask = data::shard_loss_mask(data::unpack_loss_mask(rec.entry.packed_loss_mask), g, c.sp);
+    model::count_loss_tokens(counts, ids.narrow(0, 0, own.size()), mask.narrow(0, 0, own.size()));
+  }
+  MPI_Allreduce(MPI_IN_PLACE, counts.data_ptr<int64_t>(), static_cast<int>(counts.numel()),
+                MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+  spdlog::info("vocabulary: top {} of {} tokens by loss-masked frequency over {} samples",
+               arch.draft_vocab_size, arch.vocab_size, n);
+  return model::vocab_from_counts(counts, arch.draft_vocab_size);
+}
+
+struct StepMetrics {
+  at::Tensor loss_k, acc_k, count_k;  // summed over micro-batches (SP-global already)
+  int64_t tokens = 0, neutralised = 0;
+  double data_s = 0;
+};
+
+}  // namespace
+
+int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& groups,
+                 const TrainOptions& opt) {
+  const auto& arch = cfg.model.config;
+  const auto& layout = groups.layout();
+  const auto& coord = groups.coord();
+  const auto device = groups.device();
+  const auto dtype = compute_dtype(cfg.runtime.dtype, device);
+  const int64_t T = cfg.training.ttt_length, D = layout.dp(), accum = cfg.training.grad_accum;
+  const bool rank0 = env.rank() == 0;
+  install_signal_handlers();
+
+  // --- data source and target ------------------------------------------------------------------
+  auto store = data::open_store(cfg.data);
+  data::ManifestReader manifest(data::manifest_path(cfg.data), data::manifest_expect(cfg));
+  env.agree([&] {
+    manifest.poll();
+    if (!cfg.data.follow)
+      EAGLET_CHECK(manifest.size() > 0,
+                   "data.manifest {}: no samples (write some with eaglet data synth or put)",
+                   manifest.path());
+    if (cfg.data.on_error == "fail" && !manifest.first_error().empty())
+      EAGLET_FAIL("{}", manifest.first_error());
+  });
+  io::TargetHead head;
+  env.agree([&] {
+    EAGLET_CHECK(!cfg.model.target.empty(),
+                 "model.target: the target model's folder is needed (its lm_head defines "
+                 "the loss targets); eaglet data synth writes one under data.path/target");
+    head = io::load_target_head(cfg.model.target, cfg.model.embedding_key, cfg.model.lm_head_key,
+                                cfg.model.norm_key);
+    EAGLET_CHECK(
+        head.lm_head.size(0) == arch.vocab_size && head.lm_head.size(1) == arch.target_hidden_size,
+        "model.target {}: lm_head is [{}, {}], model.config says vocab_size {} and "
+        "target_hidden_size {}",
+        cfg.model.target, head.lm_head.size(0), head.lm_head.size(1), arch.vocab_size,
+        arch.target_hidden_size);
+    EAGLET_CHECK(head.embed_tokens.size(1) == arch.hidden_size,
+                 "model.target {}: embed_tokens is [{}, {}] but the draft's hidden_size is {}",
+                 cfg.model.target, head.embed_tokens.size(0), head.embed_tokens.size(1),
+                 arch.hidden_size);
+  });
+  model::VocabMap vocab;
+  env.agree([&] { vocab = build_vocab(cfg, *store, manifest, groups); });
+
+  // --- model, optimizer, resume ------------------------------------------------------------------
+  auto weights = model::init_weights(arch, cfg.training.seed, device, head.embed_tokens);
+  if (!cfg.model.init_from.empty())
+    env.agree([&] { model::load_draft(cfg.model.init_from, arch, weights, nullptr); });
+  AdamW optimizer(weights.trainable(), cfg.training);
+  int64_t start_step = 0, cursor = 0, skipped_steps = 0;
+  std::string resume_dir;
+  env.agree([&] {
+    if (!opt.resume.empty()) resume_dir = resolve_resume(cfg.output_dir, opt.resume);
+    if (resume_dir.empty()) return;
+    auto state = load_checkpoint(resume_dir, arch, weights, vocab, optimizer);
+    EAGLET_CHECK(state.value("sp_size", layout.sp()) == layout.sp(),
+                 "checkpoint {} was trained with sequence-parallel size {}; this run has {} (the "
+                 "data cursor and "
+                 "the store's shards depend on it)",
+                 resume_dir, state.value("sp_size", 0), layout.sp());
+    start_step = state.at("step").get<int64_t>();
+    cursor = state.at("cursor").get<int64_t>();
+    skipped_steps = state.value("skipped_steps", int64_t{0});
+  });
+  if (!resume_dir.empty())
+    spdlog::info("resumed from {}: step {}, data cursor {}", resume_dir, start_step, cursor);
+  else if (opt.resume == "auto")
+    spdlog::info("no checkpoint under {}/checkpoints: starting from scratch", cfg.output_dir);
+
+  model::LossTarget target{head.lm_head.to(device, dtype),
+                           head.lm_head.index_select(0, vocab.draft_to_target()).to(device, dtype),
+                           vocab.t2d.to(device)};
+  head = {};  // the CPU copies are no longer needed
+
+  // --- schedule --------------------------------------------------------------------------------
+  const int64_t n = manifest.size();
+  data::Sampler sampler(cfg.data.follow ? 0 : n, cfg.training.num_epochs, cfg.training.seed,
+                        /*shuffle=*/true);
+  int64_t total_steps = cfg.training.max_steps;
+  if (!cfg.data.follow) {
+    const int64_t available = (sampler.total() - cursor) / (D * accum) + start_step;
+    total_steps = total_steps > 0 ? std::min(total_steps, available) : available;
+  }
+  EAGLET_CHECK(total_steps > start_step || start_step > 0,
+               "{} samples cannot fill one step of {} replicas x {} accumulation", n, D, accum);
+
+  data::ShardReader reader(*store, groups.group(GroupKind::sp),
+                           data::reader_options(cfg, layout, coord, device, dtype));
+  data::Prefetcher prefetcher(reader,
+                              data::replica_source(manifest, sampler, coord.dp, D, cursor,
+                                                   std::chrono::seconds(cfg.data.manifest_wait_s)),
+                              cfg.data.prefetch);
+
+  const auto& kernel = attention::local_kernel(cfg.model.attention, device, dtype);
+  model::TttOptions topt;
+  topt.ttt_length = T;
+  topt.dtype = dtype;
+  topt.ulysses = &groups.group(GroupKind::ulysses);
+  topt.block0 = layout.ring > 1 ? attention::ring_block0(groups.group(GroupKind::ring), kernel)
+                                : attention::local_block0(kernel);
+  topt.loss_chunk = cfg.model.loss_chunk;
+  const auto step_w = model::step_weights(cfg.training);
+  double weight_sum = 0;
+  for (double w : step_w) weight_sum += w;
+
+  std::unique_ptr<std::ofstream> metrics;
+  if (rank0)
+    metrics = std::make_unique<std::ofstream>(io::join_path(cfg.output_dir, "metrics.jsonl"),
+                                              std::ios::app);
+  spdlog::info(
+      "training: steps {}..{} of {}, {} replicas x {} accumulation, {} samples in the manifest{}, "
+      "{} on {}",
+      start_step + 1, total_steps, total_steps, D, accum, n, cfg.data.follow ? " (following)" : "",
+      c10::toString(dtype), device_description(device));
+
+  auto save = [&](int64_t step) {
+    nlohmann::json state = {{"step", step},
+                            {"cursor", cursor},
+                            {"epoch", sampler.epoch_at(std::max<int64_t>(cursor - 1, 0))},
+                            {"skipped_steps", skipped_steps},
+                            {"total_steps", total_steps},
+                            {"seed", cfg.training.seed},
+                            {"world_size", layout.world},
+                            {"sp_size", layout.sp()},
+                            {"ulysses", layout.ulysses},
+                            {"ring", layout.ring},
+                            {"dp_size", D},
+                            {"config", to_yaml(cfg)}};
+    std::string dir;
+    if (rank0)
+      dir = save_checkpoint(cfg.output_dir, step, weights, arch, vocab, optimizer, state,
+                            cfg.checkpoint.keep);
+    MPI_Barrier(MPI_COMM_WORLD);  // nobody exits before the checkpoint is in place
+    if (rank0) spdlog::info("checkpoint {}", dir);
+  };
+
+  const double t_start = now_s();
+  int64_t step = start_step;
+  bool preempted = false;
+  while (step < total_steps) {
+    const double t0 = now_s();
+    StepMetrics m;
+    bool ended = false;
+    for (int64_t micro = 0; micro < accum; ++micro) {
+      const double td = now_s();
+      auto sample = prefetcher.next();
+      m.data_s += now_s() - td;
+      if (!sample) {
+        ended = true;
+        break;
+      }
+      m.neutralised += sample->neutralised ? 1 : 0;
+      m.tokens += sample->geometry.length;
+      auto steps = model::ttt_forward(weights, arch, target, sample->input, topt);
+      auto obj = model::combine_steps(steps, step_w, accum, &groups.group(GroupKind::sp));
+      obj.total.backward();
+      m.loss_k =
+          m.loss_k.defined() ? m.loss_k + obj.loss_k * obj.count_k : obj.loss_k * obj.count_k;
+      m.acc_k = m.acc_k.defined() ? m.acc_k + obj.acc_k * obj.count_k : obj.acc_k * obj.count_k;
+      m.count_k = m.count_k.defined() ? m.count_k + obj.count_k : obj.count_k;
+    }
+    if (ended) {
+      spdlog::warn("the data stream ended before step {}: stopping", step + 1);
+      break;
+    }
+    cursor += D * accum;
+    optimizer.sync_gradients(&groups.group(GroupKind::world), D);
+    const double lr = learning_rate(cfg.training, step, total_steps);
+    auto stats = optimizer.step(lr);
+    skipped_steps += stats.skipped ? 1 : 0;
+    ++step;
+
+    // Metrics: token-weighted over micro-batches and replicas.
+    auto packed = at::stack({m.loss_k, m.acc_k, m.count_k}).to(at::kFloat).contiguous();
+    groups.group(GroupKind::dp).all_reduce(packed, ReduceOp::sum);
+    auto host = packed.cpu();
+    const double step_s = now_s() - t0;
+    if (rank0) {
+      std::vector<double> loss_k, acc_k;
+      double loss = 0, tau = 0, prod = 1;
+      for (int64_t k = 0; k < T; ++k) {
+        const double cnt = std::max(host[2][k].item<double>(), 1.0);
+        loss_k.push_back(host[0][k].item<double>() / cnt);
+        acc_k.push_back(host[1][k].item<double>() / cnt);
+        loss += step_w[k] * loss_k.back() / weight_sum;
+        prod *= acc_k.back();
+        tau += prod;
+      }
+      const double tokens_per_s = static_cast<double>(m.tokens * D) / step_s;
+      const double elapsed = now_s() - t_start;
+      const double eta = elapsed / static_cast<double>(step - start_step) *
+                         static_cast<double>(total_steps - step);
+      nlohmann::json line = {{"step", step},
+                             {"loss", loss},
+                             {"loss_ttt", loss_k},
+                             {"acc_ttt", acc_k},
+                             {"accept_len", tau},
+                             {"lr", lr},
+                             {"grad_norm", stats.grad_norm},
+                             {"skipped", stats.skipped},
+                             {"tokens_per_s", tokens_per_s},
+                             {"mem_gib", memory_gib(device)},
+                             {"data_s", m.data_s},
+                             {"step_s", step_s},
+                             {"cursor", cursor},
+                             {"neutralised", m.neutralised}};
+      *metrics << line.dump() << "\n" << std::flush;
+      if (step % cfg.training.log_interval == 0 || step == total_steps) {
+        std::string accs;
+        for (double a : acc_k) accs += fmt::format("{}{:.2f}", accs.empty() ? "" : " ", a);
+        spdlog::info(
+            "step {}/{} loss {:.4f} acc [{}] accept {:.2f} lr {:.2e} |g| {:.3f} {:.0f} tok/s data "
+            "{:.2f}s "
+            "step {:.2f}s ETA {:.0f}s",
+            step, total_steps, loss, accs, tau, lr, stats.grad_norm, tokens_per_s, m.data_s, step_s,
+            eta);
+      }
+    }
+    const bool signalled = preempted_anywhere();
+    const bool stop_here = cfg.training.stop_after > 0 && step >= cfg.training.stop_after;
+    if (signalled || stop_here) {
+      if (signalled)
+        spdlog::warn("pre-emption signal received: saving at step {} and exiting", step);
+      save(step);
+      preempted = true;
+      break;
+    }
+    if (cfg.checkpoint.interval > 0 && step % cfg.checkpoint.interval == 0 && step < total_steps)
+      save(step);
+  }
+  if (!preempted && step > start_step) save(step);
+  if (rank0)
+    spdlog::info(
+        "done: step {}, {} skipped optimizer steps, {} neutralised samples on this rank; "
+        "checkpoints in "
+        "{}/checkpoints (eaglet export --checkpoint <step folder> --out <dir>)",
+        step, skipped_steps, reader.neutralised(), cfg.output_dir);
+  return 0;
+}
+
+}  // namespace eaglet::train
