@@ -32,4 +32,8 @@ std::optional<std::string> log_level() {
   return get("EAGLET_LOG_LEVEL");
 }
 
+std::optional<int> test_kill_in_checkpoint() {
+  return get_int("EAGLET_TEST_KILL_IN_CHECKPOINT");
+}
+
 }  // namespace eaglet::env

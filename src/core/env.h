@@ -14,5 +14,8 @@ std::optional<int> launcher_local_rank();
 std::optional<std::string> slurm_job_id();
 // EAGLET_LOG_LEVEL overrides runtime.log_level (trace, debug, info, warn, error).
 std::optional<std::string> log_level();
+// EAGLET_TEST_KILL_IN_CHECKPOINT=<step>: the checkpoint writer kills its own process (SIGKILL)
+// half-way through saving that step. Only for the crash-safety test.
+std::optional<int> test_kill_in_checkpoint();
 
 }  // namespace eaglet::env

@@ -4,8 +4,11 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <csignal>
+
 #include <algorithm>
 
+#include "core/env.h"
 #include "core/error.h"
 #include "io/files.h"
 #include "io/json_file.h"
@@ -50,6 +53,7 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step,
   const auto tmp = io::join_path(root, fmt::format(".{}.tmp-{}", name, ::getpid()));
   io::remove_tree(tmp);
   model::save_draft(tmp, w, arch, vocab);  // model.safetensors (fsynced) + config.json
+  if (env::test_kill_in_checkpoint() == step) ::raise(SIGKILL);  // crash-safety test: die mid-save
   io::write_safetensors(io::join_path(tmp, "optimizer.safetensors"), opt.state());
   io::write_file_synced(io::join_path(tmp, "trainer_state.json"), trainer_state.dump(2) + "\n");
   io::fsync_parent_dir(io::join_path(tmp, "trainer_state.json"));

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Multi-rank training checks under real mpirun (CPU, fp32), on synthetic data in dir stores:
+#   equivalence  DP x SP = 2x2 (accum 1), 1x4 (accum 2), 4x1 (accum 1) reach the parameters of
+#                1x1 with the matching accumulation after 3 steps (relative error <= 1e-5)
+#   resume       6 steps straight == 3 steps, stop, resume, 3 steps (model and optimizer bit for
+#                bit); a 2-replica run resumed on 1 replica continues the same sample stream
+#   faults       SIGTERM on one rank: a checkpoint and exit 0 on every rank; a process killed while
+#                writing a checkpoint leaves the previous one loadable; a missing or incompatible
+#                checkpoint and a bad config: clear error, exit 2 on every rank, no hang
+# usage: train_checks.sh equivalence|resume|faults EAGLET MPIRUN PYTHON SOURCE_DIR OUT
+set -uo pipefail
+what=$1 eaglet=$2 mpirun=$3 py=$4 src=$5 out=$6/$1
+rm -rf "$out" && mkdir -p "$out"
+cfg=$src/configs/demo.yaml
+cmp_ckpt="$py $src/tests/compare_checkpoints.py"
+fail=0
+check() { if "$@"; then echo "ok   $*"; else echo "FAIL $*"; fail=1; fi; }
+# A tiny model so every run takes seconds; warm-up off so the schedule does not depend on totals.
+common=(--config "$cfg" --set runtime.device=cpu --set training.warmup_ratio=0 --set checkpoint.interval=0
+        --set training.log_interval=1 --set data.max_seq_length=64 --set model.config.intermediate_size=64)
+
+synth() {  # synth P STORE: the same 24 samples (seed 7), sharded for P
+  "$eaglet" data synth "${common[@]}" --set parallel.ulysses=1 --set parallel.ring="$1" --set data.path="$2" \
+    --set output_dir="$2.log" --samples 24 --seed 7 >/dev/null
+}
+train() {  # train NP U R ACCUM STORE RUN_DIR [extra --set ...]
+  local np=$1 u=$2 r=$3 acc=$4 store=$5 run=$6
+  shift 6
+  timeout 300 "$mpirun" -np "$np" sh -c '"$0" "$@"; echo "EXIT rank=$OMPI_COMM_WORLD_RANK code=$?"' "$eaglet" train \
+    "${common[@]}" --set parallel.ulysses="$u" --set parallel.ring="$r" --set training.grad_accum="$acc" \
+    --set data.path="$store" --set model.target="$store/target" --set output_dir="$run" "$@" >"$run.log" 2>&1
+  echo $?
+}
+all_exit() {  # all_exit LOG NP CODE: every rank printed EXIT with CODE
+  [ "$(grep -c "^EXIT rank=[0-9]* code=$3$" "$1")" = "$2" ]
+}
+
+case $what in
+equivalence)
+  # lr 1e-5: Adam turns fp32 round-off in near-zero gradient entries into updates of up to lr, so
+  # the relative tolerance needs lr * steps well below 1e-5 * |w|; a wrong gradient still moves
+  # parameters by ~lr * steps / |w| ~ 3e-4, far outside it.
+  common+=(--set training.lr=1e-5)
+  for p in 1 2 4; do synth $p "$out/store_p$p"; done
+  for acc in 1 2 4; do train 1 1 1 $acc "$out/store_p1" "$out/ref_acc$acc" --set training.max_steps=3 >/dev/null; done
+  train 4 2 1 1 "$out/store_p2" "$out/dp2_sp2" --set training.max_steps=3 >/dev/null
+  train 4 2 2 2 "$out/store_p4" "$out/dp1_sp4" --set training.max_steps=3 >/dev/null
+  train 4 1 1 1 "$out/store_p1" "$out/dp4_sp1" --set training.max_steps=3 >/dev/null
+  for pair in "dp2_sp2 ref_acc2" "dp1_sp4 ref_acc2" "dp4_sp1 ref_acc4"; do
+    set -- $pair
+    check $cmp_ckpt "$out/$1/checkpoints/step_00000003/model.safetensors" \
+      "$out/$2/checkpoints/step_00000003/model.safetensors" --rel 1e-5
+  done
+  ;;
+resume)
+  synth 2 "$out/store"
+  train 2 2 1 1 "$out/store" "$out/straight" --set training.max_steps=6 >/dev/null
+  train 2 2 1 1 "$out/store" "$out/split" --set training.max_steps=6 --set training.stop_after=3 >/dev/null
+  check all_exit "$out/split.log" 2 0
+  check test -d "$out/split/checkpoints/step_00000003"
+  train 2 2 1 1 "$out/store" "$out/split" --set training.max_steps=6 --resume auto >/dev/null
+  check grep -q "resumed from .*step_00000003: step 3" "$out/split.log"
+  for f in model.safetensors optimizer.safetensors; do
+    check $cmp_ckpt "$out/straight/checkpoints/step_00000006/$f" "$out/split/checkpoints/step_00000006/$f" --exact
+  done
+  # 2 data-parallel replicas (P = 1) for 2 steps, then 1 replica: the stream cursor continues.
+  synth 1 "$out/store1"
+  train 2 1 1 1 "$out/store1" "$out/dp" --set training.max_steps=6 --set training.stop_after=2 >/dev/null
+  train 1 1 1 1 "$out/store1" "$out/dp" --set training.max_steps=6 --resume auto >/dev/null
+  cursors=$(grep -o '"cursor":[0-9]*' "$out/dp/metrics.jsonl" | cut -d: -f2 | tr '\n' ' ')
+  echo "     cursors after each step (2 replicas, then 1): $cursors"
+  check test "$cursors" = "2 4 5 6 7 8 "
+  ;;
+faults)
+  synth 2 "$out/store"
+  # SIGTERM to one rank process mid-run.
+  "$mpirun" -np 2 sh -c '"$0" "$@"; echo "EXIT rank=$OMPI_COMM_WORLD_RANK code=$?"' "$eaglet" train "${common[@]}" \
+    --set parallel.ulysses=2 --set parallel.ring=1 --set data.path="$out/store" --set model.target="$out/store/target" \
+    --set output_dir="$out/term" --set training.num_epochs=100 >"$out/term.log" 2>&1 &
+  job=$!
+  for _ in $(seq 600); do grep -q '"step":5,' "$out/term/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+  victim=$(pgrep -f "$eaglet train .*$out/term" | grep -v "^$job$" | tail -1)
+  kill -TERM "$victim"
+  timeout 120 tail --pid=$job -f /dev/null
+  check all_exit "$out/term.log" 2 0
+  check grep -q "pre-emption signal received" "$out/term.log"
+  check test -f "$out/term/checkpoints/latest"
+  # Killed while writing the checkpoint of step 4: step 2's stays the latest and resumes.
+  EAGLET_TEST_KILL_IN_CHECKPOINT=4 train 2 2 1 1 "$out/store" "$out/torn" --set training.max_steps=6 \
+    --set checkpoint.interval=2 >/dev/null
+  check test "$(cat "$out/torn/checkpoints/latest")" = step_00000002
+  train 2 2 1 1 "$out/store" "$out/torn" --set training.max_steps=6 --resume auto >/dev/null
+  check grep -q "resumed from .*step_00000002: step 2" "$out/torn.log"
+  check test -d "$out/torn/checkpoints/step_00000006"
+  # Missing checkpoint, incompatible checkpoint, bad config: exit 2 everywhere, the message once.
+  train 2 2 1 1 "$out/store" "$out/x" --resume "$out/nope" >/dev/null
+  check all_exit "$out/x.log" 2 2
+  check grep -q -- "--resume $out/nope: no such checkpoint folder" "$out/x.log"
+  train 2 2 1 1 "$out/store" "$out/torn" --resume auto --set model.config.intermediate_size=96 >/dev/null
+  check all_exit "$out/torn.log" 2 2
+  check grep -q "is for another model: intermediate_size is 64 there and 96 in this run" "$out/torn.log"
+  train 2 2 1 1 "$out/store" "$out/y" --set training.lr=-1 >/dev/null
+  check all_exit "$out/y.log" 2 2
+  check grep -q "config error: training.lr=-1: must be > 0" "$out/y.log"
+  train 2 2 1 1 "$out/store" "$out/z" --set model.target="$out/none" >/dev/null
+  check all_exit "$out/z.log" 2 2
+  ;;
+esac
+[ $fail = 0 ] && echo "train_checks $what: PASS" || echo "train_checks $what: FAIL"
+exit $fail
