@@ -2,7 +2,10 @@
 # Idempotent set-up of everything eaglet builds and tests with:
 #   1. system packages (apt): compiler, CMake, Ninja, OpenMPI, yaml-cpp, spdlog/fmt, Catch2, nlohmann-json;
 #   2. a Python with PyTorch, whose wheel provides LibTorch: an already importable CUDA PyTorch is
-#      kept (the GPU image), otherwise .venv is made with the CPU wheel torch==2.13.0.
+#      kept (the GPU image), otherwise .venv is made with the CPU wheel torch==2.13.0;
+#   3. Mooncake's client for data.store=mooncake (the mooncake-transfer-engine-non-cuda wheel in that
+#      Python; its system libraries libibverbs1, libnuma1, libcurl4 come with step 1). Optional: a
+#      failure is a warning, and the mooncake test then skips itself (docs/MOONCAKE.md).
 # Prints what it did; writes the chosen Python's path to .eaglet_python for the build scripts.
 # EAGLET_PYTHON=/path/to/python skips step 2's choice; EAGLET_NO_APT=1 skips apt.
 set -euo pipefail
@@ -15,12 +18,15 @@ declare -A need=(
   [g++]=build-essential [cmake]=cmake [ninja]=ninja-build [mpicxx]=libopenmpi-dev [mpirun]=openmpi-bin
   [yaml-cpp/yaml.h]=libyaml-cpp-dev [spdlog/spdlog.h]=libspdlog-dev [fmt/format.h]=libfmt-dev
   [nlohmann/json.hpp]=nlohmann-json3-dev [catch2]=catch2
+  # loaded by the Mooncake wheel's store.so and mooncake_master (readelf -d: DT_NEEDED)
+  [lib:libibverbs.so.1]=libibverbs1 [lib:libnuma.so.1]=libnuma1 [lib:libcurl.so.4]=libcurl4
 )
 missing=()
 for what in "${!need[@]}"; do
   case $what in
     */*) [ -e "/usr/include/$what" ] || [ -e "/usr/local/include/$what" ] || missing+=("${need[$what]}") ;;
     catch2) [ -e /usr/include/catch2 ] || [ -e /usr/local/include/catch2 ] || missing+=(catch2) ;;
+    lib:*) /sbin/ldconfig -p 2>/dev/null | grep -qF "${what#lib:} (" || missing+=("${need[$what]}") ;;
     *) command -v "$what" >/dev/null 2>&1 || missing+=("${need[$what]}") ;;
   esac
 done
@@ -72,4 +78,19 @@ else
 fi
 "$py" -c 'import torch' || { say "ERROR: $py cannot import torch"; exit 1; }
 echo "$py" >.eaglet_python
+
+# --- 3. Mooncake's client (optional) ------------------------------------------------------------
+# The non-CUDA wheel serves tcp (tests, one machine); 0.3.13.post1's store.so needs no libcudart
+# (older non-CUDA wheels did: docs/MOONCAKE.md). An already importable Mooncake is kept.
+mooncake_pin=mooncake-transfer-engine-non-cuda==0.3.13.post1
+if "$py" -c 'import mooncake.store' >/dev/null 2>&1; then
+  say "mooncake: already importable in $py"
+elif ! "$py" -m pip install -q --disable-pip-version-check --retries 2 --timeout 30 "$mooncake_pin" \
+  >/dev/null 2>&1; then
+  say "WARNING: pip could not install $mooncake_pin into $py; data.store=mooncake will say so and its test skips"
+elif ! why=$("$py" -c 'import mooncake.store' 2>&1); then
+  say "WARNING: $mooncake_pin is installed but does not import (${why##*$'\n'}); see docs/MOONCAKE.md"
+else
+  say "mooncake: installed $mooncake_pin into $py"
+fi
 say "LibTorch: torch $("$py" -c 'import torch; print(torch.__version__)') at $("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
