@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's demo: set-up and build, then the main job end to end on the embedded (dir) store,
 # on 4 CPU ranks with Ulysses 2 x Ring 2:
-#   1. eaglet data synth   -> 40 learnable synthetic samples, pre-sharded for P = 4, and a target
+#   1. eaglet data synth   -> 48 learnable synthetic samples (8 held out), pre-sharded for P = 4
 #   2. eaglet train        -> interrupted by SIGTERM on one rank (checkpoint, exit 0 everywhere)
 #   3. eaglet train --resume auto -> continues to the end
 #   4. eaglet export       -> a bf16 SGLang/vLLM Eagle3 folder
@@ -19,7 +19,11 @@ step "1/5 topology self-check on 4 ranks (U x R = 2 x 2)"
 $mpirun -np 4 $eaglet topo --config $cfg 2>&1 | grep -E "groups|topo:"
 
 step "2/5 synthetic data into the dir store ($out/store)"
-$eaglet data synth --config $cfg --samples 40
+$eaglet data synth --config $cfg --samples 48
+# The last 8 samples are held out: evaluated every 100 steps, never trained on.
+mv $out/store/manifest.jsonl $out/store/all.jsonl
+head -n 40 $out/store/all.jsonl >$out/store/manifest.jsonl
+tail -n 8 $out/store/all.jsonl >$out/store/eval.jsonl
 
 step "3/5 training on 4 ranks; SIGTERM to one rank after step 150"
 $mpirun -np 4 $eaglet train --config $cfg &

@@ -266,6 +266,8 @@ std::vector<Field> fields(Config& c) {
       field("data.on_error", c.data.on_error,
             "fail | skip (neutralise a bad sample on its SP group)"),
       field("data.consume", c.data.consume, "remove objects from the store after reading them"),
+      field("data.eval_manifest", c.data.eval_manifest,
+            "manifest of held-out samples in the same store (evaluated, never trained on)"),
       field("data.follow", c.data.follow,
             "the manifest grows while training: read it as a stream (needs training.max_steps)"),
       field("data.manifest_wait_s", c.data.manifest_wait_s,
@@ -332,6 +334,8 @@ std::vector<Field> fields(Config& c) {
       field("training.seed", c.training.seed, "seed of initialisation and data order"),
       field("training.stop_after", c.training.stop_after,
             "checkpoint and stop after this step, as if pre-empted (0: off)"),
+      field("training.eval_interval", c.training.eval_interval,
+            "steps between held-out evaluations (0: only at the end)"),
       field("training.log_interval", c.training.log_interval,
             "steps between progress lines on the console"),
       field("training.ttt_decay", c.training.ttt_decay, "loss weight of step k is ttt_decay^k"),
@@ -447,6 +451,7 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
   rule(c.data.prefetch >= 1, "data.prefetch", c.data.prefetch, "must be >= 1");
   rule(c.data.vocab_samples >= 1, "data.vocab_samples", c.data.vocab_samples, "must be >= 1");
   rule(t.stop_after >= 0, "training.stop_after", t.stop_after, "must be >= 0");
+  rule(t.eval_interval >= 0, "training.eval_interval", t.eval_interval, "must be >= 0");
   rule(t.log_interval >= 1, "training.log_interval", t.log_interval, "must be >= 1");
   rule(t.max_steps >= 0, "training.max_steps", t.max_steps, "must be >= 0");
   rule(t.num_epochs >= 1, "training.num_epochs", t.num_epochs, "must be >= 1");

@@ -34,7 +34,9 @@ struct DataConfig {
   int64_t max_seq_length = 4096;
   std::string on_error = "fail";  // fail | skip
   bool consume = false;
-  bool follow = false;            // the manifest grows while training (stream; needs max_steps)
+  std::string
+      eval_manifest;    // held-out samples (same store) evaluated every training.eval_interval
+  bool follow = false;  // the manifest grows while training (stream; needs max_steps)
   int64_t manifest_wait_s = 600;  // how long to wait for a sample a producer has not written yet
   int64_t prefetch = 4;           // samples read ahead per rank
   int64_t vocab_samples = 1000;   // samples counted to build t2d/d2t when no mapping is given
@@ -95,9 +97,10 @@ struct TrainingConfig {
   double max_grad_norm = 0.5;  // 0 disables clipping
   int64_t grad_accum = 1;
   int64_t seed = 42;
-  int64_t stop_after = 0;    // checkpoint and stop after this step, as if pre-empted (0: off)
-  int64_t log_interval = 1;  // steps between progress lines
-  double ttt_decay = 0.8;    // loss weight of TTT step k is ttt_decay^k ...
+  int64_t stop_after = 0;     // checkpoint and stop after this step, as if pre-empted (0: off)
+  int64_t log_interval = 1;   // steps between progress lines
+  int64_t eval_interval = 0;  // steps between held-out evaluations (0: only at the end)
+  double ttt_decay = 0.8;     // loss weight of TTT step k is ttt_decay^k ...
   std::vector<double> ttt_weights;  // ... unless given explicitly (length ttt_length)
 };
 

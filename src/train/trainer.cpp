@@ -5,6 +5,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
+#include <c10/core/GradMode.h>
 #include <mpi.h>
 #include <spdlog/spdlog.h>
 
@@ -123,6 +124,43 @@ struct StepMetrics {
   double data_s = 0;
 };
 
+// Held-out evaluation: every eval sample once, replica dp taking positions dp, dp + D, ...;
+// forward only; token-weighted over the world.
+struct EvalResult {
+  std::vector<double> loss_k, acc_k;
+  int64_t samples = 0;
+};
+
+EvalResult evaluate(data::ShardReader& reader, data::ManifestReader& manifest,
+                    const model::Eagle3Weights& w, const DraftArchConfig& arch,
+                    const model::LossTarget& target, const model::TttOptions& topt,
+                    const std::vector<double>& step_w, const ProcessGroups& groups) {
+  c10::NoGradGuard no_grad;
+  const int64_t D = groups.layout().dp(), dp = groups.coord().dp, T = topt.ttt_length;
+  at::Tensor sums;  // [3, T]: loss·count, acc·count, count
+  for (int64_t i = dp; i < manifest.size(); i += D) {
+    auto sample = reader.read(manifest.at(i), i);
+    auto obj = model::combine_steps(model::ttt_forward(w, arch, target, sample.input, topt), step_w,
+                                    1, &groups.group(GroupKind::sp));
+    auto row =
+        at::stack({obj.loss_k * obj.count_k, obj.acc_k * obj.count_k, obj.count_k}).to(at::kFloat);
+    sums = sums.defined() ? sums + row : row;
+  }
+  if (!sums.defined())
+    sums = at::zeros({3, T}, at::TensorOptions().dtype(at::kFloat).device(groups.device()));
+  sums = sums.contiguous();
+  groups.group(GroupKind::dp).all_reduce(sums, ReduceOp::sum);
+  auto host = sums.cpu();
+  EvalResult r;
+  for (int64_t k = 0; k < T; ++k) {
+    const double cnt = std::max(host[2][k].item<double>(), 1.0);
+    r.loss_k.push_back(host[0][k].item<double>() / cnt);
+    r.acc_k.push_back(host[1][k].item<double>() / cnt);
+  }
+  r.samples = manifest.size();
+  return r;
+}
+
 }  // namespace
 
 int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& groups,
@@ -230,6 +268,20 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
   double weight_sum = 0;
   for (double w : step_w) weight_sum += w;
 
+  // Held-out samples: read in full up front, evaluated every training.eval_interval steps.
+  std::unique_ptr<data::ManifestReader> eval_manifest;
+  if (!cfg.data.eval_manifest.empty()) {
+    env.agree([&] {
+      eval_manifest = std::make_unique<data::ManifestReader>(cfg.data.eval_manifest,
+                                                             data::manifest_expect(cfg));
+      eval_manifest->poll();
+      EAGLET_CHECK(eval_manifest->size() > 0, "data.eval_manifest {}: no samples",
+                   cfg.data.eval_manifest);
+    });
+  }
+  data::ShardReader eval_reader(*store, groups.group(GroupKind::sp),
+                                data::reader_options(cfg, layout, coord, device, dtype));
+
   std::unique_ptr<std::ofstream> metrics;
   if (rank0)
     metrics = std::make_unique<std::ofstream>(io::join_path(cfg.output_dir, "metrics.jsonl"),
@@ -239,6 +291,28 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
       "{} on {}",
       start_step + 1, total_steps, total_steps, D, accum, n, cfg.data.follow ? " (following)" : "",
       c10::toString(dtype), device_description(device));
+
+  auto run_eval = [&](int64_t step) {
+    if (!eval_manifest) return;
+    auto r = evaluate(eval_reader, *eval_manifest, weights, arch, target, topt, step_w, groups);
+    if (!rank0) return;
+    double loss = 0, tau = 0, prod = 1;
+    for (int64_t k = 0; k < T; ++k) {
+      loss += step_w[k] * r.loss_k[k] / weight_sum;
+      prod *= r.acc_k[k];
+      tau += prod;
+    }
+    *metrics << nlohmann::json{{"eval", true},         {"step", step},       {"loss", loss},
+                               {"loss_ttt", r.loss_k}, {"acc_ttt", r.acc_k}, {"accept_len", tau},
+                               {"samples", r.samples}}
+                    .dump()
+             << "\n"
+             << std::flush;
+    std::string accs;
+    for (double a : r.acc_k) accs += fmt::format("{}{:.2f}", accs.empty() ? "" : " ", a);
+    spdlog::info("eval at step {}: loss {:.4f} acc [{}] accept {:.2f} over {} held-out samples",
+                 step, loss, accs, tau, r.samples);
+  };
 
   auto save = [&](int64_t step) {
     nlohmann::json state = {{"step", step},
@@ -354,7 +428,11 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
     }
     if (cfg.checkpoint.interval > 0 && step % cfg.checkpoint.interval == 0 && step < total_steps)
       save(step);
+    if (cfg.training.eval_interval > 0 && step % cfg.training.eval_interval == 0 &&
+        step < total_steps)
+      run_eval(step);
   }
+  if (!preempted && step > start_step) run_eval(step);
   if (!preempted && step > start_step) save(step);
   if (rank0)
     spdlog::info(
