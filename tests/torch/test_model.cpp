@@ -33,6 +33,8 @@
 #include "attention/local_attention.h"
 #include "attention/ttt_attention.h"
 #include "catch.h"
+#include "io/files.h"
+#include "io/hf_export.h"
 #include "model/draft_io.h"
 #include "model/eagle3.h"
 #include "model/layers.h"
@@ -309,4 +311,42 @@ TEST_CASE("a saved draft loads back bit for bit and gives the same losses", "[mo
   auto after = run_model(q, "flash", at::kFloat, 4, weights);
   for (size_t k = 0; k < before.step_loss.size(); ++k)
     CHECK(before.step_loss[k] == after.step_loss[k]);  // bitwise
+}
+
+TEST_CASE(
+    "model.init_from on an export (SGLang and vLLM names) reproduces the losses of the bf16 "
+    "weights",
+    "[model][io]") {
+  Problem p = make_problem(/*C=*/9, /*T=*/3, 314);
+  std::vector<double> weights{1.0, 0.8, 0.64};
+  const std::string ckpt = "/tmp/eaglet_test_initfrom_ckpt",
+                    out = "/tmp/eaglet_test_initfrom_export";
+  io::remove_tree(ckpt);
+  save_draft(ckpt, p.w, p.cfg, p.vocab);
+  // What the export holds: every weight rounded to bf16. Losses of the rounded model are the
+  // target.
+  Problem rounded = p;
+  for (size_t i = 0; i < p.w.trainable().size(); ++i)
+    *rounded.w.trainable()[i].second = p.w.trainable()[i]
+                                           .second->detach()
+                                           .to(at::kBFloat16)
+                                           .to(at::kFloat)
+                                           .set_requires_grad(true);
+  auto want = run_model(rounded, "flash", at::kFloat, 4, weights);
+  for (bool vllm : {false, true}) {
+    INFO("vllm names " << vllm);
+    io::remove_tree(out);
+    io::export_draft(ckpt, out, vllm);
+    Problem q = make_problem(9, 3, 271);  // other weights, same data and target as p
+    q.in = p.in;
+    q.target = p.target;
+    q.w.embed_tokens = p.w.embed_tokens;
+    VocabMap loaded;
+    load_draft(out, q.cfg, q.w, &loaded);
+    CHECK(at::equal(loaded.d2t, p.vocab.d2t));
+    CHECK(at::equal(loaded.t2d, p.vocab.t2d));
+    auto got = run_model(q, "flash", at::kFloat, 4, weights);
+    for (size_t k = 0; k < want.step_loss.size(); ++k)
+      CHECK(got.step_loss[k] == want.step_loss[k]);  // bitwise
+  }
 }
