@@ -11,6 +11,8 @@ Command export_command();
 Command verify_usp_command();
 // eaglet train --config FILE [--set k=v]... [--resume auto|PATH]
 Command train_command();
+// eaglet bench --config FILE [--seq N] [--steps N]
+Command bench_command();
 // eaglet data synth|put|check --config FILE ... (docs/DATA.md)
 Command data_command();
 

@@ -75,6 +75,7 @@ std::vector<Command> commands() {
       train_command(),
       export_command(),
       verify_usp_command(),
+      bench_command(),
       data_command(),
       {"version",
        "print the version",

@@ -1,0 +1,42 @@
+// eaglet bench: timed optimizer steps on random data of the config's shapes.
+#include <fmt/format.h>
+
+#include <iostream>
+
+#include "cli/commands.h"
+#include "cli/session.h"
+#include "train/bench.h"
+
+namespace eaglet::cli {
+
+Command bench_command() {
+  auto opts = session_options();
+  opts.push_back({"--seq", "N", "global sequence length (default 8192)"});
+  opts.push_back({"--steps", "N", "timed steps after 2 warm-up steps (default 5)"});
+  opts.push_back({"--peak-tflops", "X",
+                  "dense bf16 peak of one GPU for the MFU (default 989, H100/H200 SXM)"});
+  return {"bench",
+          "time full optimizer steps (fwd + bwd + sync + clip + AdamW, target distribution "
+          "included) on random "
+          "data of the config's shapes: ms/step, tokens/s, peak GiB, TFLOP/step, MFU",
+          opts, [](const ParsedArgs& args) {
+            return run_distributed(args, "bench", [&](Session& s) {
+              train::BenchOptions o;
+              o.seq_len = std::stoll(args.get("--seq", "8192"));
+              o.steps = std::stoll(args.get("--steps", "5"));
+              o.peak_tflops = std::stod(args.get("--peak-tflops", "989"));
+              auto r = train::run_bench(s.config, *s.groups, o);
+              if (s.env.rank() == 0)
+                std::cout << fmt::format(
+                    "bench: seq {} world {} (U {} x R {}) T {}: {:.1f} ms/step, {:.0f} tokens/s, "
+                    "peak {:.2f} GiB, "
+                    "{:.1f} TFLOP/step, MFU {:.1f}%\n",
+                    o.seq_len, s.groups->layout().world, s.groups->layout().ulysses,
+                    s.groups->layout().ring, s.config.training.ttt_length, r.ms_per_step,
+                    r.tokens_per_s, r.peak_gib, r.tflop_per_step, 100 * r.mfu);
+              return 0;
+            });
+          }};
+}
+
+}  // namespace eaglet::cli

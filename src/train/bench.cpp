@@ -1,0 +1,121 @@
+// The benchmark loop: the training step of trainer.cpp on random data, with device-side timing.
+#include "train/bench.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/randint.h>
+#include <ATen/ops/randn.h>
+#include <mpi.h>
+
+#include <chrono>
+
+#include "attention/ring.h"
+#include "core/error.h"
+#include "model/eagle3.h"
+#include "model/vocab.h"
+#include "train/optimizer.h"
+#include "train/verify_usp.h"
+#ifdef EAGLET_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+namespace eaglet::train {
+namespace {
+void device_sync(c10::Device d) {
+#ifdef EAGLET_WITH_CUDA
+  if (d.is_cuda()) c10::cuda::device_synchronize();
+#endif
+}
+double peak_gib(c10::Device d) {
+#ifdef EAGLET_WITH_CUDA
+  if (d.is_cuda())
+    return static_cast<double>(
+               c10::cuda::CUDACachingAllocator::getDeviceStats(d.index()).allocated_bytes[0].peak) /
+           (1 << 30);
+#endif
+  return 0;
+}
+}  // namespace
+
+double step_flops(const DraftArchConfig& a, int64_t T, int64_t S) {
+  const double N = static_cast<double>(S), H = a.hidden_size, Ht = a.target_hidden_size,
+               q = a.num_attention_heads * a.head_dim, kv = a.num_key_value_heads * a.head_dim,
+               I = a.intermediate_size, Vd = a.draft_vocab_size, Vt = a.vocab_size;
+  // Per TTT step, trainable matmuls (forward 2·m·n·k): projections, MLP, lm_head.
+  const double proj = 2 * N * 2 * H * (q + 2 * kv) + 2 * N * q * H;
+  const double mlp = 3 * 2 * N * H * I;
+  const double head = 2 * N * H * Vd;
+  const double attn = 2 * N * N * q;  // causal block 0: QKᵀ and PV over half the square, ×2 each
+  const double trainable_fwd = T * (proj + mlp + head + attn) + 2 * N * 3 * Ht * H;  // + fc once
+  // backward ≈ 2× forward; the fused loss recomputes lm_head in backward; target rows (no grad):
+  // p = softmax(lhs·Wdᵀ) in forward and backward, and the full-vocabulary argmax mask once.
+  return 3 * trainable_fwd + T * head + 2 * T * 2 * N * Ht * Vd + 2 * N * Ht * Vt;
+}
+
+BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const BenchOptions& opt) {
+  const auto& arch = cfg.model.config;
+  const auto device = groups.device();
+  const auto dtype = compute_dtype(cfg.runtime.dtype, device);
+  const auto& layout = groups.layout();
+  const auto& c = groups.coord();
+  const int64_t T = cfg.training.ttt_length, P = layout.sp(), U = layout.ulysses;
+  const int64_t C = (opt.seq_len + P - 1) / P, local = C + T;
+  auto gen = at::detail::createCPUGenerator(7);
+  auto on = at::TensorOptions().device(device);
+
+  // Random target head, vocabulary and shard of the right shapes, made on the device.
+  auto counts = at::randint(0, 1000, {arch.vocab_size}, gen, at::TensorOptions().dtype(at::kLong));
+  auto vocab = model::vocab_from_counts(counts, arch.draft_vocab_size);
+  auto full = (at::randn({arch.vocab_size, arch.target_hidden_size}, on.dtype(dtype)) * 0.02);
+  model::LossTarget target{full, full.index_select(0, vocab.draft_to_target().to(device)),
+                           vocab.t2d.to(device)};
+  model::ShardInput in;
+  in.hs = at::randn({local, 3 * arch.target_hidden_size}, on.dtype(dtype));
+  in.lhs = at::randn({local, arch.target_hidden_size}, on.dtype(dtype));
+  in.ids = at::randint(0, arch.vocab_size, {local}, on.dtype(at::kLong));
+  in.loss_mask = at::ones({local}, on.dtype(at::kFloat));
+  in.positions = at::arange(c.ring * C * U, (c.ring + 1) * C * U, on.dtype(at::kLong));
+
+  auto weights = model::init_weights(arch, cfg.training.seed, device);
+  AdamW optimizer(weights.trainable(), cfg.training);
+  const auto& kernel = attention::local_kernel(cfg.model.attention, device, dtype);
+  model::TttOptions topt;
+  topt.ttt_length = T;
+  topt.dtype = dtype;
+  topt.ulysses = &groups.group(GroupKind::ulysses);
+  topt.block0 = layout.ring > 1 ? attention::ring_block0(groups.group(GroupKind::ring), kernel)
+                                : attention::local_block0(kernel);
+  topt.loss_chunk = cfg.model.loss_chunk;
+  const auto w = model::step_weights(cfg.training);
+
+  auto one_step = [&] {
+    auto steps = model::ttt_forward(weights, arch, target, in, topt);
+    model::combine_steps(steps, w, 1, &groups.group(GroupKind::sp)).total.backward();
+    optimizer.sync_gradients(&groups.group(GroupKind::world), layout.dp());
+    optimizer.step(cfg.training.lr);
+  };
+  for (int64_t i = 0; i < opt.warmup; ++i) one_step();
+  device_sync(device);
+  MPI_Barrier(MPI_COMM_WORLD);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < opt.steps; ++i) one_step();
+  device_sync(device);
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / opt.steps;
+
+  BenchResult r;
+  r.ms_per_step = s * 1e3;
+  r.tokens_per_s = static_cast<double>(opt.seq_len * layout.dp()) / s;
+  double peak = peak_gib(device), worst = 0;
+  MPI_Allreduce(&peak, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  r.peak_gib = worst;
+  r.tflop_per_step = step_flops(arch, T, opt.seq_len) / 1e12;
+  r.mfu = r.tflop_per_step / s / (opt.peak_tflops * static_cast<double>(P));
+  return r;
+}
+
+}  // namespace eaglet::train

@@ -1,0 +1,29 @@
+// `eaglet bench`: full optimizer steps (forward + backward + gradient sync + clipping + AdamW,
+// including the target-distribution computation) on random data of the config's shapes, timed
+// on the device: ms/step, tokens/s, peak memory, model FLOPs and MFU against a given peak.
+#pragma once
+
+#include <cstdint>
+
+#include "core/config.h"
+#include "dist/process_groups.h"
+
+namespace eaglet::train {
+
+struct BenchOptions {
+  int64_t seq_len = 8192;  // global sequence length S (split over the SP group)
+  int64_t warmup = 2, steps = 5;
+  double peak_tflops = 989.0;  // dense bf16 peak of one GPU (H100/H200 SXM)
+};
+
+struct BenchResult {
+  double ms_per_step = 0, tokens_per_s = 0, peak_gib = 0, tflop_per_step = 0, mfu = 0;
+};
+
+// Model FLOPs of one optimizer step over S tokens (forward, backward, recomputed loss chunks).
+double step_flops(const DraftArchConfig& arch, int64_t ttt_length, int64_t seq_len);
+
+// Collective over the world.
+BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const BenchOptions& opt);
+
+}  // namespace eaglet::train
