@@ -13,8 +13,10 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1
 echo "== GPU unit tests (bf16) =="
 build/tests/eaglet_tests "[gpu]" -s >"$log/gpu_unit.log" 2>&1
 grep -E "rel err|FAILED|test cases|assertions" "$log/gpu_unit.log" | grep -vE "^\s*$" | tail -${GPU_UNIT_LINES:-12}
-echo "== NCCL collectives =="
-(cd build && ctest -L gpu -R nccl --output-on-failure 2>&1 | grep -E "ok |FAIL|Passed|Failed")
+if [ "${SKIP_TOPO:-0}" != 1 ]; then
+  echo "== NCCL collectives =="
+  (cd build && ctest -L gpu -R nccl --output-on-failure 2>&1 | grep -E "ok |FAIL|Passed|Failed")
+fi
 echo "== verify-usp, bf16 through NCCL (one rank per GPU) =="
 # A draft with realistic head size (d = 128, GQA 4:1) and a sequence not divisible by P.
 model=(--set model.config.hidden_size=1024 --set model.config.num_attention_heads=8
@@ -32,3 +34,19 @@ for layout in ${LAYOUTS:-2x1 1x2 2x2 4x1}; do
     echo "U x R = $u x $r ($np GPUs, attention $attn): $(echo "$out" | grep -E '^verify-usp:' || echo "$out" | tail -3)"
   done
 done
+
+if [ -n "${BENCH_SEQS:-}" ]; then
+  echo "== bench: Qwen3-8B draft, one GPU, bf16, T = 7 =="
+  for seq in $BENCH_SEQS; do
+    timeout 300 build/eaglet bench --config configs/bench/qwen3-8b.yaml --set output_dir="$log/bench" --seq "$seq" \
+      --steps 3 2>&1 | grep -E "^bench:|error|out of memory" | tail -2
+  done
+fi
+if [ "${TRAIN:-0}" = 1 ]; then
+  echo "== training on synthetic data, 2 GPUs (U x R = 2 x 1), bf16 =="
+  d=$log/train
+  build/eaglet data synth --config configs/demo.yaml --set parallel.ring=1 --set data.path=$d/store --samples 40 >/dev/null
+  timeout 300 scripts/mpirun.sh -np 2 build/eaglet train --config configs/demo.yaml --set runtime.device=cuda \
+    --set parallel.ring=1 --set data.path=$d/store --set model.target=$d/store/target --set data.eval_manifest= \
+    --set output_dir=$d/run --set training.log_interval=100 2>&1 | grep -E "step (100|200|300|400)/|done|error"
+fi
