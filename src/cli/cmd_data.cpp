@@ -1,0 +1,297 @@
+// `eaglet data`: the data tools. `synth` writes learnable synthetic samples (and the hidden
+// teacher's target folder), `put` shards one full sample into the store, `check` reads every sample
+// under mpirun exactly as training does (each rank its own shards, through the prefetcher and the
+// SP-wide decision) and optionally compares against full samples.
+#include <ATen/ops/equal.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/zeros.h>
+#include <fmt/format.h>
+#include <mpi.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <climits>
+#include <iostream>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cli/session.h"
+#include "core/error.h"
+#include "core/tensor_text.h"
+#include "data/manifest.h"
+#include "data/prefetcher.h"
+#include "data/sampler.h"
+#include "data/shard_reader.h"
+#include "data/synth.h"
+#include "io/files.h"
+
+namespace eaglet::cli {
+namespace {
+
+int64_t int_option(const ParsedArgs& args, const std::string& name, int64_t fallback) {
+  if (!args.has(name)) return fallback;
+  const std::string text = args.get(name);
+  try {
+    size_t used = 0;
+    const int64_t v = std::stoll(text, &used);
+    if (used == text.size()) return v;
+  } catch (const std::exception&) {
+  }
+  EAGLET_FAIL("eaglet data: {} {}: expected an integer", name, text);
+}
+
+// Loads and validates the config for a single-process producer (world = P: the layout it shards
+// for).
+Config producer_config(const ParsedArgs& args, const char* action) {
+  EAGLET_CHECK(args.has("--config"), "eaglet data {}: --config FILE is required", action);
+  Config cfg = load_config(args.get("--config"), args.all("--set"));
+  check_valid(cfg, cfg.parallel.ulysses * cfg.parallel.ring);
+  return cfg;
+}
+
+// Runs `fn`, turning LibTorch and other exceptions into eaglet::Error naming the action.
+template <typename Fn>
+void guarded(const char* action, Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    EAGLET_FAIL("eaglet data {} failed: {}", action, e.what());
+  }
+}
+
+int run_synth(const ParsedArgs& args) {
+  const Config cfg = producer_config(args, "synth");
+  data::SynthOptions opt;
+  opt.samples = int_option(args, "--samples", 16);
+  opt.seed = int_option(args, "--seed", cfg.training.seed);
+  opt.min_len = int_option(args, "--min-len", 0);
+  opt.max_len = int_option(args, "--max-len", 0);
+  opt.target_dir = args.get("--target");
+  opt.full_dir = args.get("--save-full");
+  data::SynthSummary sum;
+  guarded("synth", [&] { sum = data::synthesize(cfg, opt); });
+  std::cout << fmt::format(
+      "eaglet data synth: {} samples ({} tokens, {} loss tokens; {} longer than "
+      "data.max_seq_length={}, {} with tail padding) sharded for P={} T={} into the {} store at "
+      "{}\n  manifest: {}\n  target:   {} (set model.target to it)\n",
+      sum.samples, sum.tokens, sum.loss_tokens, sum.longer_than_max, cfg.data.max_seq_length,
+      sum.not_divisible, cfg.parallel.ulysses * cfg.parallel.ring, cfg.training.ttt_length,
+      cfg.data.store, cfg.data.path, sum.manifest, sum.target_dir);
+  return 0;
+}
+
+int run_put(const ParsedArgs& args) {
+  const Config cfg = producer_config(args, "put");
+  EAGLET_CHECK(args.has("--key") && args.has("--input"),
+               "eaglet data put: --key K and --input sample.safetensors are required");
+  const std::string key = args.get("--key"), input = args.get("--input");
+  data::ManifestEntry e;
+  guarded("put", [&] {
+    const auto sample = data::read_full_sample(input);
+    auto store = data::open_store(cfg.data);
+    data::ManifestWriter manifest(data::manifest_path(cfg.data));
+    e = data::put_sample(*store, manifest, key, sample, data::manifest_expect(cfg));
+  });
+  std::cout << fmt::format(
+      "eaglet data put: {} ({} tokens, Ht={}) as {} shards into the {} store at {}; manifest {}\n",
+      key, e.seq_len, e.hidden_size, e.sp_size, cfg.data.store, cfg.data.path,
+      data::manifest_path(cfg.data));
+  return 0;
+}
+
+// Every rank reports whether it failed, within `timeout`. When all report in time and some failed,
+// every rank throws the lowest failing rank's message marked all_ranks() (clean exit 2 on every
+// rank). When a rank does not report in time (stuck in a collective), this rank's own error is
+// rethrown (or a timeout error raised), which aborts the job: never a hang.
+void finish_together(const std::string& failure, int64_t world_rank,
+                     std::chrono::seconds timeout) {
+  int mine = failure.empty() ? INT_MAX : static_cast<int>(world_rank), first = INT_MAX;
+  MPI_Request req;
+  MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (int done = 0;;) {
+    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    if (done) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      EAGLET_CHECK(failure.empty(), "{}", failure);
+      EAGLET_FAIL("eaglet data check: other ranks did not finish within {} s", timeout.count());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (first == INT_MAX) return;
+  std::string message = failure;
+  int len = static_cast<int>(message.size());
+  MPI_Bcast(&len, 1, MPI_INT, first, MPI_COMM_WORLD);
+  message.resize(static_cast<size_t>(len));
+  MPI_Bcast(message.data(), len, MPI_CHAR, first, MPI_COMM_WORLD);
+  Error err(message, __FILE__, __LINE__);
+  err.set_all_ranks();
+  throw err;
+}
+
+// Bitwise comparison of one rebuilt shard with the full sample cut by the plain reference.
+int64_t compare_with_reference(const data::ShardSample& got, const std::string& reference_dir,
+                               const data::ReaderOptions& opt) {
+  const auto full = data::read_full_sample(io::join_path(reference_dir, got.key + ".safetensors"));
+  data::FullSample stored{full.hs.to(at::kBFloat16), full.ids.to(at::kLong),
+                          full.lhs.to(at::kBFloat16), full.loss_mask};
+  const auto& g = got.geometry;
+  const int64_t s = opt.sp_rank;
+  const auto want = data::reference_shard(stored, g, s);
+  // Masks and positions, one row at a time from the full sample.
+  auto mask = at::zeros({g.local_len}, at::kFloat);
+  auto attention = at::zeros({g.local_len}, at::kLong);
+  auto full_mask = full.loss_mask.to(at::kLong).contiguous();
+  for (int64_t i = 0; i < g.local_len; ++i) {
+    const int64_t row = s * g.chunk + i;
+    if (row >= g.length) break;
+    attention[i] = 1;
+    mask[i] = full_mask[row].item<int64_t>() != 0 ? 1.0 : 0.0;
+  }
+  auto positions = at::zeros({g.chunk * opt.ulysses}, at::kLong);
+  for (int64_t i = 0; i < g.chunk * opt.ulysses; ++i)
+    positions[i] = opt.ring_rank * g.chunk * opt.ulysses + i;
+
+  int64_t bad = 0;
+  auto check = [&](const char* name, const at::Tensor& a, const at::Tensor& b) {
+    const auto ac = a.cpu();
+    if (ac.sizes() == b.sizes() && ac.scalar_type() == b.scalar_type() && at::equal(ac, b)) return;
+    ++bad;
+    spdlog::error("data check: sample {} SP rank {}: {} differs from the reference: got {}, want {}",
+                  got.key, s, name, tensor_text(ac), tensor_text(b));
+  };
+  check("hs", got.input.hs, want.hs);
+  check("ids", got.input.ids, want.ids);
+  check("lhs", got.input.lhs, want.lhs);
+  check("loss_mask", got.input.loss_mask, mask);
+  check("attention_mask", got.attention_mask, attention);
+  check("positions", got.input.positions, positions);
+  return bad;
+}
+
+int run_check(const ParsedArgs& args) {
+  return run_distributed(args, "data check", [&](Session& s) {
+    const Config& cfg = s.config;
+    const auto& groups = *s.groups;
+    const Layout& layout = groups.layout();
+    const RankCoord& coord = groups.coord();
+    const auto timeout = std::chrono::seconds(int_option(args, "--timeout", 60));
+    const int64_t want = int_option(args, "--samples", 0);
+    const int64_t depth = int_option(args, "--prefetch", 2);
+    const std::string reference = args.get("--reference");
+
+    std::string failure;
+    int64_t counts[5] = {0, 0, 0, 0, 0};  // read, skipped, empty, mismatches, disagreements
+    try {
+      auto store = data::open_store(cfg.data);
+      data::ManifestReader manifest(data::manifest_path(cfg.data), data::manifest_expect(cfg));
+      // Every rank must read the same stream: agree on its length (the smallest count seen).
+      int64_t n = want;
+      if (n == 0) {
+        manifest.poll();
+        manifest.require_exists();
+        auto t = at::full({1}, -manifest.size(), at::kLong).to(groups.device());
+        groups.group(GroupKind::world).all_reduce(t, ReduceOp::max);
+        n = -t.cpu().item<int64_t>();
+        EAGLET_CHECK(n > 0, "manifest {}: no samples", manifest.path());
+      }
+      data::Sampler sampler(n, 1, cfg.training.seed, /*shuffle=*/false);
+      auto opt = data::reader_options(cfg, layout, coord, groups.device(), at::kBFloat16);
+      data::ShardReader reader(*store, groups.group(GroupKind::sp), opt);
+      {
+        data::Prefetcher prefetcher(
+            reader,
+            data::replica_source(manifest, sampler, coord.dp, layout.dp(), 0,
+                                 std::chrono::duration_cast<std::chrono::milliseconds>(timeout)),
+            depth);
+        while (auto sample = prefetcher.next()) {
+          ++counts[0];
+          spdlog::debug("data check: position {} sample {}: {} loss tokens{}", sample->position,
+                        sample->key, sample->global_loss_tokens,
+                        sample->neutralised ? " (neutralised)" : "");
+          if (!reference.empty() && !sample->neutralised)
+            counts[3] += compare_with_reference(*sample, reference, opt);
+        }
+        spdlog::info("data check: prefetcher waited {} times for storage ({:.3f} s in all)",
+                     prefetcher.stalls(), prefetcher.stall_seconds());
+      }
+      counts[1] = reader.skipped_errors();
+      counts[2] = reader.empty_samples();
+      // Every SP rank must have taken the same decisions.
+      auto both = at::tensor(std::vector<int64_t>{counts[1], -counts[1], counts[2], -counts[2]})
+                      .to(groups.device());
+      groups.group(GroupKind::sp).all_reduce(both, ReduceOp::max);
+      auto b = both.cpu();
+      counts[4] = (b[0].item<int64_t>() != -b[1].item<int64_t>()) +
+                  (b[2].item<int64_t>() != -b[3].item<int64_t>());
+    } catch (const Error& e) {
+      failure = e.message();
+      spdlog::error("{}", e.what());
+    } catch (const std::exception& e) {
+      failure = e.what();
+      spdlog::error("{} [rank {}]", e.what(), groups.world_rank());
+    }
+    finish_together(failure, groups.world_rank(), timeout + std::chrono::seconds(30));
+
+    spdlog::info("data check rank {} (dp {}, sp {}): {} samples read, {} neutralised for errors, "
+                 "{} without loss tokens, {} mismatches",
+                 groups.world_rank(), coord.dp, coord.sp, counts[0], counts[1], counts[2],
+                 counts[3]);
+    auto total = at::tensor(std::vector<int64_t>(counts, counts + 5)).to(groups.device());
+    groups.group(GroupKind::world).all_reduce(total, ReduceOp::sum);
+    auto t = total.cpu();
+    const int64_t P = layout.sp();
+    const int64_t read = t[0].item<int64_t>() / P, skipped = t[1].item<int64_t>() / P,
+                  empty = t[2].item<int64_t>() / P, mismatches = t[3].item<int64_t>(),
+                  disagree = t[4].item<int64_t>();
+    const bool pass = mismatches == 0 && disagree == 0;
+    spdlog::info(
+        "data check: {} samples read by {} replicas x {} SP ranks; neutralised: {} for errors "
+        "(data.on_error={}), {} without loss tokens; SP ranks agree: {}; {} mismatches{}: {}",
+        read, layout.dp(), P, skipped, cfg.data.on_error, empty, disagree == 0 ? "yes" : "NO",
+        mismatches, reference.empty() ? "" : " against " + reference, pass ? "PASS" : "FAIL");
+    return pass ? 0 : 1;
+  });
+}
+
+}  // namespace
+
+Command data_command() {
+  auto options = session_options();
+  std::vector<OptionSpec> more = {
+      {"synth", "", "action: write --samples synthetic samples and the teacher's target folder"},
+      {"put", "", "action: shard the full sample --input into the store under --key"},
+      {"check", "", "action (under mpirun): read every sample as training does"},
+      {"--samples", "N", "synth: samples to write (16); check: wait for N manifest lines"},
+      {"--seed", "N", "synth: seed of the teacher and the samples (training.seed)"},
+      {"--min-len", "N", "synth: shortest sample (max(T+2, max_seq_length/4))"},
+      {"--max-len", "N", "synth: longest sample (1.25 x data.max_seq_length)"},
+      {"--target", "DIR", "synth: the teacher's HF target folder (<data.path>/target)"},
+      {"--save-full", "DIR", "synth: also write each full sample as DIR/<key>.safetensors"},
+      {"--key", "K", "put: the sample's key ([A-Za-z0-9_-])"},
+      {"--input", "FILE", "put: safetensors with hidden_states, input_ids, last_hidden_states, "
+                          "loss_mask"},
+      {"--reference", "DIR", "check: compare every shard with DIR/<key>.safetensors"},
+      {"--timeout", "SEC", "check: how long to wait for manifest lines (60)"},
+      {"--prefetch", "N", "check: samples read ahead (2)"},
+  };
+  options.insert(options.end(), more.begin(), more.end());
+  return {"data",
+          "data tools: `data synth` writes synthetic samples learnable from their hidden states "
+          "(and the teacher's target folder), `data put` shards one full sample into the store, "
+          "`data check` reads every sample as training does (see docs/DATA.md)",
+          options, [](const ParsedArgs& args) {
+            const int actions = args.has("synth") + args.has("put") + args.has("check");
+            EAGLET_CHECK(actions == 1,
+                         "eaglet data: give exactly one action: synth, put or check (see eaglet "
+                         "data --help)");
+            if (args.has("synth")) return run_synth(args);
+            if (args.has("put")) return run_put(args);
+            return run_check(args);
+          }};
+}
+
+}  // namespace eaglet::cli

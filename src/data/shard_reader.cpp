@@ -1,0 +1,270 @@
+// Per-rank shard reading: store reads with size checks, local rebuild, device placement, and the
+// SP-wide fail / neutralise decision through one all-reduce.
+#include "data/shard_reader.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <bit>
+
+#include "core/error.h"
+#include "core/tensor_text.h"
+#include "dist/communicator.h"
+
+namespace eaglet::data {
+namespace {
+
+static_assert(std::endian::native == std::endian::little,
+              "store values are little-endian raw bytes; a big-endian host would need byte swaps");
+
+at::ScalarType scalar_type_of(const std::string& dtype) {
+  if (dtype == "bfloat16") return at::kBFloat16;
+  if (dtype == "float16") return at::kHalf;
+  if (dtype == "float32") return at::kFloat;
+  if (dtype == "int64") return at::kLong;
+  if (dtype == "int32") return at::kInt;
+  EAGLET_FAIL("dtype \"{}\" is not supported", dtype);
+}
+
+// The stand-in layout of a line that failed validation: one own row per rank, so every SP rank
+// runs the model on identically shaped zero tensors.
+ShardGeometry stand_in_geometry(const ReaderOptions& opt) {
+  return shard_geometry(opt.sp_size, std::max<int64_t>(opt.sp_size, opt.max_seq_length),
+                        opt.sp_size, opt.ttt_length);
+}
+
+// Slots of the all-reduced vector: per SP rank [kind, object, expected, actual], then the loss
+// tokens. Ranks fill only their own slots, so a sum is a gather.
+constexpr int64_t kSlot = 4;
+
+}  // namespace
+
+ReaderOptions reader_options(const Config& cfg, const Layout& layout, const RankCoord& coord,
+                             c10::Device device, at::ScalarType hidden_dtype) {
+  ReaderOptions o;
+  o.sp_rank = coord.sp;
+  o.sp_size = layout.sp();
+  o.ulysses = layout.ulysses;
+  o.ring_rank = coord.ring;
+  o.ttt_length = cfg.training.ttt_length;
+  o.max_seq_length = cfg.data.max_seq_length;
+  o.hidden_size = cfg.model.config.target_hidden_size;
+  o.skip_errors = cfg.data.on_error == "skip";
+  o.consume = cfg.data.consume;
+  o.device = device;
+  o.hidden_dtype = hidden_dtype;
+  o.pin_memory = device.is_cuda();
+  o.manifest_path = manifest_path(cfg.data);
+  return o;
+}
+
+std::array<ObjectSpec, 3> shard_objects(const ManifestEntry& e, const ShardGeometry& g,
+                                        int64_t sp_rank) {
+  const int64_t n = g.local_len, ht = e.hidden_size;
+  std::array<ObjectSpec, 3> out;
+  const std::string dtypes[] = {e.hs_dtype, e.ids_dtype, e.lhs_dtype};
+  const std::vector<int64_t> shapes[] = {{n, e.num_aux * ht}, {n}, {n, ht}};
+  for (size_t i = 0; i < 3; ++i) {
+    auto& o = out[i];
+    o.key = object_key(e.key, sp_rank, kShardObjects[i]);
+    o.dtype = dtypes[i];
+    o.scalar_type = scalar_type_of(o.dtype);
+    o.shape = shapes[i];
+    const DtypeInfo* d = find_dtype(o.dtype);
+    EAGLET_CHECK(d != nullptr, "sample {}: dtype \"{}\" is not supported", e.key, o.dtype);
+    o.bytes = d->bytes;
+    for (int64_t s : o.shape) o.bytes *= s;
+  }
+  return out;
+}
+
+FetchedShard fetch_shard(Store& store, const ManifestRecord& record, const ReaderOptions& opt,
+                         int64_t position) {
+  FetchedShard f;
+  f.position = position;
+  f.record = record;
+  const int64_t s = opt.sp_rank;
+  if (!record.ok()) {
+    f.geometry = stand_in_geometry(opt);
+    f.problem = {ProblemKind::manifest, -1, 0, -1, record.error};
+  } else {
+    const auto& e = record.entry;
+    f.geometry = shard_geometry(e.seq_len, e.max_seq_length, opt.sp_size, opt.ttt_length);
+    const auto specs = shard_objects(e, f.geometry, s);
+    std::vector<at::Tensor> bufs;
+    std::vector<std::string> keys;
+    std::vector<void*> ptrs;
+    std::vector<int64_t> caps;
+    for (const auto& spec : specs) {
+      auto options = at::TensorOptions().dtype(spec.scalar_type);
+      if (opt.pin_memory) options = options.pinned_memory(true);
+      bufs.push_back(at::empty(spec.shape, options));
+      keys.push_back(spec.key);
+      ptrs.push_back(bufs.back().data_ptr());
+      caps.push_back(spec.bytes);
+    }
+    try {
+      const auto got = store.batch_get_into(keys, ptrs, caps);
+      for (int64_t i = 0; i < 3 && f.problem.kind == ProblemKind::none; ++i) {
+        const int64_t n = got.at(i), want = specs[i].bytes;
+        if (n == kMissing)
+          f.problem = {ProblemKind::missing, i, want, -1, ""};
+        else if (n == kTooLarge)
+          f.problem = {ProblemKind::size, i, want, store.size(keys[i]), ""};
+        else if (n != want)
+          f.problem = {ProblemKind::size, i, want, n, ""};
+      }
+    } catch (const std::exception& ex) {
+      f.problem = {ProblemKind::io, -1, 0, -1,
+                   fmt::format("{} store read of {}, {}, {} failed: {}", store.backend(), keys[0],
+                               keys[1], keys[2], ex.what())};
+    }
+    if (f.problem.kind == ProblemKind::none) {
+      f.hs = bufs[0];
+      f.ids = bufs[1];
+      f.lhs = bufs[2];
+      if (opt.consume) {
+        try {
+          for (const auto& k : keys) store.remove(k);
+        } catch (const std::exception& ex) {
+          // The sample was read: failing to free its space must not stop training.
+          spdlog::warn("data.consume: removing the objects of sample {} failed: {}", e.key,
+                       ex.what());
+        }
+      }
+    }
+    const auto mask = unpack_loss_mask(e.packed_loss_mask);
+    f.loss_mask = shard_loss_mask(mask, f.geometry, s);
+    f.local_loss_tokens = own_loss_tokens(mask, f.geometry, s);
+  }
+  if (!f.loss_mask.defined()) f.loss_mask = at::zeros({f.geometry.local_len}, at::kFloat);
+  f.attention_mask = shard_attention_mask(f.geometry, s);
+  f.positions = ring_chunk_positions(f.geometry, opt.ulysses, opt.ring_rank);
+  return f;
+}
+
+void place_shard(FetchedShard& f, const ReaderOptions& opt) {
+  const bool async = opt.pin_memory && opt.device.is_cuda();
+  auto move = [&](at::Tensor& t, std::optional<at::ScalarType> dtype) {
+    if (!t.defined()) return;
+    t = t.to(opt.device, /*non_blocking=*/async);
+    if (dtype && t.scalar_type() != *dtype) t = t.to(*dtype);
+  };
+  move(f.hs, opt.hidden_dtype);
+  move(f.lhs, opt.hidden_dtype);
+  move(f.ids, at::kLong);
+  move(f.loss_mask, std::nullopt);
+  move(f.attention_mask, std::nullopt);
+  move(f.positions, std::nullopt);
+}
+
+ShardReader::ShardReader(Store& store, Communicator& sp, ReaderOptions opt)
+    : store_(store), sp_(sp), opt_(std::move(opt)) {
+  EAGLET_CHECK(sp_.size() == opt_.sp_size && sp_.rank() == opt_.sp_rank,
+               "shard reader: the SP communicator is rank {} of {}, the options say {} of {}",
+               sp_.rank(), sp_.size(), opt_.sp_rank, opt_.sp_size);
+}
+
+std::string ShardReader::describe(const FetchedShard& f, int64_t rank, ProblemKind kind,
+                                  int64_t object, int64_t expected, int64_t actual) const {
+  const auto& r = f.record;
+  const int64_t world = sp_.members().at(static_cast<size_t>(rank));
+  if (kind == ProblemKind::manifest) return r.error;
+  const std::string sample =
+      fmt::format("sample {} (manifest {}:{})", r.entry.key, opt_.manifest_path, r.line);
+  const std::string who = fmt::format("SP rank {}, world rank {}", rank, world);
+  if (kind == ProblemKind::io)
+    return fmt::format("{}: reading the shard failed on {} ({})", sample, who,
+                       rank == opt_.sp_rank ? f.problem.message : "details in that rank's log");
+  EAGLET_CHECK(object >= 0 && object < 3, "shard reader: bad object index {} from SP rank {}",
+               object, rank);
+  const auto spec = shard_objects(r.entry, f.geometry, rank)[static_cast<size_t>(object)];
+  const std::string layout = fmt::format("{} {}", spec.dtype, shape_text(spec.shape));
+  if (kind == ProblemKind::missing)
+    return fmt::format("{}: object {} is missing from the {} store ({}; expected {} bytes = {})",
+                       sample, spec.key, store_.backend(), who, expected, layout);
+  const std::string got =
+      actual < 0 ? fmt::format("more than {}", expected) : std::to_string(actual);
+  return fmt::format("{}: object {} has {} bytes, expected {} bytes = {} ({})", sample, spec.key,
+                     got, expected, layout, who);
+}
+
+ShardSample ShardReader::finish(FetchedShard f) {
+  if (f.ready) f.ready();
+  const int64_t P = opt_.sp_size, s = opt_.sp_rank;
+  auto info = at::zeros({kSlot * P + 1}, at::TensorOptions().dtype(at::kLong));
+  auto* v = info.data_ptr<int64_t>();
+  const auto& p = f.problem;
+  v[kSlot * s + 0] = static_cast<int64_t>(p.kind);
+  v[kSlot * s + 1] = p.object;
+  v[kSlot * s + 2] = p.expected;
+  v[kSlot * s + 3] = p.actual;
+  v[kSlot * P] = p.kind == ProblemKind::none ? f.local_loss_tokens : 0;
+  if (p.kind != ProblemKind::none && !p.message.empty() && p.kind != ProblemKind::manifest)
+    spdlog::error("data: {}", p.message);  // the local detail stays in this rank's log
+  auto reduced = info.to(opt_.device);
+  sp_.all_reduce(reduced, ReduceOp::sum);
+  info = reduced.cpu();
+  v = info.data_ptr<int64_t>();
+
+  std::vector<std::string> problems;
+  for (int64_t r = 0; r < P; ++r) {
+    const auto kind = static_cast<ProblemKind>(v[kSlot * r]);
+    if (kind == ProblemKind::none) continue;
+    // Every rank of a group sees the same invalid line: report it once.
+    if (kind == ProblemKind::manifest && !problems.empty()) continue;
+    problems.push_back(describe(f, r, kind, v[kSlot * r + 1], v[kSlot * r + 2], v[kSlot * r + 3]));
+  }
+
+  ShardSample out;
+  out.geometry = f.geometry;
+  out.position = f.position;
+  out.key = f.record.ok() ? f.record.entry.key : fmt::format("<invalid line {}>", f.record.line);
+  out.global_loss_tokens = v[kSlot * P];
+  out.attention_mask = f.attention_mask;
+  out.input.positions = f.positions;
+
+  if (!problems.empty()) {
+    std::string all;
+    for (const auto& m : problems) all += (all.empty() ? "" : "; ") + m;
+    EAGLET_CHECK(opt_.skip_errors,
+                 "data: {} (data.on_error=fail; data.on_error=skip neutralises such samples)", all);
+    ++skipped_errors_;
+    spdlog::warn("data: neutralised (data.on_error=skip, {} so far): {}", skipped_errors_, all);
+    const auto& g = f.geometry;
+    const int64_t ht = f.record.ok() ? f.record.entry.hidden_size : opt_.hidden_size;
+    EAGLET_CHECK(ht >= 1, "data: cannot build a stand-in for {}: model hidden size unknown", out.key);
+    auto hidden = at::TensorOptions().dtype(opt_.hidden_dtype).device(opt_.device);
+    out.input.hs = at::zeros({g.local_len, 3 * ht}, hidden);
+    out.input.lhs = at::zeros({g.local_len, ht}, hidden);
+    out.input.ids = at::zeros({g.local_len}, hidden.dtype(at::kLong));
+    out.input.loss_mask = at::zeros({g.local_len}, hidden.dtype(at::kFloat));
+    out.neutralised = true;
+    out.reason = all;
+    out.global_loss_tokens = 0;
+    return out;
+  }
+  out.input.hs = f.hs;
+  out.input.ids = f.ids;
+  out.input.lhs = f.lhs;
+  out.input.loss_mask = f.loss_mask;
+  if (out.global_loss_tokens == 0) {
+    // Decided from the global count, so every SP rank agrees (DESIGN §3).
+    ++empty_samples_;
+    out.neutralised = true;
+    out.reason = fmt::format("sample {} has no loss token in its first {} rows", out.key,
+                             f.geometry.length);
+    spdlog::debug("data: {}", out.reason);
+  }
+  return out;
+}
+
+ShardSample ShardReader::read(const ManifestRecord& record, int64_t position) {
+  auto f = fetch(record, position);
+  place_shard(f, opt_);
+  return finish(std::move(f));
+}
+
+}  // namespace eaglet::data
