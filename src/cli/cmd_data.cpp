@@ -140,6 +140,9 @@ int64_t compare_with_reference(const data::ShardSample& got, const std::string& 
                           full.lhs.to(at::kBFloat16), full.loss_mask};
   const auto& g = got.geometry;
   const int64_t s = opt.sp_rank;
+  EAGLET_CHECK(full.ids.size(0) == g.seq_len,
+               "data check: reference {}/{}.safetensors has {} tokens, the manifest says {}",
+               reference_dir, got.key, full.ids.size(0), g.seq_len);
   const auto want = data::reference_shard(stored, g, s);
   // Masks and positions, one row at a time from the full sample.
   auto mask = at::zeros({g.local_len}, at::kFloat);
@@ -178,9 +181,10 @@ int run_check(const ParsedArgs& args) {
     const auto& groups = *s.groups;
     const Layout& layout = groups.layout();
     const RankCoord& coord = groups.coord();
-    const auto timeout = std::chrono::seconds(int_option(args, "--timeout", 60));
+    const auto timeout =
+        std::chrono::seconds(int_option(args, "--timeout", cfg.data.manifest_wait_s));
     const int64_t want = int_option(args, "--samples", 0);
-    const int64_t depth = int_option(args, "--prefetch", 2);
+    const int64_t depth = int_option(args, "--prefetch", cfg.data.prefetch);
     const std::string reference = args.get("--reference");
 
     std::string failure;
@@ -275,8 +279,8 @@ Command data_command() {
       {"--input", "FILE", "put: safetensors with hidden_states, input_ids, last_hidden_states, "
                           "loss_mask"},
       {"--reference", "DIR", "check: compare every shard with DIR/<key>.safetensors"},
-      {"--timeout", "SEC", "check: how long to wait for manifest lines (60)"},
-      {"--prefetch", "N", "check: samples read ahead (2)"},
+      {"--timeout", "SEC", "check: how long to wait for a manifest line (data.manifest_wait_s)"},
+      {"--prefetch", "N", "check: samples read ahead per rank (data.prefetch)"},
   };
   options.insert(options.end(), more.begin(), more.end());
   return {"data",

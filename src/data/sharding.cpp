@@ -192,6 +192,8 @@ void check_full_sample(const FullSample& s, const std::string& what) {
 }
 
 ShardTensors slice_shard(const FullSample& s, const ShardGeometry& g, int64_t sp_rank) {
+  EAGLET_CHECK(s.ids.size(0) >= g.length, "slice_shard: the sample has {} rows, the layout needs {}",
+               s.ids.size(0), g.length);
   auto rows_padded = [&](const at::Tensor& x) {
     auto shape = x.sizes().vec();
     shape[0] = g.local_len;
@@ -204,6 +206,9 @@ ShardTensors slice_shard(const FullSample& s, const ShardGeometry& g, int64_t sp
 }
 
 ShardTensors reference_shard(const FullSample& s, const ShardGeometry& g, int64_t sp_rank) {
+  EAGLET_CHECK(s.ids.size(0) >= g.length,
+               "reference_shard: the sample has {} rows, the layout needs {}", s.ids.size(0),
+               g.length);
   auto one = [&](const at::Tensor& x) {
     auto src = x.cpu().contiguous();
     auto shape = src.sizes().vec();

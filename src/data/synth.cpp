@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <numeric>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -203,12 +204,15 @@ SynthSummary synthesize(const Config& cfg, const SynthOptions& opt) {
   const int64_t P = layout.sp_size;
   for (int64_t i = 0; i < opt.samples; ++i) {
     int64_t len = uniform(rng, min_len, max_len);
-    // Always cover the edge cases the readers must handle: a sample cut to max_seq_length and
-    // one whose length leaves tail padding.
+    // Always cover the edge cases the readers must handle: a sample cut to max_seq_length, and
+    // one whose length is coprime to 210 (tail padding for every P in 2..10). Lengths never depend
+    // on P: the same seed gives the same samples for every layout (equivalence tests rely on it).
     if (i == 0) len = max_len;
-    // The lengths must not depend on P, so that the same seed gives the same samples for every
-    // layout (the DP x SP equivalence tests compare runs on stores sharded for different P).
-    if (i == 1 && L - 1 >= min_len) len = L - 1;  // odd when L is even: tail padding for any even P
+    if (i == 1) {
+      int64_t c = std::min(max_len, L);
+      while (c > min_len && std::gcd(c, int64_t{210}) != 1) --c;
+      len = c;
+    }
     const std::string key = fmt::format("{}_{:06d}", prefix, i);
     FullSample s = teacher_sample(teacher, len, mix(static_cast<uint64_t>(opt.seed)) + i);
     put_sample(*store, manifest, key, s, layout);

@@ -419,6 +419,21 @@ TEST_CASE("synthesize writes samples, manifest and a loadable target folder", "[
   CHECK(target.get("model.norm.weight").sizes() == at::IntArrayRef{8});
   const auto config = eaglet::test::read_bytes(sum.target_dir + "/config.json");
   CHECK(config.find("\"tie_word_embeddings\": false") != std::string::npos);
+  // The same seed gives the same samples for every layout (only the sharding differs).
+  eaglet::Config one = cfg;
+  one.parallel.ulysses = one.parallel.ring = 1;
+  one.data.path = dir / "store1";
+  opt.full_dir = dir / "full1";
+  synthesize(one, opt);
+  ManifestReader m1(manifest_path(one.data), manifest_expect(one));
+  REQUIRE(m1.poll() == 6);
+  for (int64_t i = 0; i < 6; ++i) {
+    CHECK(m1.at(i).entry.seq_len == manifest.at(i).entry.seq_len);
+    CHECK(m1.at(i).entry.packed_loss_mask == manifest.at(i).entry.packed_loss_mask);
+    const auto key = manifest.at(i).entry.key;
+    CHECK(eaglet::test::read_bytes(dir / ("full/" + key + ".safetensors")) ==
+          eaglet::test::read_bytes(dir / ("full1/" + key + ".safetensors")));
+  }
   // Every shard of every sample is in the store with the manifest's sizes.
   for (int64_t i = 0; i < 6; ++i) {
     const auto& e = manifest.at(i).entry;
