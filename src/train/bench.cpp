@@ -16,6 +16,7 @@
 #include "model/eagle3.h"
 #include "model/vocab.h"
 #include "train/optimizer.h"
+#include "train/trainer.h"
 #include "train/verify_usp.h"
 #ifdef EAGLET_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -81,14 +82,7 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
 
   auto weights = model::init_weights(arch, cfg.training.seed, device);
   AdamW optimizer(weights.trainable(), cfg.training);
-  const auto& kernel = attention::local_kernel(cfg.model.attention, device, dtype);
-  model::TttOptions topt;
-  topt.ttt_length = T;
-  topt.dtype = dtype;
-  topt.ulysses = &groups.group(GroupKind::ulysses);
-  topt.block0 = layout.ring > 1 ? attention::ring_block0(groups.group(GroupKind::ring), kernel)
-                                : attention::local_block0(kernel);
-  topt.loss_chunk = cfg.model.loss_chunk;
+  const auto topt = ttt_options(cfg, groups, dtype);
   const auto w = model::step_weights(cfg.training);
 
   auto one_step = [&] {

@@ -163,6 +163,18 @@ EvalResult evaluate(data::ShardReader& reader, data::ManifestReader& manifest,
 
 }  // namespace
 
+model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups, at::ScalarType dtype) {
+  const auto& kernel = attention::local_kernel(cfg.model.attention, groups.device(), dtype);
+  model::TttOptions o;
+  o.ttt_length = cfg.training.ttt_length;
+  o.dtype = dtype;
+  o.ulysses = &groups.group(GroupKind::ulysses);
+  o.block0 = groups.layout().ring > 1 ? attention::ring_block0(groups.group(GroupKind::ring), kernel)
+                                      : attention::local_block0(kernel);
+  o.loss_chunk = cfg.model.loss_chunk;
+  return o;
+}
+
 int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& groups,
                  const TrainOptions& opt) {
   const auto& arch = cfg.model.config;
@@ -256,14 +268,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
                                                    std::chrono::seconds(cfg.data.manifest_wait_s)),
                               cfg.data.prefetch);
 
-  const auto& kernel = attention::local_kernel(cfg.model.attention, device, dtype);
-  model::TttOptions topt;
-  topt.ttt_length = T;
-  topt.dtype = dtype;
-  topt.ulysses = &groups.group(GroupKind::ulysses);
-  topt.block0 = layout.ring > 1 ? attention::ring_block0(groups.group(GroupKind::ring), kernel)
-                                : attention::local_block0(kernel);
-  topt.loss_chunk = cfg.model.loss_chunk;
+  const auto topt = ttt_options(cfg, groups, dtype);
   const auto step_w = model::step_weights(cfg.training);
   double weight_sum = 0;
   for (double w : step_w) weight_sum += w;

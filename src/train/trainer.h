@@ -9,12 +9,16 @@
 #include "core/config.h"
 #include "dist/mpi_env.h"
 #include "dist/process_groups.h"
+#include "model/eagle3.h"
 
 namespace eaglet::train {
 
 struct TrainOptions {
   std::string resume;  // "", "auto" or a checkpoint folder
 };
+
+// The TTT options of a run: compute dtype, Ulysses group, block 0 (ring when R > 1), loss chunk.
+model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups, at::ScalarType dtype);
 
 // Collective over the world. Returns the process exit code (0 also when pre-empted).
 int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& groups,
