@@ -106,8 +106,7 @@ int run_put(const ParsedArgs& args) {
 // every rank throws the lowest failing rank's message marked all_ranks() (clean exit 2 on every
 // rank). When a rank does not report in time (stuck in a collective), this rank's own error is
 // rethrown (or a timeout error raised), which aborts the job: never a hang.
-void finish_together(const std::string& failure, int64_t world_rank,
-                     std::chrono::seconds timeout) {
+void finish_together(const std::string& failure, int64_t world_rank, std::chrono::seconds timeout) {
   int mine = failure.empty() ? INT_MAX : static_cast<int>(world_rank), first = INT_MAX;
   MPI_Request req;
   MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req);
@@ -163,8 +162,9 @@ int64_t compare_with_reference(const data::ShardSample& got, const std::string& 
     const auto ac = a.cpu();
     if (ac.sizes() == b.sizes() && ac.scalar_type() == b.scalar_type() && at::equal(ac, b)) return;
     ++bad;
-    spdlog::error("data check: sample {} SP rank {}: {} differs from the reference: got {}, want {}",
-                  got.key, s, name, tensor_text(ac), tensor_text(b));
+    spdlog::error(
+        "data check: sample {} SP rank {}: {} differs from the reference: got {}, want {}", got.key,
+        s, name, tensor_text(ac), tensor_text(b));
   };
   check("hs", got.input.hs, want.hs);
   check("ids", got.input.ids, want.ids);
@@ -240,10 +240,10 @@ int run_check(const ParsedArgs& args) {
     }
     finish_together(failure, groups.world_rank(), timeout + std::chrono::seconds(30));
 
-    spdlog::info("data check rank {} (dp {}, sp {}): {} samples read, {} neutralised for errors, "
-                 "{} without loss tokens, {} mismatches",
-                 groups.world_rank(), coord.dp, coord.sp, counts[0], counts[1], counts[2],
-                 counts[3]);
+    spdlog::info(
+        "data check rank {} (dp {}, sp {}): {} samples read, {} neutralised for errors, "
+        "{} without loss tokens, {} mismatches",
+        groups.world_rank(), coord.dp, coord.sp, counts[0], counts[1], counts[2], counts[3]);
     auto total = at::tensor(std::vector<int64_t>(counts, counts + 5)).to(groups.device());
     groups.group(GroupKind::world).all_reduce(total, ReduceOp::sum);
     auto t = total.cpu();
@@ -276,8 +276,9 @@ Command data_command() {
       {"--target", "DIR", "synth: the teacher's HF target folder (<data.path>/target)"},
       {"--save-full", "DIR", "synth: also write each full sample as DIR/<key>.safetensors"},
       {"--key", "K", "put: the sample's key ([A-Za-z0-9_-])"},
-      {"--input", "FILE", "put: safetensors with hidden_states, input_ids, last_hidden_states, "
-                          "loss_mask"},
+      {"--input", "FILE",
+       "put: safetensors with hidden_states, input_ids, last_hidden_states, "
+       "loss_mask"},
       {"--reference", "DIR", "check: compare every shard with DIR/<key>.safetensors"},
       {"--timeout", "SEC", "check: how long to wait for a manifest line (data.manifest_wait_s)"},
       {"--prefetch", "N", "check: samples read ahead per rank (data.prefetch)"},

@@ -132,8 +132,8 @@ ManifestEntry parse_manifest_line(const std::string& text, const ManifestExpect&
                  v.dump());
     const std::string s = v.get<std::string>();
     const DtypeInfo* d = find_dtype(s);
-    EAGLET_CHECK(d != nullptr && d->floating == floating, "{}: dtypes.{}=\"{}\" is not supported ({})",
-                 sample, name, s,
+    EAGLET_CHECK(d != nullptr && d->floating == floating,
+                 "{}: dtypes.{}=\"{}\" is not supported ({})", sample, name, s,
                  floating ? "one of bfloat16, float16, float32" : "one of int64, int32");
     return s;
   };
@@ -143,8 +143,10 @@ ManifestEntry parse_manifest_line(const std::string& text, const ManifestExpect&
 
   // The layout depends on these: a sample sharded for another run cannot be read by this one.
   auto same = [&](const char* name, int64_t got, int64_t want, const char* config_key) {
-    EAGLET_CHECK(got == want, "{}: {}={} differs from this run's {}={} (the producer sharded for another layout)",
-                 sample, name, got, config_key, want);
+    EAGLET_CHECK(
+        got == want,
+        "{}: {}={} differs from this run's {}={} (the producer sharded for another layout)", sample,
+        name, got, config_key, want);
   };
   same("sp_size", e.sp_size, expect.sp_size, "parallel.ulysses*parallel.ring");
   same("ttt_length", e.ttt_length, expect.ttt_length, "training.ttt_length");
@@ -201,8 +203,8 @@ int64_t ManifestReader::poll() {
     text.resize(static_cast<size_t>(st.st_size - offset_));
     size_t done = 0;
     while (done < text.size()) {
-      ssize_t n = ::pread(fd, text.data() + done, text.size() - done,
-                          offset_ + static_cast<int64_t>(done));
+      ssize_t n =
+          ::pread(fd, text.data() + done, text.size() - done, offset_ + static_cast<int64_t>(done));
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       done += static_cast<size_t>(n);

@@ -1,14 +1,15 @@
 // The manifest (DESIGN §2): one JSON object per sample, one line each (JSONL), appended by a
 // producer once all of the sample's objects are in the store. Owns the line format, the append
-// writer, per-line validation against the run's config, and a reader that can follow a growing file.
+// writer, per-line validation against the run's config, and a reader that can follow a growing
+// file.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <map>
+#include <mutex>
 #include <string>
 
 #include "core/config.h"
@@ -119,8 +120,8 @@ class ManifestReader {
   mutable std::mutex mutex_;
   std::deque<ManifestRecord> records_;
   std::map<std::string, int64_t> keys_;  // key -> line, to refuse duplicates
-  int64_t offset_ = 0;          // bytes consumed (complete lines only)
-  int64_t lines_ = 0;           // lines consumed
+  int64_t offset_ = 0;                   // bytes consumed (complete lines only)
+  int64_t lines_ = 0;                    // lines consumed
   int64_t invalid_ = 0;
 };
 

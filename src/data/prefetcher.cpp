@@ -2,6 +2,7 @@
 #include "data/prefetcher.h"
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "core/error.h"
@@ -114,7 +115,8 @@ std::optional<FetchedShard> Prefetcher::next_fetched() {
     ++stalls_;
     const auto start = std::chrono::steady_clock::now();
     cv_.wait(lock, [this] { return !queue_.empty() || done_; });
-    stall_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    stall_seconds_ +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   if (!queue_.empty()) {
     FetchedShard f = std::move(queue_.front());

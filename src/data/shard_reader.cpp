@@ -235,7 +235,8 @@ ShardSample ShardReader::finish(FetchedShard f) {
     spdlog::warn("data: neutralised (data.on_error=skip, {} so far): {}", skipped_errors_, all);
     const auto& g = f.geometry;
     const int64_t ht = f.record.ok() ? f.record.entry.hidden_size : opt_.hidden_size;
-    EAGLET_CHECK(ht >= 1, "data: cannot build a stand-in for {}: model hidden size unknown", out.key);
+    EAGLET_CHECK(ht >= 1, "data: cannot build a stand-in for {}: model hidden size unknown",
+                 out.key);
     auto hidden = at::TensorOptions().dtype(opt_.hidden_dtype).device(opt_.device);
     out.input.hs = at::zeros({g.local_len, 3 * ht}, hidden);
     out.input.lhs = at::zeros({g.local_len, ht}, hidden);
@@ -254,8 +255,8 @@ ShardSample ShardReader::finish(FetchedShard f) {
     // Decided from the global count, so every SP rank agrees (DESIGN §3).
     ++empty_samples_;
     out.neutralised = true;
-    out.reason = fmt::format("sample {} has no loss token in its first {} rows", out.key,
-                             f.geometry.length);
+    out.reason =
+        fmt::format("sample {} has no loss token in its first {} rows", out.key, f.geometry.length);
     spdlog::debug("data: {}", out.reason);
   }
   return out;

@@ -43,9 +43,9 @@ struct ReaderOptions {
   int64_t ring_rank = 0;             // g
   int64_t ttt_length = 0;            // T
   int64_t max_seq_length = 0;
-  int64_t hidden_size = 0;    // Ht: width of the stand-in shard of an invalid manifest line
-  bool skip_errors = false;   // data.on_error=skip
-  bool consume = false;       // data.consume: remove this rank's objects after reading them
+  int64_t hidden_size = 0;   // Ht: width of the stand-in shard of an invalid manifest line
+  bool skip_errors = false;  // data.on_error=skip
+  bool consume = false;      // data.consume: remove this rank's objects after reading them
   c10::Device device{c10::kCPU};
   at::ScalarType hidden_dtype = at::kBFloat16;  // dtype hs / lhs are handed to the model in
   bool pin_memory = false;                      // read into pinned host memory (CUDA runs)
@@ -59,18 +59,18 @@ ReaderOptions reader_options(const Config& cfg, const Layout& layout, const Rank
 enum class ProblemKind : int64_t { none = 0, manifest = 1, missing = 2, size = 3, io = 4 };
 struct ShardProblem {
   ProblemKind kind = ProblemKind::none;
-  int64_t object = -1;    // index into kShardObjects
-  int64_t expected = 0;   // bytes
-  int64_t actual = -1;    // bytes (-1: unknown)
-  std::string message;    // local detail (I/O errors, the manifest line's error)
+  int64_t object = -1;   // index into kShardObjects
+  int64_t expected = 0;  // bytes
+  int64_t actual = -1;   // bytes (-1: unknown)
+  std::string message;   // local detail (I/O errors, the manifest line's error)
 };
 
 // One object of a shard as the manifest and the layout say it must be.
 struct ObjectSpec {
   std::string key;
-  std::string dtype;            // manifest name, e.g. "bfloat16"
+  std::string dtype;  // manifest name, e.g. "bfloat16"
   at::ScalarType scalar_type;
-  std::vector<int64_t> shape;   // [local_len, 3·Ht], [local_len], [local_len, Ht]
+  std::vector<int64_t> shape;  // [local_len, 3·Ht], [local_len], [local_len, Ht]
   int64_t bytes = 0;
 };
 std::array<ObjectSpec, 3> shard_objects(const ManifestEntry& e, const ShardGeometry& g,
@@ -80,7 +80,7 @@ std::array<ObjectSpec, 3> shard_objects(const ManifestEntry& e, const ShardGeome
 struct FetchedShard {
   int64_t position = -1;  // stream position (-1 when read outside a stream)
   ManifestRecord record;
-  ShardGeometry geometry;  // of the record; a 1-row-per-rank stand-in when the line is invalid
+  ShardGeometry geometry;   // of the record; a 1-row-per-rank stand-in when the line is invalid
   at::Tensor hs, ids, lhs;  // stored dtypes on the host after fetch_shard; undefined on a problem
   at::Tensor loss_mask, attention_mask, positions;
   int64_t local_loss_tokens = 0;  // in the rows this rank owns

@@ -82,12 +82,13 @@ PackedMaskInfo check_packed_loss_mask(const std::string& packed) {
   size_t pos = 0;
   while (true) {
     size_t comma = packed.find(',', pos);
-    std::string text = packed.substr(pos, comma == std::string::npos ? std::string::npos
-                                                                     : comma - pos);
-    EAGLET_CHECK(!text.empty() && text.size() <= 13 &&
-                     std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }),
-                 "packed_loss_mask {}: run {} '{}' is not a non-negative decimal integer",
-                 quoted(packed), run + 1, text);
+    std::string text =
+        packed.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    EAGLET_CHECK(
+        !text.empty() && text.size() <= 13 &&
+            std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }),
+        "packed_loss_mask {}: run {} '{}' is not a non-negative decimal integer", quoted(packed),
+        run + 1, text);
     const int64_t n = std::stoll(text);
     EAGLET_CHECK(n > 0 || run == 0,
                  "packed_loss_mask {}: run {} is 0 (only the first run, a 0-run, may be empty)",
@@ -155,8 +156,7 @@ at::Tensor shard_loss_mask(const std::vector<uint8_t>& mask, const ShardGeometry
   return out;
 }
 
-int64_t own_loss_tokens(const std::vector<uint8_t>& mask, const ShardGeometry& g,
-                        int64_t sp_rank) {
+int64_t own_loss_tokens(const std::vector<uint8_t>& mask, const ShardGeometry& g, int64_t sp_rank) {
   const RowRange r = g.own_rows(sp_rank);
   const int64_t end = std::min<int64_t>(r.end, static_cast<int64_t>(mask.size()));
   int64_t n = 0;
@@ -192,8 +192,8 @@ void check_full_sample(const FullSample& s, const std::string& what) {
 }
 
 ShardTensors slice_shard(const FullSample& s, const ShardGeometry& g, int64_t sp_rank) {
-  EAGLET_CHECK(s.ids.size(0) >= g.length, "slice_shard: the sample has {} rows, the layout needs {}",
-               s.ids.size(0), g.length);
+  EAGLET_CHECK(s.ids.size(0) >= g.length,
+               "slice_shard: the sample has {} rows, the layout needs {}", s.ids.size(0), g.length);
   auto rows_padded = [&](const at::Tensor& x) {
     auto shape = x.sizes().vec();
     shape[0] = g.local_len;

@@ -1,6 +1,7 @@
 // The pre-sharded sample layout of DESIGN §2-3, used by producers and readers alike: C = ceil(L/P),
 // local_len = C + T, the rows each shard holds, object keys, the packed loss mask, and what each
-// rank rebuilds (loss mask, attention mask, ring-chunk positions). Pure arithmetic plus CPU tensors.
+// rank rebuilds (loss mask, attention mask, ring-chunk positions). Pure arithmetic plus CPU
+// tensors.
 #pragma once
 
 #include <ATen/core/Tensor.h>

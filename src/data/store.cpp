@@ -27,7 +27,8 @@ void check_key(const std::string& key) {
     const char c = key[i];
     const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
                     c == '_' || c == '-';
-    EAGLET_CHECK(ok, "store key '{}': character {} ('{}') is not allowed (keys use only [A-Za-z0-9_-])",
+    EAGLET_CHECK(ok,
+                 "store key '{}': character {} ('{}') is not allowed (keys use only [A-Za-z0-9_-])",
                  key, i, c);
   }
 }

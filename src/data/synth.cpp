@@ -19,9 +19,9 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <numeric>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
 
 #include "core/error.h"
@@ -191,13 +191,15 @@ SynthSummary synthesize(const Config& cfg, const SynthOptions& opt) {
   SynthSummary sum;
   sum.target_dir = opt.target_dir.empty() ? io::join_path(cfg.data.path, "target") : opt.target_dir;
   sum.manifest = manifest_path(cfg.data);
-  const std::string prefix = opt.key_prefix.empty() ? fmt::format("synth{}", opt.seed) : opt.key_prefix;
+  const std::string prefix =
+      opt.key_prefix.empty() ? fmt::format("synth{}", opt.seed) : opt.key_prefix;
 
   auto store = open_store(cfg.data);
   ManifestWriter manifest(sum.manifest);
-  const Teacher teacher = make_teacher(arch.vocab_size, arch.target_hidden_size, opt.seed,
-                                       arch.rms_norm_eps);
-  write_teacher_target(teacher, sum.target_dir);  // first: a trainer following the manifest needs it
+  const Teacher teacher =
+      make_teacher(arch.vocab_size, arch.target_hidden_size, opt.seed, arch.rms_norm_eps);
+  write_teacher_target(teacher,
+                       sum.target_dir);  // first: a trainer following the manifest needs it
   if (!opt.full_dir.empty()) io::make_dirs(opt.full_dir);
 
   std::mt19937_64 rng(mix(static_cast<uint64_t>(opt.seed) + 1));

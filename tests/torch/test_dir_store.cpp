@@ -32,13 +32,15 @@ TEST_CASE("dir store: put, size, get, batch get, remove", "[data]") {
   const std::string big(100, 'x');
   store.put("big", big.data(), 100);
   std::string a(16, '\0'), b(16, '\0'), c(16, '\0');
-  auto got = store.batch_get_into({"k_1", "nope", "big"}, {a.data(), b.data(), c.data()},
-                                  {16, 16, 16});
+  auto got =
+      store.batch_get_into({"k_1", "nope", "big"}, {a.data(), b.data(), c.data()}, {16, 16, 16});
   CHECK(got == std::vector<int64_t>{static_cast<int64_t>(value.size()), kMissing, kTooLarge});
-  CHECK(error_of([&] { store.get_into("nope", a.data(), 16); })
-            .find("dir store: object nope is missing") != std::string::npos);
-  CHECK(error_of([&] { store.get_into("big", a.data(), 16); })
-            .find("dir store: object big has 100 bytes, more than the 16-byte buffer") !=
+  CHECK(error_of([&] {
+          store.get_into("nope", a.data(), 16);
+        }).find("dir store: object nope is missing") != std::string::npos);
+  CHECK(error_of([&] {
+          store.get_into("big", a.data(), 16);
+        }).find("dir store: object big has 100 bytes, more than the 16-byte buffer") !=
         std::string::npos);
 
   // Replace, empty value, remove (removing a missing object is fine).
@@ -106,11 +108,13 @@ TEST_CASE("open_store: dir, and clear errors for other backends", "[data]") {
   CHECK(std::string(store->backend()) == "dir");
   CHECK(eaglet::io::is_dir(dir / "s"));
   cfg.store = "s3";
-  CHECK(error_of([&] { open_store(cfg); })
-            .find("data.store=s3: unknown store backend (must be one of dir, mooncake)") !=
+  CHECK(error_of([&] {
+          open_store(cfg);
+        }).find("data.store=s3: unknown store backend (must be one of dir, mooncake)") !=
         std::string::npos);
   cfg.store = "dir";
   cfg.path = "/proc/eaglet-no-such-store";
-  CHECK(error_of([&] { open_store(cfg); })
-            .find("dir store (data.path=/proc/eaglet-no-such-store)") != std::string::npos);
+  CHECK(error_of([&] {
+          open_store(cfg);
+        }).find("dir store (data.path=/proc/eaglet-no-such-store)") != std::string::npos);
 }

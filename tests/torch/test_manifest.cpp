@@ -83,8 +83,9 @@ TEST_CASE("manifest validation errors name file:line and the problem", "[data]")
       {"[1, 2]", "manifest m.jsonl:7: expected a JSON object, got array"},
       {with_field("key", ""), "manifest m.jsonl:7: missing field \"key\""},
       {with_field("key", "5"), "manifest m.jsonl:7: field \"key\" must be a string, got integer 5"},
-      {with_field("key", "\"a/b\""), "manifest m.jsonl:7: store key 'a/b': character 1 ('/') is "
-                                     "not allowed"},
+      {with_field("key", "\"a/b\""),
+       "manifest m.jsonl:7: store key 'a/b': character 1 ('/') is "
+       "not allowed"},
       {with_field("seq_len", ""), "manifest m.jsonl:7: missing field \"seq_len\""},
       {with_field("seq_len", "\"100\""),
        "manifest m.jsonl:7: field \"seq_len\" must be an integer, got string \"100\""},
@@ -176,8 +177,9 @@ TEST_CASE("manifest reader follows a growing file and times out with a message",
   ManifestReader reader(path, kExpect);
   using ms = std::chrono::milliseconds;
   // Missing file: the timeout says so.
-  CHECK(error_of([&] { reader.wait_for(1, ms(100), {}, ms(10)); })
-            .find("manifest " + path + ": the file does not exist (waited") != std::string::npos);
+  CHECK(error_of([&] {
+          reader.wait_for(1, ms(100), {}, ms(10));
+        }).find("manifest " + path + ": the file does not exist (waited") != std::string::npos);
   std::thread producer([&] {
     ManifestWriter w(path);
     for (int i = 0; i < 5; ++i) {
@@ -189,11 +191,14 @@ TEST_CASE("manifest reader follows a growing file and times out with a message",
   producer.join();
   CHECK(reader.at(4).entry.key == "s4");
   // Not enough lines: the timeout names the count.
-  CHECK(error_of([&] { reader.wait_for(7, ms(100), {}, ms(10)); })
-            .find("s for sample 7 but the file has 5 (is the producer still writing?)") != std::string::npos);
+  CHECK(error_of([&] {
+          reader.wait_for(7, ms(100), {}, ms(10));
+        }).find("s for sample 7 but the file has 5 (is the producer still writing?)") !=
+        std::string::npos);
   // A stop request ends the wait early without an error.
   const auto t0 = std::chrono::steady_clock::now();
-  CHECK(reader.wait_for(9, ms(60000), [] { return true; }, ms(10)) == 5);
+  CHECK(reader.wait_for(
+            9, ms(60000), [] { return true; }, ms(10)) == 5);
   CHECK(std::chrono::steady_clock::now() - t0 < ms(5000));
 }
 

@@ -109,8 +109,9 @@ TEST_CASE("sampler: growing manifest is read once in order; bad cursors refused"
   for (int64_t j = 0; j < 100; ++j) REQUIRE(s.index_at(j) == j);
   CHECK(!s.exhausted(5));
   Sampler fixed(10, 1, 3, true);
-  CHECK(error_of([&] { fixed.set_cursor(11); })
-            .find("cursor 11 is outside the stream of 10 samples x 1 epochs") != std::string::npos);
+  CHECK(error_of([&] {
+          fixed.set_cursor(11);
+        }).find("cursor 11 is outside the stream of 10 samples x 1 epochs") != std::string::npos);
   CHECK(error_of([&] { fixed.set_cursor(-1); }).find("cursor -1") != std::string::npos);
   fixed.set_cursor(10);
   CHECK(fixed.exhausted(0));

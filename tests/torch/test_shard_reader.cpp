@@ -7,8 +7,8 @@
 #include <ATen/ops/abs.h>
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/cat.h>
-#include <ATen/ops/equal.h>
 #include <ATen/ops/eq.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/gather.h>
 #include <ATen/ops/linalg_lstsq.h>
 #include <ATen/ops/log_softmax.h>
@@ -70,8 +70,8 @@ FullSample random_sample(int64_t S, int64_t ht, uint64_t seed, double loss_fract
   s.hs = at::randn({S, 3 * ht}, gen, at::TensorOptions().dtype(at::kFloat));
   s.lhs = at::randn({S, ht}, gen, at::TensorOptions().dtype(at::kFloat));
   s.ids = at::randint(0, 1000, {S}, gen, at::TensorOptions().dtype(at::kLong));
-  s.loss_mask = (at::rand({S}, gen, at::TensorOptions().dtype(at::kFloat)) < loss_fraction)
-                    .to(at::kLong);
+  s.loss_mask =
+      (at::rand({S}, gen, at::TensorOptions().dtype(at::kFloat)) < loss_fraction).to(at::kLong);
   return s;
 }
 
@@ -99,8 +99,7 @@ struct Fixture {
   std::string manifest = dir / "store/manifest.jsonl";
   std::vector<FullSample> samples;
   ManifestExpect layout;
-  Fixture(int64_t n, ManifestExpect l, int64_t ht, std::vector<int64_t> lengths = {})
-      : layout(l) {
+  Fixture(int64_t n, ManifestExpect l, int64_t ht, std::vector<int64_t> lengths = {}) : layout(l) {
     ManifestWriter w(manifest);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t S = lengths.empty() ? 5 + 7 * i : lengths[static_cast<size_t>(i)];
@@ -163,15 +162,18 @@ TEST_CASE("put_sample then fetch_shard on every SP rank equals the reference cut
 TEST_CASE("put_sample refuses a key already in the store and a malformed sample", "[data]") {
   Fixture fx(1, {2, 3, 64, 4}, 4);
   ManifestWriter w(fx.manifest);
-  CHECK(error_of([&] { put_sample(fx.store, w, "s0", fx.samples[0], fx.layout); })
-            .find("sample s0: already in the dir store (s0_usp0_hs exists)") != std::string::npos);
+  CHECK(error_of([&] {
+          put_sample(fx.store, w, "s0", fx.samples[0], fx.layout);
+        }).find("sample s0: already in the dir store (s0_usp0_hs exists)") != std::string::npos);
   auto bad = random_sample(10, 4, 1);
   bad.hs = bad.hs.narrow(1, 0, 8);
-  CHECK(error_of([&] { put_sample(fx.store, w, "b", bad, fx.layout); })
-            .find("sample b: hidden_states must be [10, 12] (3 aux layers of Ht=4), got [10, 8]") !=
+  CHECK(error_of([&] {
+          put_sample(fx.store, w, "b", bad, fx.layout);
+        }).find("sample b: hidden_states must be [10, 12] (3 aux layers of Ht=4), got [10, 8]") !=
         std::string::npos);
-  CHECK(error_of([&] { put_sample(fx.store, w, "bad key", fx.samples[0], fx.layout); })
-            .find("store key 'bad key'") != std::string::npos);
+  CHECK(error_of([&] {
+          put_sample(fx.store, w, "bad key", fx.samples[0], fx.layout);
+        }).find("store key 'bad key'") != std::string::npos);
 }
 
 TEST_CASE("shard reader on one rank: ok, dtype, no loss tokens, consume", "[data]") {
@@ -198,7 +200,8 @@ TEST_CASE("shard reader on one rank: ok, dtype, no loss tokens, consume", "[data
   CHECK(a.input.hs.size(0) == max_len + T);  // 50 tokens cut to 40
   CHECK(same(a.input.lhs.narrow(0, 0, max_len),
              fx.samples[1].lhs.narrow(0, 0, max_len).to(at::kBFloat16).to(at::kFloat)));
-  CHECK(a.global_loss_tokens == fx.samples[1].loss_mask.narrow(0, 0, max_len).sum().item<int64_t>());
+  CHECK(a.global_loss_tokens ==
+        fx.samples[1].loss_mask.narrow(0, 0, max_len).sum().item<int64_t>());
   auto z = reader.read(manifest->at(3));
   CHECK(z.neutralised);
   CHECK(z.reason.find("sample zero has no loss token") != std::string::npos);
@@ -241,15 +244,18 @@ TEST_CASE("shard reader errors: fail names key, rank and sizes; skip neutralises
               .find("data: sample s0 (manifest m.jsonl:1): object s0_usp0_lhs has 10 bytes, "
                     "expected 96 bytes = bfloat16 [12, 4] (SP rank 0, world rank 0) "
                     "(data.on_error=fail") != std::string::npos);
-    CHECK(error_of([&] { reader.read(manifest->at(1)); })
-              .find("data: sample s1 (manifest m.jsonl:2): object s1_usp0_hs is missing from the "
-                    "dir store (SP rank 0, world rank 0; expected 336 bytes = bfloat16 [14, 12])") !=
+    CHECK(
+        error_of([&] { reader.read(manifest->at(1)); })
+            .find("data: sample s1 (manifest m.jsonl:2): object s1_usp0_hs is missing from the "
+                  "dir store (SP rank 0, world rank 0; expected 336 bytes = bfloat16 [14, 12])") !=
+        std::string::npos);
+    CHECK(error_of([&] {
+            reader.read(manifest->at(2));
+          }).find("object s2_usp0_ids has 1000 bytes, expected 128 bytes = int64 [16]") !=
           std::string::npos);
-    CHECK(error_of([&] { reader.read(manifest->at(2)); })
-              .find("object s2_usp0_ids has 1000 bytes, expected 128 bytes = int64 [16]") !=
-          std::string::npos);
-    CHECK(error_of([&] { reader.read(manifest->at(4)); })
-              .find("data: manifest " + fx.manifest + ":5: missing field \"seq_len\"") !=
+    CHECK(error_of([&] {
+            reader.read(manifest->at(4));
+          }).find("data: manifest " + fx.manifest + ":5: missing field \"seq_len\"") !=
           std::string::npos);
     CHECK(error_of([&] { reader.read(manifest->at(3)); }).empty());
   }
@@ -345,12 +351,14 @@ TEST_CASE("full sample files round trip and are checked", "[data]") {
                                 {{"hidden_states", s.hs}, {"input_ids", s.ids}});
   CHECK(error_of([&] { read_full_sample(dir / "b.safetensors"); }).find("last_hidden_states") !=
         std::string::npos);
-  eaglet::io::write_safetensors(dir / "c.safetensors", {{"hidden_states", s.hs},
-                                                        {"input_ids", s.ids},
-                                                        {"last_hidden_states", s.lhs},
-                                                        {"loss_mask", s.loss_mask.narrow(0, 0, 5)}});
-  CHECK(error_of([&] { read_full_sample(dir / "c.safetensors"); })
-            .find("loss_mask must be [9], got [5]") != std::string::npos);
+  eaglet::io::write_safetensors(dir / "c.safetensors",
+                                {{"hidden_states", s.hs},
+                                 {"input_ids", s.ids},
+                                 {"last_hidden_states", s.lhs},
+                                 {"loss_mask", s.loss_mask.narrow(0, 0, 5)}});
+  CHECK(error_of([&] {
+          read_full_sample(dir / "c.safetensors");
+        }).find("loss_mask must be [9], got [5]") != std::string::npos);
 }
 
 TEST_CASE("synthetic teacher: next token predictable from the stored hidden states", "[data]") {
