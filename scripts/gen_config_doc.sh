@@ -11,3 +11,5 @@ new = re.sub(r"(<!-- BEGIN KEYS -->\n).*?(<!-- END KEYS -->)", lambda m: m.group
 open(path, "w").write(new)
 PY
 echo "docs/CONFIG.md key table regenerated"
+${EAGLET_BIN:-build/eaglet} config --reference-yaml >configs/reference.yaml
+echo "configs/reference.yaml regenerated"

@@ -71,7 +71,8 @@ std::string usage(const std::vector<Command>& commands) {
   out +=
       "\nexit codes: 0 success; 1 runtime failure (the job was aborted on every rank);\n"
       "            2 bad command line, config or input, reported on every rank.\n"
-      "docs: README.md, docs/CONFIG.md (every config key), docs/DEVELOPERS.md\n";
+      "docs: README.md, docs/GUIDE.md (user guide), docs/CONFIG.md (every config key), "
+      "docs/SLURM.md\n";
   return out;
 }
 

@@ -45,6 +45,10 @@ int run_config(const ParsedArgs& args) {
     std::cout << reference_markdown();
     return 0;
   }
+  if (args.has("--reference-yaml")) {
+    std::cout << reference_yaml();
+    return 0;
+  }
   EAGLET_CHECK(args.has("--config"), "eaglet config: --config FILE (or --reference) is required");
   Config cfg = load_config(args.get("--config"), args.all("--set"));
   int64_t world = std::stoll(args.get("--world", "1"));
@@ -70,7 +74,8 @@ std::vector<Command> commands() {
        {{"--config", "FILE", "run configuration (YAML)"},
         {"--set", "KEY=VALUE", "override one config key", true},
         {"--world", "N", "world size to validate against (default 1)"},
-        {"--reference", "", "print the Markdown table of every key (docs/CONFIG.md)"}},
+        {"--reference", "", "print the Markdown table of every key (docs/CONFIG.md)"},
+        {"--reference-yaml", "", "print every key as commented YAML (configs/reference.yaml)"}},
        run_config},
       train_command(),
       export_command(),

@@ -519,6 +519,33 @@ std::string to_yaml(const Config& cfg) {
   return std::string(e.c_str()) + "\n";
 }
 
+std::string reference_yaml() {
+  Config defaults;
+  std::string out =
+      "# eaglet reference configuration: every key with its default and meaning, generated from "
+      "the\n"
+      "# config field table (eaglet config --reference-yaml; a test keeps this file in step).\n"
+      "# Override any key on the command line: --set training.lr=3e-4 --set parallel.ring=2\n"
+      "# model.config may instead name the draft's HF config.json: model: {config: "
+      "path/config.json}\n";
+  std::vector<std::string> open;  // the sections of the previous key
+  for (auto& f : fields(defaults)) {
+    auto parts = split(f.key, '.');
+    size_t common = 0;
+    while (common < open.size() && common + 1 < parts.size() && open[common] == parts[common])
+      ++common;
+    if (common == 0) out += "\n";
+    for (size_t i = common; i + 1 < parts.size(); ++i)
+      out += fmt::format("{:{}}{}:\n", "", 2 * i, parts[i]);
+    open.assign(parts.begin(), parts.end() - 1);
+    YAML::Emitter e;
+    e << YAML::Flow << f.get();
+    out += fmt::format("{:{}}{}: {}  # {}\n", "", 2 * (parts.size() - 1), parts.back(), e.c_str(),
+                       f.doc);
+  }
+  return out;
+}
+
 std::string reference_markdown() {
   Config defaults;
   std::string out = "| key | type | default | meaning |\n| --- | --- | --- | --- |\n";

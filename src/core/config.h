@@ -148,5 +148,7 @@ void check_valid(const Config& cfg, int64_t world_size);
 std::string to_yaml(const Config& cfg);
 // Markdown table of every key: name, type, default, meaning (docs/CONFIG.md is generated from it).
 std::string reference_markdown();
+// configs/reference.yaml: every key with its default, commented with its meaning.
+std::string reference_yaml();
 
 }  // namespace eaglet

@@ -52,7 +52,7 @@ run_case log_level 2 "config error: runtime.log_level=loud: must be one of trace
 run_case max_seq 2 "config error: data.max_seq_length=3: must be > training.ttt_length (3)" "${S[@]}" --set data.max_seq_length=3
 run_case ttt_length 2 "config error: training.ttt_length=0: must be >= 1" "${S[@]}" --set training.ttt_length=0
 run_case lr 2 "config error: training.lr=-1: must be > 0" "${S[@]}" --set training.lr=-1
-run_case min_lr 2 "config error: training.min_lr=1: must be in [0, training.lr (0.001)]" "${S[@]}" --set training.min_lr=1
+run_case min_lr 2 "config error: training.min_lr=1: must be in [0, training.lr (0.002)]" "${S[@]}" --set training.lr=0.002 --set training.min_lr=1
 run_case warmup 2 "config error: training.warmup_ratio=2: must be in [0, 1]" "${S[@]}" --set training.warmup_ratio=2
 run_case grad_accum 2 "config error: training.grad_accum=0: must be >= 1" "${S[@]}" --set training.grad_accum=0
 run_case ttt_weights 2 "config error: training.ttt_weights=[1, 0.5]: must have training.ttt_length (3) entries" "${S[@]}" --set "training.ttt_weights=[1, 0.5]"

@@ -16,7 +16,7 @@ cmp_ckpt="$py $src/tests/compare_checkpoints.py"
 fail=0
 check() { if "$@"; then echo "ok   $*"; else echo "FAIL $*"; fail=1; fi; }
 # A tiny model so every run takes seconds; warm-up off so the schedule does not depend on totals.
-common=(--config "$cfg" --set runtime.device=cpu --set training.warmup_ratio=0 --set checkpoint.interval=0
+common=(--config "$cfg" --set runtime.device=cpu --set training.warmup_ratio=0 --set checkpoint.interval=0 --set data.eval_manifest=
         --set training.log_interval=1 --set data.max_seq_length=64 --set model.config.intermediate_size=64)
 
 synth() {  # synth P STORE: the same 24 samples (seed 7), sharded for P
