@@ -163,14 +163,16 @@ EvalResult evaluate(data::ShardReader& reader, data::ManifestReader& manifest,
 
 }  // namespace
 
-model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups, at::ScalarType dtype) {
+model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups,
+                              at::ScalarType dtype) {
   const auto& kernel = attention::local_kernel(cfg.model.attention, groups.device(), dtype);
   model::TttOptions o;
   o.ttt_length = cfg.training.ttt_length;
   o.dtype = dtype;
   o.ulysses = &groups.group(GroupKind::ulysses);
-  o.block0 = groups.layout().ring > 1 ? attention::ring_block0(groups.group(GroupKind::ring), kernel)
-                                      : attention::local_block0(kernel);
+  o.block0 = groups.layout().ring > 1
+                 ? attention::ring_block0(groups.group(GroupKind::ring), kernel)
+                 : attention::local_block0(kernel);
   o.loss_chunk = cfg.model.loss_chunk;
   return o;
 }
@@ -370,9 +372,13 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
       break;
     }
     cursor += D * accum;
+    // Gradient sync and the optimizer step, timed on the host; the step's norm read-back waits for
+    // the device, so on GPU this is the sync's real cost, not just its launch.
+    const double ts = now_s();
     optimizer.sync_gradients(&groups.group(GroupKind::world), D);
     const double lr = learning_rate(cfg.training, step, total_steps);
     auto stats = optimizer.step(lr);
+    const double sync_s = now_s() - ts;
     skipped_steps += stats.skipped ? 1 : 0;
     ++step;
 
@@ -407,6 +413,8 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
                              {"tokens_per_s", tokens_per_s},
                              {"mem_gib", memory_gib(device)},
                              {"data_s", m.data_s},
+                             {"sync_s", sync_s},
+                             {"compute_s", step_s - m.data_s - sync_s},
                              {"step_s", step_s},
                              {"cursor", cursor},
                              {"neutralised", m.neutralised}};
@@ -415,11 +423,10 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
         std::string accs;
         for (double a : acc_k) accs += fmt::format("{}{:.2f}", accs.empty() ? "" : " ", a);
         spdlog::info(
-            "step {}/{} loss {:.4f} acc [{}] accept {:.2f} lr {:.2e} |g| {:.3f} {:.0f} tok/s data "
-            "{:.2f}s "
-            "step {:.2f}s ETA {:.0f}s",
-            step, total_steps, loss, accs, tau, lr, stats.grad_norm, tokens_per_s, m.data_s, step_s,
-            eta);
+            "step {}/{} loss {:.4f} acc [{}] accept {:.2f} lr {:.2e} |g| {:.3f} {:.0f} tok/s "
+            "step {:.2f}s (data {:.2f} compute {:.2f} sync+opt {:.2f}) ETA {:.0f}s",
+            step, total_steps, loss, accs, tau, lr, stats.grad_norm, tokens_per_s, step_s, m.data_s,
+            step_s - m.data_s - sync_s, sync_s, eta);
       }
     }
     const bool signalled = preempted_anywhere();
