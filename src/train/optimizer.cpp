@@ -48,6 +48,7 @@ void AdamW::sync_gradients(Communicator* world, int64_t dp_size) {
     if (!p->grad().defined()) p->mutable_grad() = at::zeros_like(*p);
     flat.push_back(p->grad().view({-1}));
   }
+  if ((world == nullptr || world->size() == 1) && dp_size == 1) return;  // nothing to sum or scale
   auto buffer = at::cat(flat);
   if (world != nullptr && world->size() > 1) world->all_reduce(buffer, ReduceOp::sum);
   if (dp_size > 1) buffer.div_(static_cast<double>(dp_size));
