@@ -14,39 +14,23 @@
 
 #include "attention/ring.h"
 #include "core/error.h"
+#include "data/sharding.h"
 #include "model/eagle3.h"
 #include "model/vocab.h"
 
 namespace eaglet::train {
 namespace {
 
-struct FullSample {
-  at::Tensor hs, ids, lhs, loss_mask;  // [L, ...]
-};
-
-// Rows [begin, begin + len) of x, zero-padded past its end (padding only at the global tail).
-at::Tensor rows_padded(const at::Tensor& x, int64_t begin, int64_t len) {
-  const int64_t n = x.size(0);
-  const int64_t take = std::max<int64_t>(0, std::min(len, n - begin));
-  auto shape = x.sizes().vec();
-  shape[0] = len;
-  auto out = at::zeros(shape, x.options());
-  if (take > 0) out.narrow(0, 0, take).copy_(x.narrow(0, begin, take));
-  return out;
-}
-
-// DESIGN §2-3: C = ceil(L/P), local_len = C + T, shard s = rows [s·C, s·C + local_len) padded;
-// positions of the Ulysses-gathered chunk g: g·C·U + arange(C·U).
-model::ShardInput make_shard(const FullSample& s, int64_t P, int64_t T, int64_t sp_rank, int64_t U,
-                             int64_t g, c10::Device device) {
-  const int64_t L = s.ids.size(0), C = (L + P - 1) / P, local = C + T;
-  model::ShardInput in;
-  in.hs = rows_padded(s.hs, sp_rank * C, local).to(device);
-  in.ids = rows_padded(s.ids, sp_rank * C, local).to(device);
-  in.lhs = rows_padded(s.lhs, sp_rank * C, local).to(device);
-  in.loss_mask = rows_padded(s.loss_mask, sp_rank * C, local).to(device);
-  in.positions = (at::arange(C * U, at::TensorOptions().dtype(at::kLong)) + g * C * U).to(device);
-  return in;
+// This rank's shard through the data path's own helpers (DESIGN §2-3): rows, halo, tail padding,
+// loss mask and the Ulysses-gathered ring-chunk positions.
+model::ShardInput make_shard(const data::FullSample& s, const std::vector<uint8_t>& mask, int64_t P,
+                             int64_t T, int64_t sp_rank, int64_t U, int64_t g, c10::Device device) {
+  const int64_t L = s.ids.size(0);
+  const auto geom = data::shard_geometry(L, L, P, T);
+  auto t = data::slice_shard(s, geom, sp_rank);
+  return {t.hs.to(device), t.ids.to(device), t.lhs.to(device),
+          data::shard_loss_mask(mask, geom, sp_rank).to(device),
+          data::ring_chunk_positions(geom, U, g).to(device)};
 }
 
 double rel_err(const at::Tensor& got, const at::Tensor& want) {
@@ -77,9 +61,9 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
   auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(opt.seed));
   auto f32 = at::TensorOptions().dtype(at::kFloat);
   const int64_t vt = arch.vocab_size, ht = arch.target_hidden_size;
-  FullSample sample{at::randn({L, 3 * ht}, gen, f32),
-                    at::randint(0, vt, {L}, gen, f32.dtype(at::kLong)),
-                    at::randn({L, ht}, gen, f32), (at::randn({L}, gen, f32) > -0.5).to(at::kFloat)};
+  data::FullSample sample{
+      at::randn({L, 3 * ht}, gen, f32), at::randint(0, vt, {L}, gen, f32.dtype(at::kLong)),
+      at::randn({L, ht}, gen, f32), (at::randn({L}, gen, f32) > -0.5).to(at::kFloat)};
   if (opt.loss_in_last_shard) {
     const int64_t C = (L + P - 1) / P;
     sample.loss_mask.zero_();
@@ -118,13 +102,15 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
 
   // USP: this rank's shard through the configured layout; gradients summed over the SP group.
   const auto& c = groups.coord();
-  auto usp_in = make_shard(sample, P, T, c.sp, U, c.ring, device);
+  std::vector<uint8_t> mask(L);
+  for (int64_t i = 0; i < L; ++i) mask[i] = sample.loss_mask[i].item<float>() > 0.5f;
+  auto usp_in = make_shard(sample, mask, P, T, c.sp, U, c.ring, device);
   auto [usp_loss, usp_grads] = run(usp_in, &groups.group(GroupKind::ulysses),
                                    &groups.group(GroupKind::ring), &groups.group(GroupKind::sp));
   for (auto& g : usp_grads) groups.group(GroupKind::sp).all_reduce(g, ReduceOp::sum);
 
   // Reference: the whole sample on this rank alone (P = 1).
-  auto ref_in = make_shard(sample, 1, T, 0, 1, 0, device);
+  auto ref_in = make_shard(sample, mask, 1, T, 0, 1, 0, device);
   auto [ref_loss, ref_grads] = run(ref_in, nullptr, nullptr, nullptr);
 
   VerifyResult r;
