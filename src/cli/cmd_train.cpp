@@ -16,6 +16,7 @@ Command train_command() {
           "run.yaml); "
           "SIGTERM/SIGUSR1 checkpoint at the next step and exit 0",
           opts, [](const ParsedArgs& args) {
+            train::install_signal_handlers();
             return run_distributed(args, "train", [&](Session& s) {
               train::TrainOptions o;
               o.resume = args.get("--resume");

@@ -43,6 +43,8 @@ extern "C" void on_preempt(int sig) {
   g_signal = sig;
 }
 
+}  // namespace
+
 void install_signal_handlers() {
   struct sigaction sa {};
   sa.sa_handler = on_preempt;
@@ -50,6 +52,8 @@ void install_signal_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGUSR1, &sa, nullptr);
 }
+
+namespace {
 
 // True on every rank when a signal reached any rank (one host all-reduce per step).
 bool preempted_anywhere() {

@@ -17,6 +17,10 @@ struct TrainOptions {
   std::string resume;  // "", "auto" or a checkpoint folder
 };
 
+// SIGTERM/SIGUSR1 set a flag the training loop checks at every step boundary (all ranks agree,
+// save, exit 0). Installed before MPI start-up so an early signal is not fatal.
+void install_signal_handlers();
+
 // The TTT options of a run: compute dtype, Ulysses group, block 0 (ring when R > 1), loss chunk.
 model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups, at::ScalarType dtype);
 
