@@ -99,6 +99,12 @@ model::VocabMap build_vocab(const Config& cfg, data::Store& store, data::Manifes
   const auto& c = groups.coord();
   auto counts = at::zeros({arch.vocab_size}, at::TensorOptions().dtype(at::kLong));
   const int64_t n = std::min(manifest.size(), cfg.data.vocab_samples);
+  EAGLET_CHECK(n > 0,
+               "model.vocab_mapping: no sample to count the draft vocabulary from yet (data.follow "
+               "on an empty "
+               "manifest {}); give a t2d/d2t file, an init_from draft with one, or "
+               "draft_vocab_size = vocab_size",
+               manifest.path());
   for (int64_t i = c.dp; i < n; i += layout.dp()) {
     const auto& rec = manifest.at(i);
     if (!rec.ok()) continue;

@@ -7,7 +7,8 @@
 #   faults       SIGTERM on one rank: a checkpoint and exit 0 on every rank; a process killed while
 #                writing a checkpoint leaves the previous one loadable; a missing or incompatible
 #                checkpoint and a bad config: clear error, exit 2 on every rank, no hang
-# usage: train_checks.sh equivalence|resume|faults EAGLET MPIRUN PYTHON SOURCE_DIR OUT
+#   follow       training follows a manifest a producer is still writing (data.follow)
+# usage: train_checks.sh equivalence|resume|faults|follow EAGLET MPIRUN PYTHON SOURCE_DIR OUT
 set -uo pipefail
 what=$1 eaglet=$2 mpirun=$3 py=$4 src=$5 out=$6/$1
 rm -rf "$out" && mkdir -p "$out"
@@ -104,6 +105,27 @@ faults)
   check grep -q "config error: training.lr=-1: must be > 0" "$out/y.log"
   train 2 2 1 1 "$out/store" "$out/z" --set model.target="$out/none" >/dev/null
   check all_exit "$out/z.log" 2 2
+  ;;
+follow)
+  # Training starts on an empty store while a producer is still writing (data.follow): the target
+  # folder comes first, then samples one by one; the trainer waits for each and finishes 6 steps.
+  mkdir -p "$out/store"
+  "$eaglet" data synth "${common[@]}" --set parallel.ulysses=2 --set parallel.ring=1 --set data.path="$out/scratch" \
+    --set output_dir="$out/scratch.log" --samples 1 --seed 7 --target "$out/store/target" >/dev/null  # the target
+  # An empty manifest has nothing to count a draft vocabulary from: that is a clear error ...
+  train 2 2 1 1 "$out/store" "$out/novocab" --set data.follow=true --set training.max_steps=6 >/dev/null
+  check all_exit "$out/novocab.log" 2 2
+  check grep -q "no sample to count the draft vocabulary from yet" "$out/novocab.log"
+  (sleep 2; "$eaglet" data synth "${common[@]}" --set parallel.ulysses=2 --set parallel.ring=1 \
+     --set data.path="$out/store" --set output_dir="$out/store.log" --samples 8 --seed 7 \
+     --target "$out/target2" >/dev/null) &
+  # ... so this run uses the whole vocabulary (t2d = all).
+  train 2 2 1 1 "$out/store" "$out/run" --set data.follow=true --set training.max_steps=6 \
+    --set data.manifest_wait_s=60 --set model.config.draft_vocab_size=256 >/dev/null
+  wait
+  check all_exit "$out/run.log" 2 0
+  check grep -q '"step":6,' "$out/run/metrics.jsonl"
+  check grep -q "(following)" "$out/run.log"
   ;;
 esac
 [ $fail = 0 ] && echo "train_checks $what: PASS" || echo "train_checks $what: FAIL"
