@@ -81,6 +81,7 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   in.positions = at::arange(c.ring * C * U, (c.ring + 1) * C * U, on.dtype(at::kLong));
 
   auto weights = model::init_weights(arch, cfg.training.seed, device);
+  weights.embed_tokens = weights.embed_tokens.to(dtype);  // as the trainer keeps it
   AdamW optimizer(weights.trainable(), cfg.training);
   const auto topt = ttt_options(cfg, groups, dtype);
   const auto w = model::step_weights(cfg.training);

@@ -233,6 +233,9 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
 
   // --- model, optimizer, resume ------------------------------------------------------------------
   auto weights = model::init_weights(arch, cfg.training.seed, device, head.embed_tokens);
+  // The frozen embedding is only gathered and cast to the compute dtype: store it that way (bitwise
+  // the same rows, half the memory in bf16: 1.2 GB less for a 152k x 4096 vocabulary).
+  weights.embed_tokens = weights.embed_tokens.to(dtype);
   if (!cfg.model.init_from.empty())
     env.agree([&] { model::load_draft(cfg.model.init_from, arch, weights, nullptr); });
   AdamW optimizer(weights.trainable(), cfg.training);
