@@ -64,6 +64,9 @@ resume)
   for f in model.safetensors optimizer.safetensors; do
     check $cmp_ckpt "$out/straight/checkpoints/step_00000006/$f" "$out/split/checkpoints/step_00000006/$f" --exact
   done
+  # export from the run folder resolves the latest checkpoint (step 6)
+  "$eaglet" export --checkpoint "$out/split" --out "$out/export" >"$out/export.log" 2>&1
+  check grep -q "exported $out/split/checkpoints/step_00000006 to $out/export" "$out/export.log"
   # 2 data-parallel replicas (P = 1) for 2 steps, then 1 replica: the stream cursor continues.
   synth 1 "$out/store1"
   train 2 1 1 1 "$out/store1" "$out/dp" --set training.max_steps=6 --set training.stop_after=2 >/dev/null
