@@ -463,7 +463,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
     spdlog::info(
         "done: step {}, {} skipped optimizer steps, {} neutralised samples on this rank; "
         "checkpoints in "
-        "{}/checkpoints (eaglet export --checkpoint <step folder> --out <dir>)",
+        "{}/checkpoints (eaglet export --checkpoint <output_dir> --out <dir> exports the latest)",
         step, skipped_steps, reader.neutralised(), cfg.output_dir);
   return 0;
 }
