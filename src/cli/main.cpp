@@ -3,6 +3,9 @@
 #include <mpi.h>
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <iostream>
 #include <sstream>
 
@@ -11,6 +14,7 @@
 #include "cli/session.h"
 #include "core/config.h"
 #include "core/error.h"
+#include "dist/device.h"
 #include "dist/selfcheck.h"
 #include "dist/topology.h"
 
@@ -26,6 +30,16 @@ int run_topo(const ParsedArgs& args) {
     const auto& g = *s.groups;
     std::istringstream layout(describe(g.layout()));
     for (std::string line; std::getline(layout, line);) spdlog::info("{}", line);
+    // Where each rank runs: host and device, gathered on rank 0 (fixed-size records).
+    constexpr int kRecord = 128;
+    char mine[kRecord] = {0};
+    char host[64] = {0};
+    gethostname(host, sizeof(host) - 1);
+    std::snprintf(mine, kRecord, "%s %s", host, device_description(g.device()).c_str());
+    std::vector<char> all(s.env.rank() == 0 ? kRecord * g.layout().world : 0);
+    MPI_Gather(mine, kRecord, MPI_CHAR, all.data(), kRecord, MPI_CHAR, 0, MPI_COMM_WORLD);
+    for (int64_t r = 0; r < static_cast<int64_t>(all.size()) / kRecord; ++r)
+      spdlog::info("rank {}: {}", r, std::string(all.data() + r * kRecord));
     auto result = run_selfcheck(g);
     for (const auto& f : result.failures) spdlog::error("topo check failed: {}", f);
     // Tally over MPI directly: the communicators under test are not trusted to report on
