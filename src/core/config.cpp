@@ -321,6 +321,8 @@ std::vector<Field> fields(Config& c) {
             "local attention kernel: auto | reference | flash"),
       field("model.loss_chunk", c.model.loss_chunk,
             "rows per chunk of the fused lm_head + loss (memory vs speed)"),
+      field("model.recompute_mlp", c.model.recompute_mlp,
+            "recompute the MLP in backward instead of keeping its activations (long sequences)"),
       field("training.ttt_length", c.training.ttt_length, "TTT unroll length T"),
       field("training.max_steps", c.training.max_steps, "optimizer steps; 0 = run num_epochs"),
       field("training.num_epochs", c.training.num_epochs, "passes over a fixed manifest"),

@@ -20,6 +20,7 @@
 #include "core/tensor_text.h"
 #include "dist/communicator.h"
 #include "model/layers.h"
+#include "model/recompute.h"
 
 namespace eaglet::model {
 
@@ -145,7 +146,7 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
     if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
     auto h1 = h + project(a.reshape({C, nH * d}), w.o_proj);
     auto n = rms_norm(h1, w.post_norm, eps);
-    auto out = h1 + project(at::silu(project(n, w.gate_proj)) * project(n, w.up_proj), w.down_proj);
+    auto out = h1 + swiglu_mlp(n, w.gate_proj, w.up_proj, w.down_proj, opt.recompute_mlp);
     auto sums = fused_soft_ce(rms_norm(out, w.norm, eps), w.lm_head, in.lhs.narrow(0, k + 1, C),
                               target.draft_head, mask_rows.narrow(0, k, C), opt.loss_chunk);
     // Connectivity (DESIGN §5): every rank's backward runs, whatever its local loss.

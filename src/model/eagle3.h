@@ -68,6 +68,7 @@ struct TttOptions {
   std::shared_ptr<attention::Block0> block0;  // block-0 provider (local kernel or ring)
   Communicator* ulysses = nullptr;            // Ulysses group; null or size 1: no all-to-all
   int64_t loss_chunk = 4096;
+  bool recompute_mlp = false;  // recompute the MLP in backward instead of keeping its activations
 };
 
 // The unroll: per step k, loss sums over this shard (not yet normalised).

@@ -184,6 +184,7 @@ model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups,
                  ? attention::ring_block0(groups.group(GroupKind::ring), kernel)
                  : attention::local_block0(kernel);
   o.loss_chunk = cfg.model.loss_chunk;
+  o.recompute_mlp = cfg.model.recompute_mlp;
   return o;
 }
 

@@ -1,0 +1,44 @@
+// The recomputing MLP as one autograd function.
+#include "model/recompute.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/silu.h>
+#include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+namespace eaglet::model {
+namespace {
+
+at::Tensor mlp(const at::Tensor& n, const at::Tensor& g, const at::Tensor& u, const at::Tensor& d) {
+  return at::matmul(at::silu(at::matmul(n, g.t())) * at::matmul(n, u.t()), d.t());
+}
+
+struct RecomputedMlp : torch::autograd::Function<RecomputedMlp> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& n,
+                            const at::Tensor& g, const at::Tensor& u, const at::Tensor& d) {
+    ctx->save_for_backward({n, g, u, d});
+    return mlp(n, g, u, d);  // autograd is off inside forward: nothing is kept
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    c10::AutoGradMode enable(true);
+    std::vector<at::Tensor> leaves;
+    for (const auto& t : saved) leaves.push_back(t.detach().requires_grad_(true));
+    auto out = mlp(leaves[0], leaves[1], leaves[2], leaves[3]);
+    return torch::autograd::grad({out}, leaves, {grads[0]});
+  }
+};
+
+}  // namespace
+
+at::Tensor swiglu_mlp(const at::Tensor& n, const at::Tensor& gate, const at::Tensor& up,
+                      const at::Tensor& down, bool recompute) {
+  auto g = gate.to(n.scalar_type()), u = up.to(n.scalar_type()), d = down.to(n.scalar_type());
+  if (!recompute || !c10::GradMode::is_enabled()) return mlp(n, g, u, d);
+  return RecomputedMlp::apply(n, g, u, d);
+}
+
+}  // namespace eaglet::model
