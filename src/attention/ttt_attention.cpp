@@ -6,7 +6,6 @@
 #include <ATen/ops/exp.h>
 #include <ATen/ops/logsumexp.h>
 #include <ATen/ops/stack.h>
-#include <ATen/ops/zeros_like.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 namespace eaglet::attention {
@@ -64,11 +63,13 @@ at::Tensor diag_score(const at::Tensor& qm, const at::Tensor& km, double scale) 
   return (qm * expand_heads(km, qm.size(1))).sum(-1) * scale;
 }
 
+// K/V of every step arrive as separate tensors (a list), so each step's cache block is saved for
+// backward once, not re-stacked into a new [k+1, ...] copy at every step.
 struct TttAttention : torch::autograd::Function<TttAttention> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q,
-                            const at::Tensor& ks, const at::Tensor& vs,
-                            c10::intrusive_ptr<Carry> carry, double scale) {
-    const int64_t steps = ks.size(0), heads = q.size(1);
+                            at::TensorList ks, at::TensorList vs, c10::intrusive_ptr<Carry> carry,
+                            double scale) {
+    const int64_t steps = static_cast<int64_t>(ks.size()), heads = q.size(1);
     auto mt = merge_type(q);
     auto r = carry->block0->forward(to_kernel(q), to_kernel(ks[0]), to_kernel(vs[0]), scale);
     carry->state = r.state;
@@ -88,7 +89,10 @@ struct TttAttention : torch::autograd::Function<TttAttention> {
         merged = merged + at::exp(lses[m] - lse).unsqueeze(-1) * expand_heads(vs[m].to(mt), heads);
       out = merged.to(q.scalar_type());
     }
-    ctx->save_for_backward({q, ks, vs, out, lse});
+    std::vector<at::Tensor> keep{q, out, lse};
+    keep.insert(keep.end(), ks.begin(), ks.end());
+    keep.insert(keep.end(), vs.begin(), vs.end());
+    ctx->save_for_backward(keep);
     ctx->saved_data["carry"] = c10::IValue::make_capsule(carry);
     ctx->saved_data["scale"] = scale;
     return out;
@@ -97,37 +101,40 @@ struct TttAttention : torch::autograd::Function<TttAttention> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &q = saved[0], &ks = saved[1], &vs = saved[2], &out = saved[3], &lse = saved[4];
+    const auto &q = saved[0], &out = saved[1], &lse = saved[2];
+    const int64_t steps = (static_cast<int64_t>(saved.size()) - 3) / 2;
+    auto k_at = [&](int64_t m) -> const at::Tensor& { return saved[3 + m]; };
+    auto v_at = [&](int64_t m) -> const at::Tensor& { return saved[3 + steps + m]; };
     auto carry = c10::static_intrusive_pointer_cast<Carry>(ctx->saved_data["carry"].toCapsule());
     const double scale = ctx->saved_data["scale"].toDouble();
-    const int64_t steps = ks.size(0), heads = q.size(1), kv = ks.size(2);
+    const int64_t heads = q.size(1), kv = k_at(0).size(1);
     auto mt = merge_type(q);
     auto dout = grads[0].to(q.scalar_type());
 
     // Block 0 with the merged out and lse: its softmax is normalised over every block.
     auto lse_k = lse.transpose(0, 1).unsqueeze(0).to(at::kFloat).contiguous();
     if (mt == at::kDouble) lse_k = lse.transpose(0, 1).unsqueeze(0).contiguous();
-    auto g0 = carry->block0->backward(to_kernel(dout), to_kernel(q), to_kernel(ks[0]),
-                                      to_kernel(vs[0]), to_kernel(out), lse_k, carry->state, scale);
+    auto g0 =
+        carry->block0->backward(to_kernel(dout), to_kernel(q), to_kernel(k_at(0)),
+                                to_kernel(v_at(0)), to_kernel(out), lse_k, carry->state, scale);
     auto dq = from_kernel(g0[0]).to(mt);
-    auto dks = at::zeros_like(ks, ks.options().dtype(mt));
-    auto dvs = at::zeros_like(vs, vs.options().dtype(mt));
-    dks[0].copy_(from_kernel(g0[1]));
-    dvs[0].copy_(from_kernel(g0[2]));
-
+    // Gradients in input order: q, every K block, every V block, then the two non-tensor inputs.
+    torch::autograd::variable_list result(1 + 2 * steps + 2);
+    result[1] = from_kernel(g0[1]).to(k_at(0).scalar_type());
+    result[1 + steps] = from_kernel(g0[2]).to(v_at(0).scalar_type());
     if (steps > 1) {
       auto qm = q.to(mt), dom = dout.to(mt), om = out.to(mt);
       for (int64_t m = 1; m < steps; ++m) {
-        auto km = expand_heads(ks[m].to(mt), heads), vm = expand_heads(vs[m].to(mt), heads);
+        auto km = expand_heads(k_at(m).to(mt), heads), vm = expand_heads(v_at(m).to(mt), heads);
         auto w = at::exp((qm * km).sum(-1) * scale - lse);  // [S, H]
         auto g = w * (dom * (vm - om)).sum(-1);             // dL/dscore
         dq = dq + (g * scale).unsqueeze(-1) * km;
-        dks[m].copy_(fold_heads((g * scale).unsqueeze(-1) * qm, kv));
-        dvs[m].copy_(fold_heads(w.unsqueeze(-1) * dom, kv));
+        result[1 + m] = fold_heads((g * scale).unsqueeze(-1) * qm, kv).to(k_at(m).scalar_type());
+        result[1 + steps + m] = fold_heads(w.unsqueeze(-1) * dom, kv).to(v_at(m).scalar_type());
       }
     }
-    return {dq.to(q.scalar_type()), dks.to(ks.scalar_type()), dvs.to(vs.scalar_type()),
-            at::Tensor(), at::Tensor()};
+    result[0] = dq.to(q.scalar_type());
+    return result;
   }
 };
 
@@ -137,11 +144,12 @@ std::shared_ptr<Block0> local_block0(const LocalKernel& kernel) {
   return std::make_shared<LocalBlock0>(kernel);
 }
 
-at::Tensor ttt_attention(const at::Tensor& q, const at::Tensor& ks, const at::Tensor& vs,
-                         std::shared_ptr<Block0> block0, double scale) {
+at::Tensor ttt_attention(const at::Tensor& q, const std::vector<at::Tensor>& ks,
+                         const std::vector<at::Tensor>& vs, std::shared_ptr<Block0> block0,
+                         double scale) {
   auto carry = c10::make_intrusive<Carry>();
   carry->block0 = std::move(block0);
-  return TttAttention::apply(q, ks, vs, carry, scale);
+  return TttAttention::apply(q, at::TensorList(ks), at::TensorList(vs), carry, scale);
 }
 
 }  // namespace eaglet::attention

@@ -29,9 +29,10 @@ class Block0 {
 // Block 0 on one rank: the whole (or Ulysses-gathered) sequence, causal, through a local kernel.
 std::shared_ptr<Block0> local_block0(const LocalKernel& kernel);
 
-// q [S, H, d] of step k = ks.size(0) - 1; ks, vs [k+1, S, Hkv, d] (K post-RoPE). Returns
-// [S, H, d] in q's dtype. Differentiable in q, ks and vs.
-at::Tensor ttt_attention(const at::Tensor& q, const at::Tensor& ks, const at::Tensor& vs,
-                         std::shared_ptr<Block0> block0, double scale);
+// q [S, H, d] of step k = ks.size() - 1; ks[m], vs[m] [S, Hkv, d]: the cache block of step m
+// (K post-RoPE). Returns [S, H, d] in q's dtype. Differentiable in q and every block.
+at::Tensor ttt_attention(const at::Tensor& q, const std::vector<at::Tensor>& ks,
+                         const std::vector<at::Tensor>& vs, std::shared_ptr<Block0> block0,
+                         double scale);
 
 }  // namespace eaglet::attention

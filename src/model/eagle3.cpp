@@ -142,7 +142,7 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
     q = apply_rope(q, cos, sin);
     ks.push_back(apply_rope(kk, cos, sin));  // the cache keeps post-all-to-all, post-RoPE keys
     vs.push_back(v);
-    auto a = attention::ttt_attention(q, at::stack(ks), at::stack(vs), opt.block0, scale);
+    auto a = attention::ttt_attention(q, ks, vs, opt.block0, scale);
     if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
     auto h1 = h + project(a.reshape({C, nH * d}), w.o_proj);
     auto n = rms_norm(h1, w.post_norm, eps);

@@ -205,7 +205,8 @@ TEST_CASE("fused attention kernels equal the reference kernel in the TTT merge",
   for (const char* name : {"reference", "flash"}) {
     INFO(name);
     auto out = attention::ttt_attention(
-        q, ks, vs, attention::local_block0(attention::local_kernel(name, c10::kCPU, at::kFloat)),
+        q, ks.unbind(0), vs.unbind(0),
+        attention::local_block0(attention::local_kernel(name, c10::kCPU, at::kFloat)),
         1.0 / std::sqrt(8.0));
     (out * probe).sum().backward();
     std::vector<at::Tensor> got{out.detach(), q.grad().clone(), ks.grad().clone(),

@@ -48,7 +48,8 @@ TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2"
              ks = k0.to(dev, dtype).set_requires_grad(true),
              vs = v0.to(dev, dtype).set_requires_grad(true);
         auto out = attention::ttt_attention(
-            q, ks, vs, attention::local_block0(attention::local_kernel(kernel, dev, dtype)), scale);
+            q, ks.unbind(0), vs.unbind(0),
+            attention::local_block0(attention::local_kernel(kernel, dev, dtype)), scale);
         (out.to(at::kFloat) * probe).sum().backward();
         return std::vector<at::Tensor>{out.detach(), q.grad(), ks.grad(), vs.grad()};
       };
