@@ -16,6 +16,7 @@
 #include "io/files.h"
 #include "io/json_file.h"
 #include "io/safetensors.h"
+#include "model/eagle3.h"
 
 namespace eaglet::io {
 namespace {
@@ -84,24 +85,23 @@ std::vector<DraftTensor> draft_tensors(const nlohmann::json& cfg, const std::str
                          ? positive(cfg, "target_hidden_size", config_path)
                          : h;
   EAGLET_CHECK(vd <= vt, "{}: draft_vocab_size {} exceeds vocab_size {}", config_path, vd, vt);
-  const std::string f = "float";
-  return {
-      {"fc.weight", {h, 3 * ht}, f},
-      {"midlayer.input_layernorm.weight", {h}, f},
-      {"midlayer.hidden_norm.weight", {h}, f},
-      {"midlayer.self_attn.q_proj.weight", {heads * d, 2 * h}, f},
-      {"midlayer.self_attn.k_proj.weight", {kv * d, 2 * h}, f},
-      {"midlayer.self_attn.v_proj.weight", {kv * d, 2 * h}, f},
-      {"midlayer.self_attn.o_proj.weight", {h, heads * d}, f},
-      {"midlayer.post_attention_layernorm.weight", {h}, f},
-      {"midlayer.mlp.gate_proj.weight", {inter, h}, f},
-      {"midlayer.mlp.up_proj.weight", {inter, h}, f},
-      {"midlayer.mlp.down_proj.weight", {h, inter}, f},
-      {"norm.weight", {h}, f},
-      {"lm_head.weight", {vd, h}, f},
-      {"d2t", {vd}, "I64"},
-      {"t2d", {vt}, "BOOL"},
-  };
+  // Names and shapes come from the model's own table, so export and training cannot disagree.
+  DraftArchConfig arch;
+  arch.hidden_size = h;
+  arch.num_attention_heads = heads;
+  arch.num_key_value_heads = kv;
+  arch.head_dim = d;
+  arch.intermediate_size = inter;
+  arch.vocab_size = vt;
+  arch.draft_vocab_size = vd;
+  arch.target_hidden_size = ht;
+  std::vector<DraftTensor> out;
+  const model::Eagle3Weights names;
+  for (const auto& [name, t] : names.trainable())
+    out.push_back({name, model::weight_shape(arch, name), "float"});
+  out.push_back({"d2t", {vd}, "I64"});
+  out.push_back({"t2d", {vt}, "BOOL"});
+  return out;
 }
 
 nlohmann::ordered_json export_config(const nlohmann::json& cfg, const std::string& config_path) {

@@ -16,13 +16,6 @@
 
 using namespace eaglet;
 
-namespace {
-double rel_err(const at::Tensor& got, const at::Tensor& want) {
-  auto g = got.to(at::kDouble).cpu(), w = want.to(at::kDouble).cpu();
-  return at::abs(g - w).max().item<double>() / std::max(at::abs(w).max().item<double>(), 1e-30);
-}
-}  // namespace
-
 TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2",
           "[gpu][attention]") {
   if (cuda_device_count() == 0) {
@@ -58,8 +51,8 @@ TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2"
         auto got = run(kernel, at::kBFloat16);
         const char* what[] = {"out", "dq", "dk", "dv"};
         for (size_t i = 0; i < got.size(); ++i) {
-          INFO(kernel << " " << what[i] << " rel err " << rel_err(got[i], ref[i]));
-          CHECK(rel_err(got[i], ref[i]) <= 2e-2);  // bf16 compute vs fp32 reference
+          INFO(kernel << " " << what[i] << " rel err " << test::rel_err(got[i], ref[i]));
+          CHECK(test::rel_err(got[i], ref[i]) <= 2e-2);  // bf16 compute vs fp32 reference
         }
       }
     }
