@@ -15,6 +15,9 @@ Command bench_command() {
   opts.push_back({"--steps", "N", "timed steps after 2 warm-up steps (default 5)"});
   opts.push_back({"--peak-tflops", "X",
                   "dense bf16 peak of one GPU for the MFU (default 989, H100/H200 SXM)"});
+  opts.push_back({"--profile", "FILE",
+                  "after timing, trace one more step with the PyTorch (Kineto) profiler into FILE "
+                  "(Chrome trace JSON; rank 0); scripts/bench/profile_summary.py sums it up"});
   return {"bench",
           "time full optimizer steps (fwd + bwd + sync + clip + AdamW, target distribution "
           "included) on random "
@@ -25,6 +28,7 @@ Command bench_command() {
               o.seq_len = std::stoll(args.get("--seq", "8192"));
               o.steps = std::stoll(args.get("--steps", "5"));
               o.peak_tflops = std::stod(args.get("--peak-tflops", "989"));
+              o.profile = args.get("--profile", "");
               auto r = train::run_bench(s.config, *s.groups, o);
               if (s.env.rank() == 0)
                 std::cout << fmt::format(

@@ -8,6 +8,7 @@
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <mpi.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <chrono>
 
@@ -101,6 +102,19 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   MPI_Barrier(MPI_COMM_WORLD);
   const double s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / opt.steps;
+
+  if (!opt.profile.empty()) {  // one more step, traced (CPU ops and, on GPU, kernels)
+    namespace prof = torch::profiler::impl;
+    std::set<prof::ActivityType> acts{prof::ActivityType::CPU};
+    if (device.is_cuda()) acts.insert(prof::ActivityType::CUDA);
+    prof::ProfilerConfig pc(prof::ProfilerState::KINETO, /*report_input_shapes=*/true);
+    torch::autograd::profiler::prepareProfiler(pc, acts);
+    torch::autograd::profiler::enableProfiler(pc, acts);
+    one_step();
+    device_sync(device);
+    auto trace = torch::autograd::profiler::disableProfiler();
+    if (groups.world_rank() == 0) trace->save(opt.profile);
+  }
 
   BenchResult r;
   r.ms_per_step = s * 1e3;

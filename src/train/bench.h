@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "core/config.h"
 #include "dist/process_groups.h"
@@ -14,6 +15,7 @@ struct BenchOptions {
   int64_t seq_len = 8192;  // global sequence length S (split over the SP group)
   int64_t warmup = 2, steps = 5;
   double peak_tflops = 989.0;  // dense bf16 peak of one GPU (H100/H200 SXM)
+  std::string profile;         // when set: one more step under the Kineto profiler, trace saved here
 };
 
 struct BenchResult {
