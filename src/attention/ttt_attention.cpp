@@ -2,10 +2,9 @@
 // fp32 log-sum-exp merge here.
 #include "attention/ttt_attention.h"
 
+#include "attention/ttt_diag.h"
+
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/exp.h>
-#include <ATen/ops/logsumexp.h>
-#include <ATen/ops/stack.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 namespace eaglet::attention {
@@ -47,29 +46,13 @@ at::Tensor from_kernel(const at::Tensor& x) {
   return x.squeeze(0).transpose(0, 1);
 }
 
-// Expands [S, Hkv, d] to [S, H, d] (query head h uses KV head h / (H / Hkv)).
-at::Tensor expand_heads(const at::Tensor& x, int64_t heads) {
-  const int64_t kv = x.size(1);
-  return x.unsqueeze(2)
-      .expand({x.size(0), kv, heads / kv, x.size(2)})
-      .reshape({x.size(0), heads, x.size(2)});
-}
-at::Tensor fold_heads(const at::Tensor& g, int64_t kv) {
-  return g.reshape({g.size(0), kv, g.size(1) / kv, g.size(2)}).sum(2);
-}
-
-// Diagonal score of step m for every position and head: q · K_m · scale, [S, H].
-at::Tensor diag_score(const at::Tensor& qm, const at::Tensor& km, double scale) {
-  return (qm * expand_heads(km, qm.size(1))).sum(-1) * scale;
-}
-
 // K/V of every step arrive as separate tensors (a list), so each step's cache block is saved for
 // backward once, not re-stacked into a new [k+1, ...] copy at every step.
 struct TttAttention : torch::autograd::Function<TttAttention> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& q,
                             at::TensorList ks, at::TensorList vs, c10::intrusive_ptr<Carry> carry,
                             double scale) {
-    const int64_t steps = static_cast<int64_t>(ks.size()), heads = q.size(1);
+    const int64_t steps = static_cast<int64_t>(ks.size());
     auto mt = merge_type(q);
     auto r = carry->block0->forward(to_kernel(q), to_kernel(ks[0]), to_kernel(vs[0]), scale);
     carry->state = r.state;
@@ -80,14 +63,9 @@ struct TttAttention : torch::autograd::Function<TttAttention> {
       out = out0;
       lse = lse0;
     } else {
-      auto qm = q.to(mt);
-      std::vector<at::Tensor> lses{lse0};
-      for (int64_t m = 1; m < steps; ++m) lses.push_back(diag_score(qm, ks[m].to(mt), scale));
-      lse = at::logsumexp(at::stack(lses), {0});
-      auto merged = at::exp(lse0 - lse).unsqueeze(-1) * out0.to(mt);
-      for (int64_t m = 1; m < steps; ++m)
-        merged = merged + at::exp(lses[m] - lse).unsqueeze(-1) * expand_heads(vs[m].to(mt), heads);
-      out = merged.to(q.scalar_type());
+      auto r = diag_merge_forward(q, out0, lse0, ks.slice(1), vs.slice(1), scale);
+      out = r.out;
+      lse = r.lse.to(mt);
     }
     std::vector<at::Tensor> keep{q, out, lse};
     keep.insert(keep.end(), ks.begin(), ks.end());
@@ -107,7 +85,6 @@ struct TttAttention : torch::autograd::Function<TttAttention> {
     auto v_at = [&](int64_t m) -> const at::Tensor& { return saved[3 + steps + m]; };
     auto carry = c10::static_intrusive_pointer_cast<Carry>(ctx->saved_data["carry"].toCapsule());
     const double scale = ctx->saved_data["scale"].toDouble();
-    const int64_t heads = q.size(1), kv = k_at(0).size(1);
     auto mt = merge_type(q);
     auto dout = grads[0].to(q.scalar_type());
 
@@ -117,20 +94,22 @@ struct TttAttention : torch::autograd::Function<TttAttention> {
     auto g0 =
         carry->block0->backward(to_kernel(dout), to_kernel(q), to_kernel(k_at(0)),
                                 to_kernel(v_at(0)), to_kernel(out), lse_k, carry->state, scale);
-    auto dq = from_kernel(g0[0]).to(mt);
+    auto dq = from_kernel(g0[0]);
     // Gradients in input order: q, every K block, every V block, then the two non-tensor inputs.
     torch::autograd::variable_list result(1 + 2 * steps + 2);
     result[1] = from_kernel(g0[1]).to(k_at(0).scalar_type());
     result[1 + steps] = from_kernel(g0[2]).to(v_at(0).scalar_type());
     if (steps > 1) {
-      auto qm = q.to(mt), dom = dout.to(mt), om = out.to(mt);
+      dq = dq.to(mt);  // the diagonal blocks add theirs in fp32
+      std::vector<at::Tensor> ks, vs;
       for (int64_t m = 1; m < steps; ++m) {
-        auto km = expand_heads(k_at(m).to(mt), heads), vm = expand_heads(v_at(m).to(mt), heads);
-        auto w = at::exp((qm * km).sum(-1) * scale - lse);  // [S, H]
-        auto g = w * (dom * (vm - om)).sum(-1);             // dL/dscore
-        dq = dq + (g * scale).unsqueeze(-1) * km;
-        result[1 + m] = fold_heads((g * scale).unsqueeze(-1) * qm, kv).to(k_at(m).scalar_type());
-        result[1 + steps + m] = fold_heads(w.unsqueeze(-1) * dom, kv).to(v_at(m).scalar_type());
+        ks.push_back(k_at(m));
+        vs.push_back(v_at(m));
+      }
+      auto g = diag_backward(dout, q, out, lse, ks, vs, dq, scale);
+      for (int64_t m = 1; m < steps; ++m) {
+        result[1 + m] = g[m - 1];
+        result[1 + steps + m] = g[steps - 1 + m - 1];
       }
     }
     result[0] = dq.to(q.scalar_type());

@@ -119,6 +119,8 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
   const auto dt = opt.dtype;
 
   auto mask_rows = position_mask(in, target, opt.loss_chunk);  // [C+T]
+  // Target distribution of row i = lhs[i+1] (step k, position j uses row j+k), once for all steps.
+  auto targets = target_rows(in.lhs.narrow(0, 1, C + T - 1).to(dt), target.draft_head, opt.loss_chunk);
   auto inv_freq = rope_inv_freq(cfg, in.ids.device());
   auto ids = in.ids.clamp(0, cfg.vocab_size - 1);
   auto h = project(in.hs.narrow(0, 0, C).to(dt), w.fc);  // step 0 input: fc(hs)
@@ -147,8 +149,8 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
     auto h1 = h + project(a.reshape({C, nH * d}), w.o_proj);
     auto n = rms_norm(h1, w.post_norm, eps);
     auto out = h1 + swiglu_mlp(n, w.gate_proj, w.up_proj, w.down_proj, opt.recompute_mlp);
-    auto sums = fused_soft_ce(rms_norm(out, w.norm, eps), w.lm_head, in.lhs.narrow(0, k + 1, C),
-                              target.draft_head, mask_rows.narrow(0, k, C), opt.loss_chunk);
+    auto sums = fused_soft_ce(rms_norm(out, w.norm, eps), w.lm_head, targets.narrow(k, C),
+                              mask_rows.narrow(0, k, C), opt.loss_chunk);
     // Connectivity (DESIGN §5): every rank's backward runs, whatever its local loss.
     sums.loss = sums.loss + out.sum().to(sums.loss.scalar_type()) * 0;
     steps.push_back(sums);

@@ -1,7 +1,11 @@
 // The per-step Eagle3 loss (DESIGN §4): z = lm_head(h), p = softmax_fp32(target rows · Wtdᵀ),
 // per-token loss = logsumexp(z) − Σ p·z, summed over masked rows; plus the number of rows where
-// argmax z == argmax p. Fused and chunked: neither z nor p ([rows × Vd]) is kept for backward;
-// backward recomputes them chunk by chunk.
+// argmax z == argmax p. The target side (p's logits, log-sum-exp, argmax) is computed once per
+// shard and shared by every TTT step, whose rows are shifted windows of the same target rows.
+// The draft side is fused and chunked, Liger-style: forward computes, chunk by chunk, the loss and
+// the gradients of the loss sum (d loss_i / d z_i = softmax(z_i) − p_i, dh = dz·W, dW = dzᵀ·h), so
+// neither z nor p ([rows × Vd]) is kept and backward only scales the kept dh, dW by the upstream
+// gradient.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -14,10 +18,21 @@ struct LossSums {
   at::Tensor count;    // scalar, no grad: Σ mask
 };
 
-// h [N, H] (normed, compute dtype), lm_head [Vd, H] (fp32 master; cast to h's dtype), target
-// [N, Ht] rows of the target's last hidden states, target_head [Vd, Ht] (the target lm_head's rows
-// of the draft vocabulary), mask [N] (0/1). `chunk` rows at a time.
-LossSums fused_soft_ce(const at::Tensor& h, const at::Tensor& lm_head, const at::Tensor& target,
-                       const at::Tensor& target_head, const at::Tensor& mask, int64_t chunk);
+// The target distribution over the draft vocabulary for a run of rows, no grad.
+struct TargetRows {
+  at::Tensor logits;  // [N, Vd], compute dtype: rows · Wtdᵀ (p = exp(logits − lse))
+  at::Tensor lse;     // [N], fp32 (fp64 on the fp64 path)
+  at::Tensor argmax;  // [N], int64: argmax p
+  TargetRows narrow(int64_t start, int64_t length) const;
+};
+
+// rows [N, Ht] (compute dtype), target_head [Vd, Ht]: `chunk` rows at a time.
+TargetRows target_rows(const at::Tensor& rows, const at::Tensor& target_head, int64_t chunk);
+
+// Per-row part of the loss for one chunk, the fused kernel's contract (model/soft_ce_rows.h).
+// h [N, H] (normed, compute dtype), lm_head [Vd, H] (fp32 master; cast to h's dtype inside, dW
+// returned in the master's dtype), target: rows aligned with h, mask [N] (0/1).
+LossSums fused_soft_ce(const at::Tensor& h, const at::Tensor& lm_head, const TargetRows& target,
+                       const at::Tensor& mask, int64_t chunk);
 
 }  // namespace eaglet::model

@@ -10,8 +10,11 @@
 
 #include "attention/local_attention.h"
 #include "attention/ttt_attention.h"
+#include "attention/ttt_diag.h"
 #include "catch.h"
 #include "dist/device.h"
+#include "model/loss.h"
+#include "model/soft_ce_rows.h"
 #include "torch/model_fixture.h"
 
 using namespace eaglet;
@@ -80,6 +83,81 @@ TEST_CASE("GPU bf16: the TTT unroll matches the fp32 CPU model (losses 2e-2, gra
       INFO(kernel << " gradient of " << name << " rel err "
                   << test::rel_err(got.grads[name], grad));
       CHECK(test::rel_err(got.grads[name], grad) <= 5e-2);  // bf16 activations, fp32 masters
+    }
+  }
+}
+
+TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same inputs",
+          "[gpu][loss]") {
+  if (cuda_device_count() == 0) {
+    WARN("no CUDA device: skipped");
+    return;
+  }
+  const c10::Device dev(c10::kCUDA, 0);
+  auto gen = at::detail::createCPUGenerator(5);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    for (int64_t vocab : {7, 1000, 32000}) {
+      INFO("dtype " << c10::toString(dtype) << " vocab " << vocab);
+      const int64_t n = 37;
+      auto z0 = (at::randn({n, vocab}, gen, f32) * 3).to(dev, dtype);
+      auto target = model::target_rows((at::randn({n, 16}, gen, f32)).to(dev, dtype),
+                                       (at::randn({vocab, 16}, gen, f32)).to(dev, dtype), 16);
+      auto mask = (at::randn({n}, gen, f32) > 0).to(at::kFloat).to(dev);
+      auto z_ref = z0.clone(), z_got = z0.clone();
+      auto ref = model::soft_ce_rows(z_ref, target.logits, target.lse, mask, "reference");
+      auto got = model::soft_ce_rows(z_got, target.logits, target.lse, mask, "auto");
+      // fp32 sums in another order: 1e-5 of the row loss; dz within one bf16/fp16 rounding.
+      INFO("loss rel err " << test::rel_err(got.loss, ref.loss) << ", dz rel err "
+                           << test::rel_err(z_got, z_ref));
+      CHECK(test::rel_err(got.loss, ref.loss) <= 1e-5);
+      CHECK(test::rel_err(z_got, z_ref) <= 1e-2);
+      CHECK(at::equal(got.argmax, ref.argmax));
+    }
+  }
+}
+
+TEST_CASE("GPU: the fused TTT diagonal kernels equal the ATen reference on the same inputs",
+          "[gpu][attention]") {
+  if (cuda_device_count() == 0) {
+    WARN("no CUDA device: skipped");
+    return;
+  }
+  const c10::Device dev(c10::kCUDA, 0);
+  auto gen = at::detail::createCPUGenerator(9);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  for (int64_t d : {8, 72, 128}) {
+    for (int64_t blocks : {1, 4}) {
+      INFO("head_dim " << d << " diagonal blocks " << blocks);
+      const int64_t S = 257, H = 8, KV = 2;
+      auto bf = [&](std::vector<int64_t> shape) {
+        return at::randn(shape, gen, f32).to(dev, at::kBFloat16);
+      };
+      auto q = bf({S, H, d}), out0 = bf({S, H, d}), dout = bf({S, H, d});
+      auto lse0 = at::randn({S, H}, gen, f32).to(dev);
+      std::vector<at::Tensor> ks, vs;
+      for (int64_t m = 0; m < blocks; ++m) {
+        ks.push_back(bf({S, KV, d}));
+        vs.push_back(bf({S, KV, d}));
+      }
+      const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+      auto ref = attention::diag_merge_forward(q, out0, lse0, ks, vs, scale, "reference");
+      auto got = attention::diag_merge_forward(q, out0, lse0, ks, vs, scale, "auto");
+      // Same fp32 arithmetic in another order; outputs rounded to bf16 once (rel 2^-8).
+      INFO("out " << test::rel_err(got.out, ref.out) << " lse " << test::rel_err(got.lse, ref.lse));
+      CHECK(test::rel_err(got.out, ref.out) <= 8e-3);
+      CHECK(test::rel_err(got.lse, ref.lse) <= 1e-5);
+      auto dq0 = at::randn({S, H, d}, gen, f32).to(dev);
+      auto dq_ref = dq0.clone(), dq_got = dq0.clone();
+      auto g_ref = attention::diag_backward(dout, q, ref.out, ref.lse, ks, vs, dq_ref, scale,
+                                            "reference");
+      auto g_got = attention::diag_backward(dout, q, ref.out, ref.lse, ks, vs, dq_got, scale, "auto");
+      INFO("dq " << test::rel_err(dq_got, dq_ref));
+      CHECK(test::rel_err(dq_got, dq_ref) <= 1e-5);
+      for (size_t i = 0; i < g_ref.size(); ++i) {
+        INFO("block gradient " << i << " rel err " << test::rel_err(g_got[i], g_ref[i]));
+        CHECK(test::rel_err(g_got[i], g_ref[i]) <= 8e-3);
+      }
     }
   }
 }

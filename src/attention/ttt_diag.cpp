@@ -1,0 +1,183 @@
+// Kernel table of the TTT diagonal blocks: the ATen reference and the fused CUDA kernels
+// (attention/ttt_diag.cu) for bf16/fp16 on the GPU.
+#include "attention/ttt_diag.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/logsumexp.h>
+#include <ATen/ops/stack.h>
+
+#include <cstring>
+
+#include "core/error.h"
+
+#ifdef EAGLET_WITH_CUDA
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include "attention/ttt_diag_cuda.h"
+#endif
+
+namespace eaglet::attention {
+namespace {
+
+at::ScalarType merge_type(const at::Tensor& q) {
+  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Expands [S, Hkv, d] to [S, H, d] (query head h uses KV head h / (H / Hkv)).
+at::Tensor expand_heads(const at::Tensor& x, int64_t heads) {
+  const int64_t kv = x.size(1);
+  return x.unsqueeze(2)
+      .expand({x.size(0), kv, heads / kv, x.size(2)})
+      .reshape({x.size(0), heads, x.size(2)});
+}
+at::Tensor fold_heads(const at::Tensor& g, int64_t kv) {
+  return g.reshape({g.size(0), kv, g.size(1) / kv, g.size(2)}).sum(2);
+}
+
+// --- reference ----------------------------------------------------------------------------------
+DiagMerge reference_forward(const at::Tensor& q, const at::Tensor& out0, const at::Tensor& lse0,
+                            at::TensorList ks, at::TensorList vs, double scale) {
+  const auto mt = merge_type(q);
+  const int64_t heads = q.size(1);
+  auto qm = q.to(mt);
+  std::vector<at::Tensor> lses{lse0.to(mt)};
+  for (const auto& k : ks) lses.push_back((qm * expand_heads(k.to(mt), heads)).sum(-1) * scale);
+  auto lse = at::logsumexp(at::stack(lses), {0});
+  auto merged = at::exp(lses[0] - lse).unsqueeze(-1) * out0.to(mt);
+  for (size_t m = 0; m < vs.size(); ++m)
+    merged = merged + at::exp(lses[m + 1] - lse).unsqueeze(-1) * expand_heads(vs[m].to(mt), heads);
+  return {merged.to(q.scalar_type()), lse};
+}
+
+std::vector<at::Tensor> reference_backward(const at::Tensor& dout, const at::Tensor& q,
+                                           const at::Tensor& out, const at::Tensor& lse,
+                                           at::TensorList ks, at::TensorList vs, at::Tensor& dq,
+                                           double scale) {
+  const auto mt = merge_type(q);
+  const int64_t heads = q.size(1), kv = ks[0].size(1), n = static_cast<int64_t>(ks.size());
+  auto qm = q.to(mt), dom = dout.to(mt), om = out.to(mt), l = lse.to(mt);
+  std::vector<at::Tensor> grads(2 * n);
+  for (int64_t m = 0; m < n; ++m) {
+    auto km = expand_heads(ks[m].to(mt), heads), vm = expand_heads(vs[m].to(mt), heads);
+    auto w = at::exp((qm * km).sum(-1) * scale - l);  // [S, H]
+    auto g = w * (dom * (vm - om)).sum(-1);           // dL/dscore
+    dq.add_((g * scale).unsqueeze(-1) * km);
+    grads[m] = fold_heads((g * scale).unsqueeze(-1) * qm, kv).to(ks[m].scalar_type());
+    grads[n + m] = fold_heads(w.unsqueeze(-1) * dom, kv).to(vs[m].scalar_type());
+  }
+  return grads;
+}
+
+// --- fused (CUDA) -------------------------------------------------------------------------------
+bool fused_runs(const at::Tensor& q, at::TensorList ks) {
+#ifdef EAGLET_WITH_CUDA
+  const auto t = q.scalar_type();
+  return q.is_cuda() && (t == at::kBFloat16 || t == at::kHalf) && q.size(2) <= kMaxHeadDim &&
+         static_cast<int64_t>(ks.size()) <= kMaxDiagBlocks && q.size(1) % ks[0].size(1) == 0;
+#else
+  (void)q, (void)ks;
+  return false;
+#endif
+}
+
+#ifdef EAGLET_WITH_CUDA
+DiagPointers pointers(std::vector<at::Tensor>& keep, at::TensorList ks, at::TensorList vs) {
+  DiagPointers p{};
+  p.count = static_cast<int>(ks.size());
+  for (int m = 0; m < p.count; ++m) {
+    keep.push_back(ks[m].contiguous());
+    p.k[m] = keep.back().data_ptr();
+    keep.push_back(vs[m].contiguous());
+    p.v[m] = keep.back().data_ptr();
+  }
+  return p;
+}
+
+DiagMerge fused_forward(const at::Tensor& q, const at::Tensor& out0, const at::Tensor& lse0,
+                        at::TensorList ks, at::TensorList vs, double scale) {
+  const int64_t S = q.size(0), H = q.size(1), d = q.size(2), KV = ks[0].size(1);
+  std::vector<at::Tensor> keep;
+  auto p = pointers(keep, ks, vs);
+  auto qc = q.contiguous(), o0 = out0.to(q.scalar_type()).contiguous(),
+       l0 = lse0.to(at::kFloat).contiguous();
+  DiagMerge r{at::empty_like(qc), at::empty({S, H}, q.options().dtype(at::kFloat))};
+  if (S == 0) return r;
+  launch_diag_forward(qc.data_ptr(), o0.data_ptr(), l0.data_ptr<float>(), p, r.out.data_ptr(),
+                      r.lse.data_ptr<float>(), S, static_cast<int>(H), static_cast<int>(KV),
+                      static_cast<int>(d), static_cast<float>(scale),
+                      q.scalar_type() == at::kBFloat16,
+                      c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return r;
+}
+
+std::vector<at::Tensor> fused_backward(const at::Tensor& dout, const at::Tensor& q,
+                                       const at::Tensor& out, const at::Tensor& lse,
+                                       at::TensorList ks, at::TensorList vs, at::Tensor& dq,
+                                       double scale) {
+  const int64_t S = q.size(0), H = q.size(1), d = q.size(2), KV = ks[0].size(1),
+                n = static_cast<int64_t>(ks.size());
+  std::vector<at::Tensor> keep;
+  auto p = pointers(keep, ks, vs);
+  std::vector<at::Tensor> grads(2 * n);
+  for (int64_t m = 0; m < n; ++m) {
+    grads[m] = at::empty({S, KV, d}, q.options());
+    grads[n + m] = at::empty({S, KV, d}, q.options());
+    p.dk[m] = grads[m].data_ptr();
+    p.dv[m] = grads[n + m].data_ptr();
+  }
+  if (S == 0) return grads;
+  auto dqc = dq.is_contiguous() && dq.scalar_type() == at::kFloat ? dq : dq.to(at::kFloat).contiguous();
+  auto doc = dout.to(q.scalar_type()).contiguous(), qc = q.contiguous(),
+       oc = out.to(q.scalar_type()).contiguous(), lc = lse.to(at::kFloat).contiguous();
+  launch_diag_backward(doc.data_ptr(), qc.data_ptr(), oc.data_ptr(), lc.data_ptr<float>(), p,
+                       dqc.data_ptr<float>(), S, static_cast<int>(H), static_cast<int>(KV),
+                       static_cast<int>(d), static_cast<float>(scale),
+                       q.scalar_type() == at::kBFloat16,
+                       c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (!dqc.is_same(dq)) dq.copy_(dqc);
+  for (int64_t m = 0; m < n; ++m) {
+    grads[m] = grads[m].to(ks[m].scalar_type());
+    grads[n + m] = grads[n + m].to(vs[m].scalar_type());
+  }
+  return grads;
+}
+#else
+DiagMerge fused_forward(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::TensorList,
+                        at::TensorList, double) {
+  EAGLET_FAIL("the fused TTT diagonal kernel needs a CUDA build");
+}
+std::vector<at::Tensor> fused_backward(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                       const at::Tensor&, at::TensorList, at::TensorList,
+                                       at::Tensor&, double) {
+  EAGLET_FAIL("the fused TTT diagonal kernel needs a CUDA build");
+}
+#endif
+
+bool use_fused(const char* kernel, const at::Tensor& q, at::TensorList ks) {
+  return std::strcmp(kernel, "reference") != 0 && fused_runs(q, ks);
+}
+
+}  // namespace
+
+DiagMerge diag_merge_forward(const at::Tensor& q, const at::Tensor& out0, const at::Tensor& lse0,
+                             at::TensorList ks, at::TensorList vs, double scale,
+                             const char* kernel) {
+  if (use_fused(kernel, q, ks)) return fused_forward(q, out0, lse0, ks, vs, scale);
+  return reference_forward(q, out0, lse0, ks, vs, scale);
+}
+
+std::vector<at::Tensor> diag_backward(const at::Tensor& dout, const at::Tensor& q,
+                                      const at::Tensor& out, const at::Tensor& lse,
+                                      at::TensorList ks, at::TensorList vs, at::Tensor& dq,
+                                      double scale, const char* kernel) {
+  if (use_fused(kernel, q, ks)) return fused_backward(dout, q, out, lse, ks, vs, dq, scale);
+  return reference_backward(dout, q, out, lse, ks, vs, dq, scale);
+}
+
+}  // namespace eaglet::attention

@@ -1,0 +1,30 @@
+// The diagonal blocks of the TTT attention (query i of step k against the keys of steps 1..k at
+// its own position) and their fp32 log-sum-exp merge with block 0, as a kernel table: the ATen
+// reference (every device and dtype) and one fused CUDA kernel each way for bf16/fp16 on the GPU
+// (attention/ttt_diag.cu), which keeps q·k in fp32 and never expands K/V to the query heads.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace eaglet::attention {
+
+struct DiagMerge {
+  at::Tensor out;  // [S, H, d], q's dtype: block 0 and the diagonal blocks merged
+  at::Tensor lse;  // [S, H], fp32 (fp64 on the fp64 path)
+};
+
+// q, out0 [S, H, d]; lse0 [S, H] (block 0's); ks, vs: the diagonal blocks [S, Hkv, d] (steps
+// 1..k, at least one). `kernel`: "auto" (fused where it runs) or "reference".
+DiagMerge diag_merge_forward(const at::Tensor& q, const at::Tensor& out0, const at::Tensor& lse0,
+                             at::TensorList ks, at::TensorList vs, double scale,
+                             const char* kernel = "auto");
+
+// Gradients of the diagonal blocks given the merged out and lse: adds their part of dq to `dq`
+// ([S, H, d], fp32/fp64, updated in place) and returns dK then dV of every block, in the blocks'
+// dtype.
+std::vector<at::Tensor> diag_backward(const at::Tensor& dout, const at::Tensor& q,
+                                      const at::Tensor& out, const at::Tensor& lse,
+                                      at::TensorList ks, at::TensorList vs, at::Tensor& dq,
+                                      double scale, const char* kernel = "auto");
+
+}  // namespace eaglet::attention

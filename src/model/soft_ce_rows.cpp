@@ -1,0 +1,78 @@
+// Kernel table of the loss rows: the ATen reference (every device and dtype) and the fused CUDA
+// kernel (model/soft_ce_rows.cu) for bf16/fp16 on the GPU.
+#include "model/soft_ce_rows.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/argmax.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/exp.h>
+#include <ATen/ops/log_softmax.h>
+
+#include <cstring>
+
+#include "core/error.h"
+#ifdef EAGLET_WITH_CUDA
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace eaglet::model {
+
+#ifdef EAGLET_WITH_CUDA
+// model/soft_ce_rows.cu
+void launch_soft_ce_rows(void* z, const void* logits, int64_t logits_stride, const float* lse,
+                         const float* mask, float* loss, int64_t* argmax, int64_t rows,
+                         int64_t vocab, bool bf16, cudaStream_t stream);
+#endif
+
+namespace {
+
+SoftCeRows reference(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
+                     const at::Tensor& mask) {
+  const auto acc = lse.scalar_type();
+  auto ls = at::log_softmax(z.to(acc), -1);
+  auto p = at::exp(logits.to(acc) - lse.unsqueeze(-1));
+  SoftCeRows r{-(p * ls).sum(-1), at::argmax(z, -1)};
+  z.copy_((at::exp(ls) - p) * mask.unsqueeze(-1));
+  return r;
+}
+
+bool fused_runs(const at::Tensor& z) {
+#ifdef EAGLET_WITH_CUDA
+  return z.is_cuda() && (z.scalar_type() == at::kBFloat16 || z.scalar_type() == at::kHalf);
+#else
+  (void)z;
+  return false;
+#endif
+}
+
+SoftCeRows fused(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
+                 const at::Tensor& mask) {
+#ifdef EAGLET_WITH_CUDA
+  const int64_t n = z.size(0), v = z.size(1);
+  EAGLET_CHECK(z.is_contiguous() && logits.stride(1) == 1 && logits.scalar_type() == z.scalar_type() &&
+                   lse.scalar_type() == at::kFloat && mask.scalar_type() == at::kFloat,
+               "soft_ce_rows: unexpected layout or dtypes");
+  auto l = lse.contiguous(), m = mask.contiguous();
+  SoftCeRows r{at::empty({n}, lse.options()), at::empty({n}, lse.options().dtype(at::kLong))};
+  if (n == 0) return r;
+  launch_soft_ce_rows(z.data_ptr(), logits.data_ptr(), logits.stride(0), l.data_ptr<float>(),
+                      m.data_ptr<float>(), r.loss.data_ptr<float>(), r.argmax.data_ptr<int64_t>(),
+                      n, v, z.scalar_type() == at::kBFloat16,
+                      c10::cuda::getCurrentCUDAStream(z.device().index()).stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return r;
+#else
+  return reference(z, logits, lse, mask);
+#endif
+}
+
+}  // namespace
+
+SoftCeRows soft_ce_rows(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
+                        const at::Tensor& mask, const char* kernel) {
+  if (std::strcmp(kernel, "reference") != 0 && fused_runs(z)) return fused(z, logits, lse, mask);
+  return reference(z, logits, lse, mask);
+}
+
+}  // namespace eaglet::model

@@ -1,0 +1,21 @@
+// The row-wise middle of the fused loss, as a kernel table (reference = ATen ops, any device and
+// dtype; fused = one CUDA kernel for bf16/fp16 on the GPU): given a chunk's draft logits z and the
+// target rows, each row's loss lse(z) − Σ p·z, argmax z, and dz = (softmax(z) − p)·mask written
+// over z.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace eaglet::model {
+
+struct SoftCeRows {
+  at::Tensor loss;    // [n], fp32 (fp64 on the fp64 path), not masked
+  at::Tensor argmax;  // [n], int64
+};
+
+// z [n, Vd] contiguous, compute dtype: replaced by dz. logits [n, Vd] (row-contiguous), lse [n]
+// and mask [n] in the accumulation dtype. `kernel`: "auto" (fused where it runs) or "reference".
+SoftCeRows soft_ce_rows(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
+                        const at::Tensor& mask, const char* kernel = "auto");
+
+}  // namespace eaglet::model
