@@ -105,6 +105,20 @@ at::Tensor position_mask(const ShardInput& in, const LossTarget& target, int64_t
   return in.loss_mask.to(at::kFloat) * in_draft.to(at::kFloat);
 }
 
+namespace {
+// The trainable weights cast to the compute dtype once per unroll, not once per use: their
+// gradients sum over the T steps in the compute dtype (as under autocast) and reach the fp32
+// masters through one cast each.
+Eagle3Weights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
+  Eagle3Weights c;
+  auto from = w.trainable();
+  auto to = c.trainable();
+  for (size_t i = 0; i < from.size(); ++i) *to[i].second = from[i].second->to(dt);
+  c.embed_tokens = w.embed_tokens;
+  return c;
+}
+}  // namespace
+
 std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg,
                                   const LossTarget& target, const ShardInput& in,
                                   const TttOptions& opt) {
@@ -118,22 +132,23 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
                tensor_text(in.positions), C, U);
   const auto dt = opt.dtype;
 
+  const auto c = in_dtype(w, dt);
   auto mask_rows = position_mask(in, target, opt.loss_chunk);  // [C+T]
   // Target distribution of row i = lhs[i+1] (step k, position j uses row j+k), once for all steps.
   auto targets = target_rows(in.lhs.narrow(0, 1, C + T - 1).to(dt), target.draft_head, opt.loss_chunk);
   auto inv_freq = rope_inv_freq(cfg, in.ids.device());
   auto ids = in.ids.clamp(0, cfg.vocab_size - 1);
-  auto h = project(in.hs.narrow(0, 0, C).to(dt), w.fc);  // step 0 input: fc(hs)
+  auto h = project(in.hs.narrow(0, 0, C).to(dt), c.fc);  // step 0 input: fc(hs)
   std::vector<at::Tensor> ks, vs;
   std::vector<LossSums> steps;
   for (int64_t k = 0; k < T; ++k) {
     // Step k at local position i: token ids[i+k+1], target lhs[i+k+1], mask row i+k.
-    auto emb = w.embed_tokens.index_select(0, ids.narrow(0, k + 1, C)).to(dt);
-    auto e_n = rms_norm(emb, w.input_layernorm, eps), h_n = rms_norm(h, w.hidden_norm, eps);
+    auto emb = c.embed_tokens.index_select(0, ids.narrow(0, k + 1, C)).to(dt);
+    auto e_n = rms_norm(emb, c.input_layernorm, eps), h_n = rms_norm(h, c.hidden_norm, eps);
     auto x = at::cat({e_n, h_n}, -1);  // embeddings first
-    auto q = project(x, w.q_proj).view({C, nH, d});
-    auto kk = project(x, w.k_proj).view({C, nKV, d});
-    auto v = project(x, w.v_proj).view({C, nKV, d});
+    auto q = project(x, c.q_proj).view({C, nH, d});
+    auto kk = project(x, c.k_proj).view({C, nKV, d});
+    auto v = project(x, c.v_proj).view({C, nKV, d});
     if (U > 1) {  // Ulysses: scatter heads, gather the ring chunk's sequence ([C·U, n/U, d])
       q = attention::scatter_heads(q, *opt.ulysses);
       kk = attention::scatter_heads(kk, *opt.ulysses);
@@ -146,10 +161,10 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
     vs.push_back(v);
     auto a = attention::ttt_attention(q, ks, vs, opt.block0, scale);
     if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
-    auto h1 = h + project(a.reshape({C, nH * d}), w.o_proj);
-    auto n = rms_norm(h1, w.post_norm, eps);
-    auto out = h1 + swiglu_mlp(n, w.gate_proj, w.up_proj, w.down_proj, opt.recompute_mlp);
-    auto sums = fused_soft_ce(rms_norm(out, w.norm, eps), w.lm_head, targets.narrow(k, C),
+    auto h1 = h + project(a.reshape({C, nH * d}), c.o_proj);
+    auto n = rms_norm(h1, c.post_norm, eps);
+    auto out = h1 + swiglu_mlp(n, c.gate_proj, c.up_proj, c.down_proj, opt.recompute_mlp);
+    auto sums = fused_soft_ce(rms_norm(out, c.norm, eps), c.lm_head, targets.narrow(k, C),
                               mask_rows.narrow(0, k, C), opt.loss_chunk);
     // Connectivity (DESIGN §5): every rank's backward runs, whatever its local loss.
     sums.loss = sums.loss + out.sum().to(sums.loss.scalar_type()) * 0;

@@ -1,7 +1,7 @@
 // The Eagle3 draft (DESIGN §4): weights with SGLang names, kept as fp32 masters, and the
 // training-time-test (TTT) unroll over one rank's shard producing per-step loss sums.
-// Compute runs in a chosen dtype (bf16 on GPU, fp32 on CPU, fp64 for tests); weights are cast on
-// use, so gradients land on the fp32 masters.
+// Compute runs in a chosen dtype (bf16 on GPU, fp32 on CPU, fp64 for tests); the weights are
+// cast to it once per unroll, so gradients land on the fp32 masters.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -29,9 +29,8 @@ struct TargetRows {
 // rows [N, Ht] (compute dtype), target_head [Vd, Ht]: `chunk` rows at a time.
 TargetRows target_rows(const at::Tensor& rows, const at::Tensor& target_head, int64_t chunk);
 
-// Per-row part of the loss for one chunk, the fused kernel's contract (model/soft_ce_rows.h).
-// h [N, H] (normed, compute dtype), lm_head [Vd, H] (fp32 master; cast to h's dtype inside, dW
-// returned in the master's dtype), target: rows aligned with h, mask [N] (0/1).
+// h [N, H] (normed, compute dtype), lm_head [Vd, H] (cast to h's dtype inside, dW returned in
+// lm_head's dtype), target: rows aligned with h, mask [N] (0/1).
 LossSums fused_soft_ce(const at::Tensor& h, const at::Tensor& lm_head, const TargetRows& target,
                        const at::Tensor& mask, int64_t chunk);
 
