@@ -1,24 +1,59 @@
 #!/usr/bin/env bash
-# Builds eaglet on a device machine and prints the performance table of docs/PERFORMANCE.md:
-# one row per sequence length for the Qwen3-8B reference draft (configs/bench/qwen3-8b.yaml) on one
-# GPU, with the card, the commit and the command. usage: scripts/bench/table.sh [SEQ ...]
+# Builds eaglet on a device machine and prints the performance table of docs/PERFORMANCE.md for the
+# Qwen3-8B reference draft (configs/bench/qwen3-8b.yaml): one-GPU rows for SEQS, and with 4 GPUs
+# the USP rows (U x R = 4x1 and 2x2 at USP_SEQS) and the longest sequence (LONG_SEQ, 4x1, MLP
+# recomputed). Each row: ms/step, tokens/s, peak GiB, and the floor measured on this card (its
+# GEMM and causal-attention rates times the step's FLOPs, single-GPU floor / P) with the ratio.
+# usage: [SEQS="8192 16384"] [USP_SEQS="65536 131072"] [LONG_SEQ=262144] scripts/bench/table.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-seqs=${*:-8192 16384 32768 65536}
+export NCCL_NVLS_ENABLE=0
+seqs=${SEQS:-8192 16384 32768 65536}
+usp_seqs=${USP_SEQS:-65536 131072}
+long_seq=${LONG_SEQ:-262144}
 EAGLET_NO_APT=1 scripts/build.sh >/tmp/eaglet_bench_build.log 2>&1 || { tail -30 /tmp/eaglet_bench_build.log; exit 1; }
-card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-echo "card: $card, commit: $commit"
-echo "command: build/eaglet bench --config configs/bench/qwen3-8b.yaml --seq N --steps 3"
+gpus=$(nvidia-smi -L | grep -c '^GPU')
+card=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)
+commit=$(git rev-parse --short HEAD 2>/dev/null || cat .eaglet_commit 2>/dev/null || echo unknown)
+bench=(build/eaglet bench --config configs/bench/qwen3-8b.yaml --set output_dir=/tmp/eaglet_bench)
+echo "card: $gpus x $card, commit: $commit"
+echo "command: [scripts/mpirun.sh -np P] ${bench[*]} --seq N --steps S --warmup W [--set parallel.ulysses=U --set parallel.ring=R] [--set model.recompute_mlp=true]"
 echo
-echo "| tokens | ms/step | tokens/s | peak GiB | model TFLOP/step | est. MFU |"
-echo "| --- | --- | --- | --- | --- | --- |"
-for seq in $seqs; do
-  line=$(timeout 600 build/eaglet bench --config configs/bench/qwen3-8b.yaml --set output_dir=/tmp/eaglet_bench \
-    --seq "$seq" --steps 3 2>&1 | grep -E "^bench:|out of memory" | tail -1)
-  if [[ $line == bench:* ]]; then
-    echo "$line" | sed -E 's/^bench: seq ([0-9]+) .*: ([0-9.]+) ms\/step, ([0-9]+) tokens\/s, peak ([0-9.]+) GiB, ([0-9.]+) TFLOP\/step, MFU ([0-9.]+%)$/| \1 | \2 | \3 | \4 | \5 | \6 |/'
-  else
-    echo "| $seq | out of memory or failed | | | | |"
+echo "| tokens | GPUs (U×R) | settings | ms/step | tokens/s | peak GiB | floor ms | ratio | efficiency |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+row() {  # row SEQ NP U R STEPS SETTINGS [extra args]; one warm-up step from 65536 tokens on
+  local seq=$1 np=$2 u=$3 r=$4 steps=$5 settings=$6 warmup=2
+  shift 6
+  [ "$seq" -ge 65536 ] && warmup=1
+  local out
+  out=$(timeout 420 scripts/mpirun.sh -np "$np" "${bench[@]}" --seq "$seq" --steps "$steps" --warmup "$warmup" \
+        --set parallel.ulysses="$u" --set parallel.ring="$r" "$@" 2>&1)
+  local b f
+  b=$(echo "$out" | grep -E "^bench:" | tail -1)
+  f=$(echo "$out" | grep -E "^floor:" | tail -1)
+  if [ -z "$b" ]; then
+    echo "| $seq | $np ($u×$r) | $settings | failed: $(echo "$out" | grep -oE 'out of memory|error[^\[]*' | head -1) | | | | | |"
+    return
   fi
+  local ms tps gib fl ratio eff
+  ms=$(echo "$b" | sed -E 's/.*: ([0-9.]+) ms\/step.*/\1/')
+  tps=$(echo "$b" | sed -E 's/.* ([0-9]+) tokens\/s.*/\1/')
+  gib=$(echo "$b" | sed -E 's/.*peak ([0-9.]+) GiB.*/\1/')
+  fl=$(echo "$f" | sed -E 's/^floor: ([0-9.]+) ms.*/\1/')
+  ratio=$(echo "$f" | sed -E 's/.*ratio ([0-9.]+x).*/\1/')
+  eff=$(echo "$f" | sed -E 's/.*efficiency ([0-9]+%).*/\1/')
+  echo "| $seq | $np ($u×$r) | $settings | $ms | $tps | $gib | $fl | $ratio | $eff |"
+}
+for seq in $seqs; do
+  steps=3
+  [ "$seq" -ge 65536 ] && steps=2
+  row "$seq" 1 1 1 "$steps" "default"
 done
+if [ "$gpus" -ge 4 ]; then
+  for seq in $usp_seqs; do
+    for layout in 4x1 2x2; do
+      row "$seq" 4 "${layout%x*}" "${layout#*x}" 2 "default"
+    done
+  done
+  [ -n "$long_seq" ] && row "$long_seq" 4 4 1 1 "recompute_mlp" --set model.recompute_mlp=true
+fi

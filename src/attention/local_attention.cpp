@@ -4,10 +4,13 @@
 #include "attention/local_attention.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/_scaled_dot_product_cudnn_attention.h>
+#include <ATen/ops/_scaled_dot_product_cudnn_attention_backward.h>
 #include <ATen/ops/_scaled_dot_product_flash_attention.h>
 #include <ATen/ops/_scaled_dot_product_flash_attention_backward.h>
 #include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu.h>
 #include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu_backward.h>
+#include <ATen/ops/empty_strided.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/logsumexp.h>
 #include <ATen/ops/matmul.h>
@@ -91,18 +94,54 @@ std::vector<at::Tensor> flash_cuda_backward(const at::Tensor& dout, const at::Te
                                             const at::Tensor& k, const at::Tensor& v,
                                             const at::Tensor& out, const at::Tensor& lse,
                                             const KernelState& st, bool causal, double scale) {
+  // Only the last dimension must be contiguous: the kernel works in [B, S, H, d], which the
+  // [1, H, S, d] views of our [S, H, d] tensors already are.
   auto [dq, dk, dv] = at::_scaled_dot_product_flash_attention_backward(
-      dout.contiguous(), q, k, v, out.contiguous(), lse.reshape(st.lse_shape).contiguous(),
+      dout, q, k, v, out, lse.reshape(st.lse_shape).contiguous(),
       st.tensors[0], st.tensors[1], st.ints[0], st.ints[1], 0.0, causal, st.tensors[2],
       st.tensors[3], scale);
   return {dq, dk, dv};
 }
 
-// cuDNN's SDPA (at::_scaled_dot_product_cudnn_attention) is not in the table: its backward does
-// not honour an externally merged (out, lse). Measured on H200 (LibTorch 2.11): with its own out
-// and lse it matches the reference (dq rel err 4e-3), but given the TTT-merged ones dq and dk are
-// off by 80-150% while dv stays right, i.e. it derives rowsum(dO·O) from its own block only. Block
-// 0 of the TTT merge and every ring step need the merged form, so flash is the GPU kernel.
+// --- cuDNN (CUDA) ------------------------------------------------------------------------------
+// cuDNN builds its backward graph for the strides its forward produced: out, dout and lse must
+// come back in exactly those strides (a merged out in another layout gave wrong dq/dk on H200
+// with LibTorch 2.11 while dv stayed right, i.e. rowsum(dout·out) was read with the wrong
+// strides). The state keeps max_q, max_k, then out's and lse's strides.
+AttnResult cudnn_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         bool causal, double scale) {
+  auto r = at::_scaled_dot_product_cudnn_attention(q, k, v, std::nullopt, /*compute_lse=*/true,
+                                                   0.0, causal, false, scale);
+  const auto &out = std::get<0>(r), &lse = std::get<1>(r);
+  KernelState st;
+  st.tensors = {std::get<2>(r), std::get<3>(r), std::get<6>(r), std::get<7>(r)};
+  st.ints = {std::get<4>(r).expect_int(), std::get<5>(r).expect_int()};
+  st.ints.insert(st.ints.end(), out.strides().begin(), out.strides().end());
+  st.ints.insert(st.ints.end(), lse.strides().begin(), lse.strides().end());
+  st.lse_shape = lse.sizes().vec();
+  return {out, lse.reshape({q.size(0), q.size(1), q.size(2)}), st};
+}
+
+at::Tensor in_strides(const at::Tensor& x, at::IntArrayRef sizes, at::IntArrayRef strides) {
+  auto y = x.reshape(sizes);
+  if (y.strides() == strides) return y;
+  return at::empty_strided(sizes, strides, y.options()).copy_(y);
+}
+
+std::vector<at::Tensor> cudnn_backward(const at::Tensor& dout, const at::Tensor& q,
+                                       const at::Tensor& k, const at::Tensor& v,
+                                       const at::Tensor& out, const at::Tensor& lse,
+                                       const KernelState& st, bool causal, double scale) {
+  const size_t n = out.dim();
+  const at::IntArrayRef ints(st.ints);
+  const auto out_strides = ints.slice(2, n), lse_strides = ints.slice(2 + n);
+  auto o = in_strides(out, out.sizes(), out_strides), d = in_strides(dout, out.sizes(), out_strides);
+  auto l = in_strides(lse.to(at::kFloat), st.lse_shape, lse_strides);
+  auto [dq, dk, dv] = at::_scaled_dot_product_cudnn_attention_backward(
+      d, q, k, v, o, l, st.tensors[2], st.tensors[3], at::Tensor(), st.tensors[0], st.tensors[1],
+      st.ints[0], st.ints[1], 0.0, causal, scale);
+  return {dq, dk, dv};
+}
 
 bool any_device(c10::Device, at::ScalarType) {
   return true;
@@ -122,6 +161,7 @@ const std::vector<LocalKernel>& local_kernels() {
       {"reference", false, any_device, ref_forward, ref_backward},
       {"flash", false, cpu_float, flash_cpu_forward, flash_cpu_backward},
       {"flash", true, cuda_half, flash_cuda_forward, flash_cuda_backward},
+      {"cudnn", true, cuda_half, cudnn_forward, cudnn_backward},
   };
   return table;
 }

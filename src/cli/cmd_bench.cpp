@@ -12,12 +12,15 @@ namespace eaglet::cli {
 Command bench_command() {
   auto opts = session_options();
   opts.push_back({"--seq", "N", "global sequence length (default 8192)"});
-  opts.push_back({"--steps", "N", "timed steps after 2 warm-up steps (default 5)"});
+  opts.push_back({"--steps", "N", "timed steps (default 5)"});
+  opts.push_back({"--warmup", "N", "untimed steps first (default 2)"});
   opts.push_back({"--peak-tflops", "X",
                   "dense bf16 peak of one GPU for the MFU (default 989, H100/H200 SXM)"});
   opts.push_back({"--profile", "FILE",
                   "after timing, trace one more step with the PyTorch (Kineto) profiler into FILE "
                   "(Chrome trace JSON; rank 0); scripts/bench/profile_summary.py sums it up"});
+  opts.push_back({"--no-floor", "",
+                  "skip timing this GPU's GEMM and attention rates (the floor and ratio columns)"});
   return {"bench",
           "time full optimizer steps (fwd + bwd + sync + clip + AdamW, target distribution "
           "included) on random "
@@ -27,8 +30,10 @@ Command bench_command() {
               train::BenchOptions o;
               o.seq_len = std::stoll(args.get("--seq", "8192"));
               o.steps = std::stoll(args.get("--steps", "5"));
+              o.warmup = std::stoll(args.get("--warmup", "2"));
               o.peak_tflops = std::stod(args.get("--peak-tflops", "989"));
               o.profile = args.get("--profile", "");
+              o.floor = !args.has("--no-floor");
               auto r = train::run_bench(s.config, *s.groups, o);
               if (s.env.rank() == 0)
                 std::cout << fmt::format(
@@ -38,6 +43,12 @@ Command bench_command() {
                     o.seq_len, s.groups->layout().world, s.groups->layout().ulysses,
                     s.groups->layout().ring, s.config.training.ttt_length, r.ms_per_step,
                     r.tokens_per_s, r.peak_gib, r.tflop_per_step, 100 * r.mfu);
+              if (s.env.rank() == 0 && r.floor_ms > 0)
+                std::cout << fmt::format(
+                    "floor: {:.1f} ms/step (GEMM {:.0f} TFLOP/s, causal attention {:.0f} TFLOP/s "
+                    "measured here; single-GPU floor / {}), ratio {:.2f}x, efficiency {:.0f}%\n",
+                    r.floor_ms, r.gemm_tflops, r.attn_tflops, s.groups->layout().sp(),
+                    r.ms_per_step / r.floor_ms, 100 * r.floor_ms / r.ms_per_step);
               return 0;
             });
           }};

@@ -33,7 +33,7 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
     auto loss = at::zeros({}, h.options().dtype(acc));
     auto correct = at::zeros({}, h.options().dtype(acc));
     auto dh = at::empty(h.sizes(), h.options());
-    at::Tensor dw;  // Σ over chunks in the accumulation dtype
+    at::Tensor dw;  // Σ over chunks: cuBLAS adds each chunk's product in fp32, one rounding each
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t len = std::min(chunk, n - s);
       auto hc = h.narrow(0, s, len), mc = m.narrow(0, s, len);
@@ -42,12 +42,10 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
       loss = loss + (rows.loss * mc).sum();
       correct = correct + ((rows.argmax == target_argmax.narrow(0, s, len)).to(acc) * mc).sum();
       dh.narrow(0, s, len).copy_(at::mm(z, w));
-      auto dwc = at::mm(z.t(), hc).to(acc);
-      dw = dw.defined() ? dw.add_(dwc) : dwc;
+      dw = dw.defined() ? dw.addmm_(z.t(), hc) : at::mm(z.t(), hc);
     }
-    // Kept in the compute dtype: per chunk the product is already rounded to it.
     ctx->saved_data["dh"] = dh;
-    ctx->saved_data["dw"] = dw.to(h.scalar_type());
+    ctx->saved_data["dw"] = dw;
     ctx->saved_data["master"] = static_cast<int64_t>(lm_head.scalar_type());
     auto count = m.sum();
     ctx->mark_non_differentiable({correct, count});
@@ -58,8 +56,8 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
                                                  torch::autograd::variable_list grads) {
     auto dh = ctx->saved_data["dh"].toTensor(), dw = ctx->saved_data["dw"].toTensor();
     const auto master = static_cast<at::ScalarType>(ctx->saved_data["master"].toInt());
-    const auto g = grads[0].to(acc_type(dh));  // scalar
-    return {dh * g, dw.to(master) * g, at::Tensor(), at::Tensor(),
+    const auto g = grads[0].to(acc_type(dh));  // scalar; products in fp32, one rounding
+    return {dh * g, (dw * g).to(master), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };

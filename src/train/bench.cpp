@@ -4,6 +4,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
@@ -11,7 +12,9 @@
 #include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <chrono>
+#include <cmath>
 
+#include "attention/local_attention.h"
 #include "attention/ring.h"
 #include "core/error.h"
 #include "model/eagle3.h"
@@ -42,20 +45,57 @@ double peak_gib(c10::Device d) {
 }
 }  // namespace
 
-double step_flops(const DraftArchConfig& a, int64_t T, int64_t S) {
+StepFlops step_flops(const DraftArchConfig& a, int64_t T, int64_t S) {
   const double N = static_cast<double>(S), H = a.hidden_size, Ht = a.target_hidden_size,
                q = a.num_attention_heads * a.head_dim, kv = a.num_key_value_heads * a.head_dim,
                I = a.intermediate_size, Vd = a.draft_vocab_size, Vt = a.vocab_size;
-  // Per TTT step, trainable matmuls (forward 2·m·n·k): projections, MLP, lm_head.
+  // Per TTT step, trainable matmuls (forward 2·m·n·k; backward twice that): projections, MLP,
+  // lm_head. fc once (its input needs no gradient: backward is the weight gradient only). The
+  // target rows (no grad): draft-vocabulary logits once, full-vocabulary argmax mask once.
   const double proj = 2 * N * 2 * H * (q + 2 * kv) + 2 * N * q * H;
   const double mlp = 3 * 2 * N * H * I;
   const double head = 2 * N * H * Vd;
-  const double attn = 2 * N * N * q;  // causal block 0: QKᵀ and PV over half the square, ×2 each
-  const double trainable_fwd = T * (proj + mlp + head + attn) + 2 * N * 3 * Ht * H;  // + fc once
-  // backward ≈ 2× forward; the fused loss recomputes lm_head in backward; target rows (no grad):
-  // p = softmax(lhs·Wdᵀ) in forward and backward, and the full-vocabulary argmax mask once.
-  return 3 * trainable_fwd + T * head + 2 * T * 2 * N * Ht * Vd + 2 * N * Ht * Vt;
+  const double fc = 2 * N * 3 * Ht * H;
+  StepFlops f;
+  f.gemm = 3 * T * (proj + mlp + head) + 2 * fc + 2 * N * Ht * Vd + 2 * N * Ht * Vt;
+  // Causal block 0: QKᵀ and PV over half the square (forward 2·N²·q), backward 2.5× forward.
+  f.attention = T * 3.5 * 2 * N * N * q;
+  return f;
 }
+
+namespace {
+// Seconds per call of fn, after one warm-up call.
+template <typename F>
+double time_it(c10::Device device, int reps, F&& fn) {
+  fn();
+  device_sync(device);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) fn();
+  device_sync(device);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+}
+
+// This GPU's rates at the step's shapes: a [n × H]·[H × I] product (the MLP's), and causal flash
+// attention forward + backward over min(S, 16384) tokens (the rate is flat beyond that).
+std::pair<double, double> measure_rates(const DraftArchConfig& a, int64_t n, int64_t S,
+                                        c10::Device device, at::ScalarType dtype) {
+  auto on = at::TensorOptions().device(device).dtype(dtype);
+  auto x = at::randn({n, a.hidden_size}, on), w = at::randn({a.intermediate_size, a.hidden_size}, on);
+  const double gemm_s = time_it(device, 10, [&] { (void)at::mm(x, w.t()); });
+  const double gemm = 2.0 * n * a.hidden_size * a.intermediate_size / gemm_s;
+  const int64_t L = std::min<int64_t>(S, 16384), heads = a.num_attention_heads, d = a.head_dim;
+  auto q = at::randn({1, heads, L, d}, on), k = at::randn({1, heads, L, d}, on),
+       v = at::randn({1, heads, L, d}, on), dout = at::randn({1, heads, L, d}, on);
+  const auto& kernel = attention::local_kernel("auto", device, dtype);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const double attn_s = time_it(device, 5, [&] {
+    auto r = attention::attend(kernel, q, k, v, true, scale);
+    (void)attention::attend_backward(kernel, dout, q, k, v, r.out, r.lse, r.state, true, scale);
+  });
+  const double attn = 3.5 * 2.0 * L * L * heads * d / attn_s;
+  return {gemm, attn};
+}
+}  // namespace
 
 BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const BenchOptions& opt) {
   const auto& arch = cfg.model.config;
@@ -122,8 +162,15 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   double peak = peak_gib(device), worst = 0;
   MPI_Allreduce(&peak, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   r.peak_gib = worst;
-  r.tflop_per_step = step_flops(arch, T, opt.seq_len) / 1e12;
+  const auto flops = step_flops(arch, T, opt.seq_len);
+  r.tflop_per_step = flops.total() / 1e12;
   r.mfu = r.tflop_per_step / s / (opt.peak_tflops * static_cast<double>(P));
+  if (opt.floor && device.is_cuda()) {
+    auto [gemm, attn] = measure_rates(arch, C, opt.seq_len, device, dtype);
+    r.gemm_tflops = gemm / 1e12;
+    r.attn_tflops = attn / 1e12;
+    r.floor_ms = (flops.gemm / gemm + flops.attention / attn) / static_cast<double>(P) * 1e3;
+  }
   return r;
 }
 

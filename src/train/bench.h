@@ -16,14 +16,23 @@ struct BenchOptions {
   int64_t warmup = 2, steps = 5;
   double peak_tflops = 989.0;  // dense bf16 peak of one GPU (H100/H200 SXM)
   std::string profile;         // when set: one more step under the Kineto profiler, trace saved here
+  bool floor = true;           // time this GPU's GEMM and attention rates and derive the floor
 };
 
 struct BenchResult {
   double ms_per_step = 0, tokens_per_s = 0, peak_gib = 0, tflop_per_step = 0, mfu = 0;
+  double gemm_tflops = 0, attn_tflops = 0;  // rates measured on this GPU (0: not measured)
+  double floor_ms = 0;  // single-GPU floor at this length ÷ SP size (0: not measured)
 };
 
-// Model FLOPs of one optimizer step over S tokens (forward, backward, recomputed loss chunks).
-double step_flops(const DraftArchConfig& arch, int64_t ttt_length, int64_t seq_len);
+// Necessary FLOPs of one optimizer step over S tokens (nothing recomputed counted): matrix
+// products (the T steps' projections, MLP and lm_head forward and backward, fc, the target rows)
+// and causal attention (block 0 forward and backward; the diagonal blocks are negligible).
+struct StepFlops {
+  double gemm = 0, attention = 0;
+  double total() const { return gemm + attention; }
+};
+StepFlops step_flops(const DraftArchConfig& arch, int64_t ttt_length, int64_t seq_len);
 
 // Collective over the world.
 BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const BenchOptions& opt);

@@ -51,7 +51,7 @@ TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2"
         return std::vector<at::Tensor>{out.detach(), q.grad(), ks.grad(), vs.grad()};
       };
       auto ref = run("reference", at::kFloat);
-      for (const char* kernel : {"flash"}) {
+      for (const char* kernel : {"flash", "cudnn"}) {
         auto got = run(kernel, at::kBFloat16);
         const char* what[] = {"out", "dq", "dk", "dv"};
         for (size_t i = 0; i < got.size(); ++i) {
@@ -73,7 +73,7 @@ TEST_CASE("GPU bf16: the TTT unroll matches the fp32 CPU model (losses 2e-2, gra
   test::Problem p = test::make_problem(/*C=*/96, /*T=*/3, 2024);
   std::vector<double> weights{1.0, 0.8, 0.64};
   auto ref = test::run_model(p, "reference", at::kFloat, 4096, weights);
-  for (const char* kernel : {"auto", "flash"}) {
+  for (const char* kernel : {"auto", "flash", "cudnn"}) {
     test::Problem g = test::to_device(p, dev);
     auto got = test::run_model(g, kernel, at::kBFloat16, 32, weights);
     for (size_t k = 0; k < ref.step_loss.size(); ++k) {
