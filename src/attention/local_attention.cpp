@@ -167,8 +167,9 @@ const std::vector<LocalKernel>& local_kernels() {
 }
 
 const LocalKernel& local_kernel(const std::string& name, c10::Device device, at::ScalarType dtype) {
+  // auto: cuDNN on the GPU (about twice flash's speed at these shapes on H200), flash on the CPU.
   std::string want = name;
-  if (want == "auto") want = "flash";
+  if (want == "auto") want = device.is_cuda() ? "cudnn" : "flash";
   for (const auto& k : local_kernels())
     if (want == k.name && k.supports(device, dtype)) return k;
   if (name == "auto") return local_kernels().front();

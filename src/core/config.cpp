@@ -318,7 +318,7 @@ std::vector<Field> fields(Config& c) {
       field("model.vocab_mapping", c.model.vocab_mapping,
             "safetensors file with t2d/d2t; empty: build from the data"),
       field("model.attention", c.model.attention,
-            "local attention kernel: auto | reference | flash"),
+            "local attention kernel: auto (cudnn on GPU, flash on CPU) | reference | flash | cudnn"),
       field("model.loss_chunk", c.model.loss_chunk,
             "rows per chunk of the fused lm_head + loss (memory vs speed)"),
       field("model.recompute_mlp", c.model.recompute_mlp,
@@ -419,7 +419,7 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
   rule(m.rope_high_freq_factor > m.rope_low_freq_factor, "model.config.rope_high_freq_factor",
        m.rope_high_freq_factor,
        fmt::format("must be > model.config.rope_low_freq_factor ({})", m.rope_low_freq_factor));
-  msg = one_of(c.model.attention, {"auto", "reference", "flash"});
+  msg = one_of(c.model.attention, {"auto", "reference", "flash", "cudnn"});
   rule(msg.empty(), "model.attention", c.model.attention, msg);
   rule(c.model.loss_chunk >= 1, "model.loss_chunk", c.model.loss_chunk, "must be >= 1");
   msg = one_of(c.runtime.dtype, {"auto", "float32", "bfloat16", "float64"});
