@@ -1,5 +1,5 @@
 // Ring block 0: forward with overlapped KV rotation and fp32 LSE merge; backward with dK/dV
-// rotation.
+// rotation; optional zigzag layout for causal load balancing (attention/ring.h).
 #include "attention/ring.h"
 
 #include <ATen/TensorOperators.h>
@@ -9,6 +9,8 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/logaddexp.h>
 #include <ATen/ops/zeros.h>
+
+#include <optional>
 
 #include "dist/communicator.h"
 
@@ -21,18 +23,78 @@ at::Tensor pack(const at::Tensor& k, const at::Tensor& v) {
   return at::cat({kc.unsqueeze(0), vc.unsqueeze(0)}, 0);
 }
 
+// The ring's sequence (R ranks × L rows) cut into 2R half-chunks: half 2g holds the first
+// ceil(L/2) rows of rank g's chunk, half 2g+1 the other floor(L/2).
+struct Halves {
+  int64_t R, g, L;
+  int64_t size(int64_t h) const { return h % 2 == 0 ? (L + 1) / 2 : L / 2; }
+  // Zigzag: rank g holds halves g (slot 0) then 2R−1−g (slot 1), in position order.
+  int64_t owner(int64_t h) const { return h < R ? h : 2 * R - 1 - h; }
+  int64_t zig_offset(int64_t h) const { return h < R ? 0 : size(2 * R - 1 - h); }
+  int64_t plain_offset(int64_t h) const { return h % 2 == 0 ? 0 : size(h - 1); }
+  // Of rank g's zigzag pair, the half with parity p.
+  int64_t wanted(int64_t p) const { return g % 2 == p ? g : 2 * R - 1 - g; }
+  int64_t early() const { return size(g); }  // rows of slot 0 in rank g's zigzag layout
+};
+
+// Two rounds (even halves, then odd ones), each a permutation of the ring ranks, so every
+// send has its matching receive in the same round.
+at::Tensor exchange(Communicator& ring, const at::Tensor& x, int64_t dim, bool to_zig) {
+  const Halves hv{ring.size(), ring.rank(), x.size(dim)};
+  auto out = at::empty_like(x);
+  struct Pending {
+    std::unique_ptr<Work> work;
+    at::Tensor recv, into;
+  };
+  std::vector<Pending> pending;
+  for (int64_t p = 0; p < 2; ++p) {
+    const int64_t mine = 2 * hv.g + p, want = hv.wanted(p);
+    // to_zig: send plain half `mine`, receive zigzag half `want`; from_zig: the reverse.
+    const int64_t send_h = to_zig ? mine : want, recv_h = to_zig ? want : mine;
+    const int64_t dst = to_zig ? hv.owner(mine) : want / 2;
+    const int64_t src = to_zig ? want / 2 : hv.owner(mine);
+    const int64_t send_off = to_zig ? hv.plain_offset(send_h) : hv.zig_offset(send_h);
+    const int64_t recv_off = to_zig ? hv.zig_offset(recv_h) : hv.plain_offset(recv_h);
+    auto from = x.narrow(dim, send_off, hv.size(send_h));
+    auto into = out.narrow(dim, recv_off, hv.size(recv_h));
+    if (dst == hv.g) {  // then src == g too: the half stays
+      into.copy_(from);
+      continue;
+    }
+    auto send = from.contiguous(), recv = at::empty_like(into, at::MemoryFormat::Contiguous);
+    pending.push_back({ring.send_recv(send, dst, recv, src), recv, into});
+  }
+  for (auto& p : pending) {
+    p.work->wait();
+    p.into.copy_(p.recv);
+  }
+  return out;
+}
+
+// out[rows] and lse[rows] (fp32 accumulators) merged with one block's result.
+void merge_into(at::Tensor out, at::Tensor lse, const AttnResult& r) {
+  auto block_lse = r.lse.to(lse.scalar_type());
+  auto merged = at::logaddexp(lse, block_lse);
+  out.copy_(out * at::exp(lse - merged).unsqueeze(-1) +
+            r.out.to(out.scalar_type()) * at::exp(block_lse - merged).unsqueeze(-1));
+  lse.copy_(merged);
+}
+
 class RingBlock0 final : public Block0 {
  public:
-  RingBlock0(Communicator& ring, const LocalKernel& kernel) : ring_(ring), kernel_(kernel) {}
+  RingBlock0(Communicator& ring, const LocalKernel& kernel, bool zigzag)
+      : ring_(ring), kernel_(kernel), zigzag_(zigzag) {}
 
-  AttnResult forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+  AttnResult forward(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v,
                      double scale) override {
     const int64_t R = ring_.size(), g = ring_.rank(), next = (g + 1) % R, prev = (g + R - 1) % R;
+    auto q = zig(q_in);
+    const int64_t early = Halves{R, g, q.size(2)}.early();
     auto acc_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     auto out = at::zeros(q.sizes(), q.options().dtype(acc_type));
     auto lse = at::full({q.size(0), q.size(1), q.size(2)}, -INFINITY, q.options().dtype(acc_type));
     AttnResult result;
-    auto kv = pack(k, v);
+    auto kv = pack(zig(k), zig(v));
     for (int64_t t = 0; t < R; ++t) {
       at::Tensor incoming;
       std::unique_ptr<Work> transfer;
@@ -40,14 +102,12 @@ class RingBlock0 final : public Block0 {
         incoming = at::empty_like(kv);
         transfer = ring_.send_recv(kv, next, incoming, prev);
       }
+      const int64_t h = (g - t + R) % R;
       KernelState state;
-      if (t <= g) {
-        auto r = attend(kernel_, q, kv[0], kv[1], /*causal=*/t == 0, scale);
-        auto block_lse = r.lse.to(acc_type);
-        auto merged = at::logaddexp(lse, block_lse);
-        out = out * at::exp(lse - merged).unsqueeze(-1) +
-              r.out.to(acc_type) * at::exp(block_lse - merged).unsqueeze(-1);
-        lse = merged;
+      if (auto b = block(t, h, g, early, q.size(2), kv.size(3))) {
+        auto r = attend(kernel_, q.narrow(2, b->q0, b->qn), kv[0].narrow(2, b->k0, b->kn),
+                        kv[1].narrow(2, b->k0, b->kn), /*causal=*/t == 0, scale);
+        merge_into(out.narrow(2, b->q0, b->qn), lse.narrow(2, b->q0, b->qn), r);
         state = std::move(r.state);
       }
       result.state.parts.push_back(std::move(state));
@@ -56,19 +116,21 @@ class RingBlock0 final : public Block0 {
         kv = incoming;
       }
     }
-    result.out = out.to(q.scalar_type());
-    result.lse = lse;
+    result.out = unzig(out.to(q.scalar_type()));
+    result.lse = unzig(lse);
     return result;
   }
 
-  std::vector<at::Tensor> backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
-                                   const at::Tensor& v, const at::Tensor& out,
-                                   const at::Tensor& lse, const KernelState& state,
-                                   double scale) override {
+  std::vector<at::Tensor> backward(const at::Tensor& dout_in, const at::Tensor& q_in,
+                                   const at::Tensor& k, const at::Tensor& v,
+                                   const at::Tensor& out_in, const at::Tensor& lse_in,
+                                   const KernelState& state, double scale) override {
     const int64_t R = ring_.size(), g = ring_.rank(), next = (g + 1) % R, prev = (g + R - 1) % R;
+    auto q = zig(q_in), dout = zig(dout_in), out = zig(out_in), lse = zig(lse_in);
+    const int64_t early = Halves{R, g, q.size(2)}.early();
     auto acc_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     auto dq = at::zeros(q.sizes(), q.options().dtype(acc_type));
-    auto kv = pack(k, v);
+    auto kv = pack(zig(k), zig(v));
     auto dkv =
         at::zeros(kv.sizes(), kv.options().dtype(acc_type));  // gradient of the block held now
     for (int64_t t = 0; t < R; ++t) {
@@ -78,12 +140,15 @@ class RingBlock0 final : public Block0 {
         incoming = at::empty_like(kv);
         transfer = ring_.send_recv(kv, next, incoming, prev);
       }
-      if (t <= g) {
-        auto grads = attend_backward(kernel_, dout, q, kv[0], kv[1], out, lse, state.parts[t],
-                                     /*causal=*/t == 0, scale);
-        dq = dq + grads[0].to(acc_type);
-        dkv[0] += grads[1].to(acc_type);
-        dkv[1] += grads[2].to(acc_type);
+      const int64_t h = (g - t + R) % R;
+      if (auto b = block(t, h, g, early, q.size(2), kv.size(3))) {
+        auto rows = [&](const at::Tensor& x) { return x.narrow(2, b->q0, b->qn); };
+        auto grads = attend_backward(kernel_, rows(dout), rows(q), kv[0].narrow(2, b->k0, b->kn),
+                                     kv[1].narrow(2, b->k0, b->kn), rows(out), rows(lse),
+                                     state.parts[t], /*causal=*/t == 0, scale);
+        rows(dq).add_(grads[0].to(acc_type));
+        dkv[0].narrow(2, b->k0, b->kn).add_(grads[1].to(acc_type));
+        dkv[1].narrow(2, b->k0, b->kn).add_(grads[2].to(acc_type));
       }
       // The block's gradient travels with the block; after R hops it is back with its owner.
       auto dkv_in = at::empty_like(dkv);
@@ -94,19 +159,47 @@ class RingBlock0 final : public Block0 {
         kv = incoming;
       }
     }
-    return {dq.to(q.scalar_type()), dkv[0].to(k.scalar_type()), dkv[1].to(v.scalar_type())};
+    return {unzig(dq.to(q.scalar_type())), unzig(dkv[0].to(k.scalar_type())),
+            unzig(dkv[1].to(v.scalar_type()))};
   }
 
  private:
+  // Which query rows [q0, q0+qn) see which key rows [k0, k0+kn) of the block of ring rank h held
+  // at step t; none when the block is entirely in the future.
+  struct Rows {
+    int64_t q0, qn, k0, kn;
+  };
+  std::optional<Rows> block(int64_t t, int64_t h, int64_t g, int64_t early, int64_t lq,
+                            int64_t lk) const {
+    if (t == 0) return Rows{0, lq, 0, lk};  // own rows, causal in local (= position) order
+    if (!zigzag_) {
+      if (h < g) return Rows{0, lq, 0, lk};
+      return std::nullopt;
+    }
+    const int64_t h_early = Halves{ring_.size(), h, lk}.early();
+    if (h < g) return Rows{0, lq, 0, h_early};  // every query after h's early half only
+    return Rows{early, lq - early, 0, lk};      // g's late half after all of h's rows
+  }
+  at::Tensor zig(const at::Tensor& x) { return zigzag_ ? exchange(ring_, x, 2, true) : x; }
+  at::Tensor unzig(const at::Tensor& x) { return zigzag_ ? exchange(ring_, x, 2, false) : x; }
+
   Communicator& ring_;
   const LocalKernel& kernel_;
+  bool zigzag_;
 };
 
 }  // namespace
 
-std::shared_ptr<Block0> ring_block0(Communicator& ring, const LocalKernel& kernel) {
+std::shared_ptr<Block0> ring_block0(Communicator& ring, const LocalKernel& kernel, bool zigzag) {
   if (ring.size() == 1) return local_block0(kernel);
-  return std::make_shared<RingBlock0>(ring, kernel);
+  return std::make_shared<RingBlock0>(ring, kernel, zigzag);
+}
+
+at::Tensor to_zigzag(Communicator& ring, const at::Tensor& x, int64_t dim) {
+  return exchange(ring, x, dim, true);
+}
+at::Tensor from_zigzag(Communicator& ring, const at::Tensor& x, int64_t dim) {
+  return exchange(ring, x, dim, false);
 }
 
 }  // namespace eaglet::attention

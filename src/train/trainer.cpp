@@ -181,7 +181,8 @@ model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups,
   o.dtype = dtype;
   o.ulysses = &groups.group(GroupKind::ulysses);
   o.block0 = groups.layout().ring > 1
-                 ? attention::ring_block0(groups.group(GroupKind::ring), kernel)
+                 ? attention::ring_block0(groups.group(GroupKind::ring), kernel,
+                                          cfg.parallel.ring_balance == "zigzag")
                  : attention::local_block0(kernel);
   o.loss_chunk = cfg.model.loss_chunk;
   o.recompute_mlp = cfg.model.recompute_mlp;
