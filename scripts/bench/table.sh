@@ -3,7 +3,8 @@
 # Qwen3-8B reference draft (configs/bench/qwen3-8b.yaml): one-GPU rows for SEQS, and with 4 GPUs
 # the USP rows (U x R = 4x1 and 2x2 at USP_SEQS) and the longest sequence (LONG_SEQ, 4x1, MLP
 # recomputed). Each row: ms/step, tokens/s, peak GiB, and the floor measured on this card (its
-# GEMM and causal-attention rates times the step's FLOPs, single-GPU floor / P) with the ratio.
+# GEMM and causal-attention rates times the step's FLOPs, single-GPU floor / P) with the ratio,
+# and for USP rows block 0's own time against one GPU's causal attention / P (--attention).
 # usage: [SEQS="8192 16384"] [USP_SEQS="65536 131072"] [LONG_SEQ=262144] scripts/bench/table.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,8 +22,8 @@ bench=(build/eaglet bench --config configs/bench/qwen3-8b.yaml --set output_dir=
 echo "card: $gpus x $card, commit: $commit"
 echo "command: [scripts/mpirun.sh -np P] ${bench[*]} --seq N --steps S --warmup W [--set parallel.ulysses=U --set parallel.ring=R] [--set model.recompute_mlp=true]"
 echo
-echo "| tokens | GPUs (U×R) | settings | ms/step | tokens/s | peak GiB | floor ms | ratio | efficiency |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| tokens | GPUs (U×R) | settings | ms/step | tokens/s | peak GiB | floor ms | ratio | efficiency | attention overhead |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 row() {  # row SEQ NP U R STEPS SETTINGS [extra args]; one warm-up step from 65536 tokens on
   local seq=$1 np=$2 u=$3 r=$4 steps=$5 settings=$6 warmup=2
   shift 6
@@ -30,11 +31,13 @@ row() {  # row SEQ NP U R STEPS SETTINGS [extra args]; one warm-up step from 655
   local out
   out=$(timeout 420 scripts/mpirun.sh -np "$np" "${bench[@]}" --seq "$seq" --steps "$steps" --warmup "$warmup" \
         --set parallel.ulysses="$u" --set parallel.ring="$r" "$@" 2>&1)
-  local b f
+  local b f a over=""
   b=$(echo "$out" | grep -E "^bench:" | tail -1)
   f=$(echo "$out" | grep -E "^floor:" | tail -1)
+  a=$(echo "$out" | grep -E "^attention:" | tail -1)
+  [ -n "$a" ] && over=$(echo "$a" | sed -E 's/.*block 0 ([0-9.]+) ms.*share ([0-9.]+) ms, overhead ([0-9.]+x).*/\3 (\1 \/ \2 ms)/')
   if [ -z "$b" ]; then
-    echo "| $seq | $np ($u×$r) | $settings | failed: $(echo "$out" | grep -oE 'out of memory|error[^\[]*' | head -1) | | | | | |"
+    echo "| $seq | $np ($u×$r) | $settings | failed: $(echo "$out" | grep -oE 'out of memory|error[^\[]*' | head -1) | | | | | | |"
     return
   fi
   local ms tps gib fl ratio eff
@@ -44,7 +47,7 @@ row() {  # row SEQ NP U R STEPS SETTINGS [extra args]; one warm-up step from 655
   fl=$(echo "$f" | sed -E 's/^floor: ([0-9.]+) ms.*/\1/')
   ratio=$(echo "$f" | sed -E 's/.*ratio ([0-9.]+x).*/\1/')
   eff=$(echo "$f" | sed -E 's/.*efficiency ([0-9]+%).*/\1/')
-  echo "| $seq | $np ($u×$r) | $settings | $ms | $tps | $gib | $fl | $ratio | $eff |"
+  echo "| $seq | $np ($u×$r) | $settings | $ms | $tps | $gib | $fl | $ratio | $eff | $over |"
 }
 for seq in $seqs; do
   steps=3
@@ -54,7 +57,7 @@ done
 if [ "$gpus" -ge 4 ]; then
   for seq in $usp_seqs; do
     for layout in 4x1 2x2; do
-      row "$seq" 4 "${layout%x*}" "${layout#*x}" 2 "default"
+      row "$seq" 4 "${layout%x*}" "${layout#*x}" 2 "default" --attention
     done
   done
   [ -n "$long_seq" ] && row "$long_seq" 4 4 1 1 "recompute_mlp" --set model.recompute_mlp=true

@@ -21,6 +21,9 @@ Command bench_command() {
                   "(Chrome trace JSON; rank 0); scripts/bench/profile_summary.py sums it up"});
   opts.push_back({"--no-floor", "",
                   "skip timing this GPU's GEMM and attention rates (the floor and ratio columns)"});
+  opts.push_back({"--attention", "",
+                  "also time block 0 alone (Ulysses all-to-alls + ring + merges, forward and "
+                  "backward) against one GPU's causal attention over the sequence / (U x R)"});
   return {"bench",
           "time full optimizer steps (fwd + bwd + sync + clip + AdamW, target distribution "
           "included) on random "
@@ -34,6 +37,7 @@ Command bench_command() {
               o.peak_tflops = std::stod(args.get("--peak-tflops", "989"));
               o.profile = args.get("--profile", "");
               o.floor = !args.has("--no-floor");
+              o.attention = args.has("--attention");
               auto r = train::run_bench(s.config, *s.groups, o);
               if (s.env.rank() == 0)
                 std::cout << fmt::format(
@@ -43,6 +47,11 @@ Command bench_command() {
                     o.seq_len, s.groups->layout().world, s.groups->layout().ulysses,
                     s.groups->layout().ring, s.config.training.ttt_length, r.ms_per_step,
                     r.tokens_per_s, r.peak_gib, r.tflop_per_step, 100 * r.mfu);
+              if (s.env.rank() == 0 && r.usp_attn_ms > 0)
+                std::cout << fmt::format(
+                    "attention: block 0 {:.2f} ms per TTT step (slowest rank), one GPU's share "
+                    "{:.2f} ms, overhead {:.3f}x\n",
+                    r.usp_attn_ms, r.local_attn_ms, r.usp_attn_ms / r.local_attn_ms);
               if (s.env.rank() == 0 && r.floor_ms > 0)
                 std::cout << fmt::format(
                     "floor: {:.1f} ms/step (GEMM {:.0f} TFLOP/s, causal attention {:.0f} TFLOP/s "

@@ -16,6 +16,7 @@
 
 #include "attention/local_attention.h"
 #include "attention/ring.h"
+#include "attention/ulysses.h"
 #include "core/error.h"
 #include "model/eagle3.h"
 #include "model/vocab.h"
@@ -95,6 +96,51 @@ std::pair<double, double> measure_rates(const DraftArchConfig& a, int64_t n, int
   const double attn = 3.5 * 2.0 * L * L * heads * d / attn_s;
   return {gemm, attn};
 }
+// Block 0 alone, forward + backward, as the TTT step runs it (q, k, v scattered by Ulysses, the
+// ring provider, out gathered; backward: dout scattered, dq/dk/dv gathered), against one GPU's
+// causal attention over all S rows and all heads. Returns {usp ms, local ms}; collective.
+std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups& groups, int64_t C,
+                                         int64_t S, at::ScalarType dtype) {
+  const auto& a = cfg.model.config;
+  const auto device = groups.device();
+  const int64_t H = a.num_attention_heads, KV = a.num_key_value_heads, d = a.head_dim;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  auto on = at::TensorOptions().device(device).dtype(dtype);
+  const auto& kernel = attention::local_kernel(cfg.model.attention, device, dtype);
+  auto& uly = groups.group(GroupKind::ulysses);
+  const bool zigzag = cfg.parallel.ring_balance == "zigzag";
+  auto block0 = groups.layout().ring > 1
+                    ? attention::ring_block0(groups.group(GroupKind::ring), kernel, zigzag)
+                    : attention::local_block0(kernel);
+  auto to_k = [](const at::Tensor& x) { return x.transpose(0, 1).unsqueeze(0); };
+  auto from_k = [](const at::Tensor& x) { return x.squeeze(0).transpose(0, 1).contiguous(); };
+  auto sc = [&](const at::Tensor& x) {
+    return uly.size() > 1 ? attention::scatter_heads(x, uly) : x;
+  };
+  auto ga = [&](const at::Tensor& x) {
+    return uly.size() > 1 ? attention::gather_heads(x, uly) : x;
+  };
+  auto q = at::randn({C, H, d}, on), k = at::randn({C, KV, d}, on), v = at::randn({C, KV, d}, on),
+       dout = at::randn({C, H, d}, on);
+  const double usp = time_it(device, 2, [&] {
+    auto qs = sc(q), ks = sc(k), vs = sc(v);
+    auto r = block0->forward(to_k(qs), to_k(ks), to_k(vs), scale);
+    (void)ga(from_k(r.out));
+    auto g = block0->backward(to_k(sc(dout)), to_k(qs), to_k(ks), to_k(vs), r.out, r.lse, r.state,
+                              scale);
+    (void)ga(from_k(g[0]));
+    (void)ga(from_k(g[1]));
+    (void)ga(from_k(g[2]));
+  });
+  auto qf = at::randn({1, H, S, d}, on), kf = at::randn({1, KV, S, d}, on),
+       vf = at::randn({1, KV, S, d}, on), df = at::randn({1, H, S, d}, on);
+  const double local = time_it(device, 1, [&] {
+    auto r = attention::attend(kernel, qf, kf, vf, true, scale);
+    (void)attention::attend_backward(kernel, df, qf, kf, vf, r.out, r.lse, r.state, true, scale);
+  });
+  return {usp * 1e3, local * 1e3 / static_cast<double>(groups.layout().sp())};
+}
+
 }  // namespace
 
 BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const BenchOptions& opt) {
@@ -165,6 +211,13 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   const auto flops = step_flops(arch, T, opt.seq_len);
   r.tflop_per_step = flops.total() / 1e12;
   r.mfu = r.tflop_per_step / s / (opt.peak_tflops * static_cast<double>(P));
+  if (opt.attention) {
+    auto [usp, local] = time_attention(cfg, groups, C, opt.seq_len, dtype);
+    double worst = 0;
+    MPI_Allreduce(&usp, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    r.usp_attn_ms = worst;
+    r.local_attn_ms = local;
+  }
   if (opt.floor && device.is_cuda()) {
     auto [gemm, attn] = measure_rates(arch, C, opt.seq_len, device, dtype);
     r.gemm_tflops = gemm / 1e12;

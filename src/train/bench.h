@@ -17,12 +17,16 @@ struct BenchOptions {
   double peak_tflops = 989.0;  // dense bf16 peak of one GPU (H100/H200 SXM)
   std::string profile;         // when set: one more step under the Kineto profiler, trace saved here
   bool floor = true;           // time this GPU's GEMM and attention rates and derive the floor
+  bool attention = false;      // time block 0 alone: USP attention vs one GPU's share of it
 };
 
 struct BenchResult {
   double ms_per_step = 0, tokens_per_s = 0, peak_gib = 0, tflop_per_step = 0, mfu = 0;
   double gemm_tflops = 0, attn_tflops = 0;  // rates measured on this GPU (0: not measured)
   double floor_ms = 0;  // single-GPU floor at this length ÷ SP size (0: not measured)
+  // Block 0 forward + backward (Ulysses all-to-alls and ring included) per TTT step, against one
+  // GPU's causal attention over the whole sequence ÷ SP size (0: not measured).
+  double usp_attn_ms = 0, local_attn_ms = 0;
 };
 
 // Necessary FLOPs of one optimizer step over S tokens (nothing recomputed counted): matrix
