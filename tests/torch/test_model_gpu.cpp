@@ -20,12 +20,17 @@
 
 using namespace eaglet;
 
+namespace {
+bool no_cuda() {
+  if (cuda_device_count() > 0) return false;
+  WARN("no CUDA device: skipped");
+  return true;
+}
+}  // namespace
+
 TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2",
           "[gpu][attention]") {
-  if (cuda_device_count() == 0) {
-    WARN("no CUDA device: skipped");
-    return;
-  }
+  if (no_cuda()) return;
   const c10::Device dev(c10::kCUDA, 0);
   for (int64_t d : {8, 64, 128}) {
     for (int64_t steps : {1, 3}) {
@@ -65,10 +70,7 @@ TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2"
 
 TEST_CASE("GPU bf16: the TTT unroll matches the fp32 CPU model (losses 2e-2, gradients 5e-2)",
           "[gpu][model]") {
-  if (cuda_device_count() == 0) {
-    WARN("no CUDA device: skipped");
-    return;
-  }
+  if (no_cuda()) return;
   const c10::Device dev(c10::kCUDA, 0);
   test::Problem p = test::make_problem(/*C=*/96, /*T=*/3, 2024);
   std::vector<double> weights{1.0, 0.8, 0.64};
@@ -90,10 +92,7 @@ TEST_CASE("GPU bf16: the TTT unroll matches the fp32 CPU model (losses 2e-2, gra
 
 TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same inputs",
           "[gpu][loss]") {
-  if (cuda_device_count() == 0) {
-    WARN("no CUDA device: skipped");
-    return;
-  }
+  if (no_cuda()) return;
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(5);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -120,10 +119,7 @@ TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same
 
 TEST_CASE("GPU: the fused TTT diagonal kernels equal the ATen reference on the same inputs",
           "[gpu][attention]") {
-  if (cuda_device_count() == 0) {
-    WARN("no CUDA device: skipped");
-    return;
-  }
+  if (no_cuda()) return;
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(9);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
