@@ -107,7 +107,7 @@ std::vector<at::Tensor> flash_cuda_backward(const at::Tensor& dout, const at::Te
 // cuDNN builds its backward graph for the strides its forward produced: out, dout and lse must
 // come back in exactly those strides (a merged out in another layout gave wrong dq/dk on H200
 // with LibTorch 2.11 while dv stayed right, i.e. rowsum(dout·out) was read with the wrong
-// strides). The state keeps max_q, max_k, then out's and lse's strides.
+// strides).
 AttnResult cudnn_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          bool causal, double scale) {
   auto r = at::_scaled_dot_product_cudnn_attention(q, k, v, std::nullopt, /*compute_lse=*/true,
@@ -116,9 +116,9 @@ AttnResult cudnn_forward(const at::Tensor& q, const at::Tensor& k, const at::Ten
   KernelState st;
   st.tensors = {std::get<2>(r), std::get<3>(r), std::get<6>(r), std::get<7>(r)};
   st.ints = {std::get<4>(r).expect_int(), std::get<5>(r).expect_int()};
-  st.ints.insert(st.ints.end(), out.strides().begin(), out.strides().end());
-  st.ints.insert(st.ints.end(), lse.strides().begin(), lse.strides().end());
   st.lse_shape = lse.sizes().vec();
+  st.out_strides = out.strides().vec();
+  st.lse_strides = lse.strides().vec();
   return {out, lse.reshape({q.size(0), q.size(1), q.size(2)}), st};
 }
 
@@ -132,11 +132,9 @@ std::vector<at::Tensor> cudnn_backward(const at::Tensor& dout, const at::Tensor&
                                        const at::Tensor& k, const at::Tensor& v,
                                        const at::Tensor& out, const at::Tensor& lse,
                                        const KernelState& st, bool causal, double scale) {
-  const size_t n = out.dim();
-  const at::IntArrayRef ints(st.ints);
-  const auto out_strides = ints.slice(2, n), lse_strides = ints.slice(2 + n);
-  auto o = in_strides(out, out.sizes(), out_strides), d = in_strides(dout, out.sizes(), out_strides);
-  auto l = in_strides(lse.to(at::kFloat), st.lse_shape, lse_strides);
+  auto o = in_strides(out, out.sizes(), st.out_strides),
+       d = in_strides(dout, out.sizes(), st.out_strides);
+  auto l = in_strides(lse.to(at::kFloat), st.lse_shape, st.lse_strides);
   auto [dq, dk, dv] = at::_scaled_dot_product_cudnn_attention_backward(
       d, q, k, v, o, l, st.tensors[2], st.tensors[3], at::Tensor(), st.tensors[0], st.tensors[1],
       st.ints[0], st.ints[1], 0.0, causal, scale);
