@@ -8,6 +8,7 @@
 #include <ATen/ops/logsumexp.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "model/soft_ce_rows.h"
@@ -25,14 +26,15 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
                                                 const at::Tensor& h, const at::Tensor& lm_head,
                                                 const at::Tensor& logits, const at::Tensor& lse,
                                                 const at::Tensor& target_argmax,
-                                                const at::Tensor& mask, int64_t chunk) {
+                                                const at::Tensor& mask, int64_t chunk,
+                                                bool with_grads) {
     const auto acc = acc_type(h);
     const auto w = lm_head.to(h.scalar_type());
     const auto m = mask.to(acc).contiguous();
     const int64_t n = h.size(0);
     auto loss = at::zeros({}, h.options().dtype(acc));
     auto correct = at::zeros({}, h.options().dtype(acc));
-    auto dh = at::empty(h.sizes(), h.options());
+    auto dh = with_grads ? at::empty(h.sizes(), h.options()) : at::Tensor();
     at::Tensor dw;  // Σ over chunks: cuBLAS adds each chunk's product in fp32, one rounding each
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t len = std::min(chunk, n - s);
@@ -41,6 +43,7 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
       auto rows = soft_ce_rows(z, logits.narrow(0, s, len), lse.narrow(0, s, len), mc);
       loss = loss + (rows.loss * mc).sum();
       correct = correct + ((rows.argmax == target_argmax.narrow(0, s, len)).to(acc) * mc).sum();
+      if (!with_grads) continue;  // evaluation: the loss only
       dh.narrow(0, s, len).copy_(at::mm(z, w));
       dw = dw.defined() ? dw.addmm_(z.t(), hc) : at::mm(z.t(), hc);
     }
@@ -58,7 +61,7 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
     const auto master = static_cast<at::ScalarType>(ctx->saved_data["master"].toInt());
     const auto g = grads[0].to(acc_type(dh));  // scalar; products in fp32, one rounding
     return {dh * g, (dw * g).to(master), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -87,7 +90,11 @@ TargetRows target_rows(const at::Tensor& rows, const at::Tensor& target_head, in
 
 LossSums fused_soft_ce(const at::Tensor& h, const at::Tensor& lm_head, const TargetRows& target,
                        const at::Tensor& mask, int64_t chunk) {
-  auto r = FusedSoftCe::apply(h, lm_head, target.logits, target.lse, target.argmax, mask, chunk);
+  // Under no_grad (evaluation) forward skips the two gradient GEMMs per chunk.
+  const bool with_grads =
+      at::GradMode::is_enabled() && (h.requires_grad() || lm_head.requires_grad());
+  auto r = FusedSoftCe::apply(h, lm_head, target.logits, target.lse, target.argmax, mask, chunk,
+                              with_grads);
   return {r[0], r[1], r[2]};
 }
 
