@@ -163,7 +163,7 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
     if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
     auto h1 = h + project(a.reshape({C, nH * d}), c.o_proj);
     auto n = rms_norm(h1, c.post_norm, eps);
-    auto out = h1 + swiglu_mlp(n, c.gate_proj, c.up_proj, c.down_proj, opt.recompute_mlp);
+    auto out = h1 + swiglu_mlp(n, c.gate_proj, c.up_proj, c.down_proj, opt.mlp_recompute);
     auto sums = fused_soft_ce(rms_norm(out, c.norm, eps), c.lm_head, targets.narrow(k, C),
                               mask_rows.narrow(0, k, C), opt.loss_chunk);
     // Connectivity (DESIGN §5): every rank's backward runs, whatever its local loss.

@@ -13,6 +13,7 @@
 #include "attention/ttt_attention.h"
 #include "core/config.h"
 #include "model/loss.h"
+#include "model/recompute.h"
 
 namespace eaglet {
 class Communicator;
@@ -68,7 +69,7 @@ struct TttOptions {
   std::shared_ptr<attention::Block0> block0;  // block-0 provider (local kernel or ring)
   Communicator* ulysses = nullptr;            // Ulysses group; null or size 1: no all-to-all
   int64_t loss_chunk = 4096;
-  bool recompute_mlp = false;  // recompute the MLP in backward instead of keeping its activations
+  MlpRecompute mlp_recompute = MlpRecompute::none;  // what the MLP keeps for backward
 };
 
 // The unroll: per step k, loss sums over this shard (not yet normalised).

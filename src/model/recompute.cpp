@@ -3,6 +3,8 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/matmul.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/silu_backward.h>
 #include <ATen/ops/silu.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -32,12 +34,34 @@ struct RecomputedMlp : torch::autograd::Function<RecomputedMlp> {
   }
 };
 
+// down(silu(a) ⊙ b) keeping only a and b: backward recomputes s = silu(a) and p = s ⊙ b and
+// differentiates as autograd would (mm, mul, silu backward).
+struct SwigluDown : torch::autograd::Function<SwigluDown> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a,
+                            const at::Tensor& b, const at::Tensor& d) {
+    ctx->save_for_backward({a, b, d});
+    return at::matmul(at::silu(a) * b, d.t());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &a = saved[0], &b = saved[1], &d = saved[2];
+    const auto& grad = grads[0];
+    auto s = at::silu(a);
+    auto dp = at::mm(grad, d);
+    auto dd = at::mm((s * b).t(), grad).t();
+    return {at::silu_backward(dp * b, a), dp * s, dd};
+  }
+};
+
 }  // namespace
 
 at::Tensor swiglu_mlp(const at::Tensor& n, const at::Tensor& gate, const at::Tensor& up,
-                      const at::Tensor& down, bool recompute) {
+                      const at::Tensor& down, MlpRecompute recompute) {
   auto g = gate.to(n.scalar_type()), u = up.to(n.scalar_type()), d = down.to(n.scalar_type());
-  if (!recompute || !c10::GradMode::is_enabled()) return mlp(n, g, u, d);
+  if (recompute == MlpRecompute::none || !c10::GradMode::is_enabled()) return mlp(n, g, u, d);
+  if (recompute == MlpRecompute::swiglu)
+    return SwigluDown::apply(at::matmul(n, g.t()), at::matmul(n, u.t()), d);
   return RecomputedMlp::apply(n, g, u, d);
 }
 

@@ -91,14 +91,14 @@ struct ModelRun {
 
 inline ModelRun run_model(Problem& p, const std::string& kernel, at::ScalarType dtype,
                           int64_t chunk, const std::vector<double>& weights,
-                          bool recompute_mlp = false) {
+                          MlpRecompute recompute = MlpRecompute::none) {
   for (auto& [name, t] : p.w.trainable()) t->mutable_grad() = at::Tensor();
   TttOptions opt;
   opt.ttt_length = p.T;
   opt.dtype = dtype;
   opt.block0 = attention::local_block0(attention::local_kernel(kernel, p.in.ids.device(), dtype));
   opt.loss_chunk = chunk;
-  opt.recompute_mlp = recompute_mlp;
+  opt.mlp_recompute = recompute;
   auto steps = ttt_forward(p.w, p.cfg, p.target, p.in, opt);
   auto obj = combine_steps(steps, weights, 1, nullptr);
   obj.total.backward();

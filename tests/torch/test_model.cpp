@@ -355,11 +355,15 @@ TEST_CASE(
 TEST_CASE("recomputing the MLP in backward gives the same losses and gradients", "[model]") {
   Problem p = make_problem(/*C=*/12, /*T=*/3, 808);
   std::vector<double> weights{1.0, 0.8, 0.64};
-  auto kept = run_model(p, "flash", at::kFloat, 5, weights, /*recompute_mlp=*/false);
-  auto again = run_model(p, "flash", at::kFloat, 5, weights, /*recompute_mlp=*/true);
-  for (size_t k = 0; k < kept.step_loss.size(); ++k) CHECK(kept.step_loss[k] == again.step_loss[k]);
-  for (auto& [name, g] : kept.grads) {
-    INFO(name << " rel err " << rel_err(again.grads[name], g));
-    CHECK(rel_err(again.grads[name], g) <= 1e-6);  // same ops; only summation order may differ
+  auto kept = run_model(p, "flash", at::kFloat, 5, weights, MlpRecompute::none);
+  for (auto mode : {MlpRecompute::swiglu, MlpRecompute::full}) {
+    INFO("mode " << static_cast<int>(mode));
+    auto again = run_model(p, "flash", at::kFloat, 5, weights, mode);
+    for (size_t k = 0; k < kept.step_loss.size(); ++k)
+      CHECK(kept.step_loss[k] == again.step_loss[k]);
+    for (auto& [name, g] : kept.grads) {
+      INFO(name << " rel err " << rel_err(again.grads[name], g));
+      CHECK(rel_err(again.grads[name], g) <= 1e-6);  // same ops; only summation order may differ
+    }
   }
 }
