@@ -94,7 +94,7 @@ class RingBlock0 final : public Block0 {
     auto out = at::zeros(q.sizes(), q.options().dtype(acc_type));
     auto lse = at::full({q.size(0), q.size(1), q.size(2)}, -INFINITY, q.options().dtype(acc_type));
     AttnResult result;
-    auto kv = pack(zig(k), zig(v));
+    auto kv = zig(pack(k, v), 3);
     for (int64_t t = 0; t < R; ++t) {
       at::Tensor incoming;
       std::unique_ptr<Work> transfer;
@@ -130,7 +130,7 @@ class RingBlock0 final : public Block0 {
     const int64_t early = Halves{R, g, q.size(2)}.early();
     auto acc_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     auto dq = at::zeros(q.sizes(), q.options().dtype(acc_type));
-    auto kv = pack(zig(k), zig(v));
+    auto kv = zig(pack(k, v), 3);
     auto dkv =
         at::zeros(kv.sizes(), kv.options().dtype(acc_type));  // gradient of the block held now
     for (int64_t t = 0; t < R; ++t) {
@@ -159,8 +159,9 @@ class RingBlock0 final : public Block0 {
         kv = incoming;
       }
     }
-    return {unzig(dq.to(q.scalar_type())), unzig(dkv[0].to(k.scalar_type())),
-            unzig(dkv[1].to(v.scalar_type()))};
+    auto dkv_plain = unzig(dkv, 3);
+    return {unzig(dq.to(q.scalar_type())), dkv_plain[0].to(k.scalar_type()),
+            dkv_plain[1].to(v.scalar_type())};
   }
 
  private:
@@ -180,8 +181,13 @@ class RingBlock0 final : public Block0 {
     if (h < g) return Rows{0, lq, 0, h_early};  // every query after h's early half only
     return Rows{early, lq - early, 0, lk};      // g's late half after all of h's rows
   }
-  at::Tensor zig(const at::Tensor& x) { return zigzag_ ? exchange(ring_, x, 2, true) : x; }
-  at::Tensor unzig(const at::Tensor& x) { return zigzag_ ? exchange(ring_, x, 2, false) : x; }
+  // Along the sequence: dim 2 of [1, H, L, d] and [1, H, L]; dim 3 of packed K/V.
+  at::Tensor zig(const at::Tensor& x, int64_t dim = 2) {
+    return zigzag_ ? exchange(ring_, x, dim, true) : x;
+  }
+  at::Tensor unzig(const at::Tensor& x, int64_t dim = 2) {
+    return zigzag_ ? exchange(ring_, x, dim, false) : x;
+  }
 
   Communicator& ring_;
   const LocalKernel& kernel_;

@@ -10,8 +10,8 @@
 // half-chunks and, for the attention only, rank g holds half-chunks g and 2R−1−g (one early, one
 // late): at t = 0 it attends causally to its own pair, for h < g all its queries see the early
 // half of h's pair, for h > g its late half sees all of h's pair, i.e. every step costs the same.
-// The rows move there and back by two point-to-point rounds inside block 0 (q, k, v, out, lse
-// forward; dout, q, k, v, out, lse and the three gradients backward); the data layout, positions
+// The rows move there and back by two point-to-point rounds inside block 0 (q, K/V packed, out,
+// lse forward; dout, q, K/V, out, lse, dq and dK/dV packed backward); the data layout, positions
 // and everything outside the attention keep the contiguous order of DESIGN §3.
 #pragma once
 
