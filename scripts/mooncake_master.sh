@@ -47,6 +47,16 @@ pid_alive() {
   [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$2"
 }
 
+# running PIDFILE: the process exists and has not exited (a zombie has). Used while a just-started
+# process may not have exec'd its binary yet, when its command line is still this script's.
+running() {
+  local pid state
+  [ -s "$1" ] || return 1
+  pid=$(cat "$1")
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
 # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
@@ -90,7 +100,7 @@ case $action in
         --enable_metric_reporting=false </dev/null >"$dir/master.log" 2>&1 &
       echo $! >"$dir/master.pid"
       for i in $(seq 300); do
-        pid_alive "$dir/master.pid" mooncake_master ||
+        running "$dir/master.pid" ||
           { tail -20 "$dir/master.log" >&2; rm -f "$dir/master.pid"; die "the master exited (log: $dir/master.log)"; }
         if port_open "$port" &&
           [ "$(curl -s -m 2 "http://127.0.0.1:$meta_port/health" 2>/dev/null)" = OK ]; then
@@ -111,7 +121,7 @@ case $action in
           --metadata_server="http://127.0.0.1:$meta_port/metadata" </dev/null >"$dir/client.log" 2>&1 &
         echo $! >"$dir/client.pid"
         for i in $(seq 300); do
-          pid_alive "$dir/client.pid" mooncake_client ||
+          running "$dir/client.pid" ||
             { tail -20 "$dir/client.log" >&2; rm -f "$dir/client.pid"; die "the memory holder exited (log: $dir/client.log)"; }
           port_open "$client_port" && grep -q "Mounting segment" "$dir/client.log" && break
           [ "$i" = 300 ] && { tail -20 "$dir/client.log" >&2; stop_one client; die "the memory holder did not start within 30 s"; }
