@@ -97,9 +97,8 @@ std::vector<at::Tensor> flash_cuda_backward(const at::Tensor& dout, const at::Te
   // Only the last dimension must be contiguous: the kernel works in [B, S, H, d], which the
   // [1, H, S, d] views of our [S, H, d] tensors already are.
   auto [dq, dk, dv] = at::_scaled_dot_product_flash_attention_backward(
-      dout, q, k, v, out, lse.reshape(st.lse_shape).contiguous(),
-      st.tensors[0], st.tensors[1], st.ints[0], st.ints[1], 0.0, causal, st.tensors[2],
-      st.tensors[3], scale);
+      dout, q, k, v, out, lse.reshape(st.lse_shape).contiguous(), st.tensors[0], st.tensors[1],
+      st.ints[0], st.ints[1], 0.0, causal, st.tensors[2], st.tensors[3], scale);
   return {dq, dk, dv};
 }
 
@@ -108,10 +107,10 @@ std::vector<at::Tensor> flash_cuda_backward(const at::Tensor& dout, const at::Te
 // come back in exactly those strides (a merged out in another layout gave wrong dq/dk on H200
 // with LibTorch 2.11 while dv stayed right, i.e. rowsum(dout·out) was read with the wrong
 // strides).
-AttnResult cudnn_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                         bool causal, double scale) {
-  auto r = at::_scaled_dot_product_cudnn_attention(q, k, v, std::nullopt, /*compute_lse=*/true,
-                                                   0.0, causal, false, scale);
+AttnResult cudnn_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                         double scale) {
+  auto r = at::_scaled_dot_product_cudnn_attention(q, k, v, std::nullopt, /*compute_lse=*/true, 0.0,
+                                                   causal, false, scale);
   const auto &out = std::get<0>(r), &lse = std::get<1>(r);
   KernelState st;
   st.tensors = {std::get<2>(r), std::get<3>(r), std::get<6>(r), std::get<7>(r)};

@@ -16,11 +16,11 @@ namespace eaglet::attention {
 
 // What a kernel's forward leaves for its backward besides q, k, v, out and lse.
 struct KernelState {
-  std::vector<at::Tensor> tensors;  // e.g. philox seed/offset, cumulative lengths
-  std::vector<int64_t> ints;        // e.g. max lengths
-  std::vector<int64_t> lse_shape;   // the kernel's own lse layout
+  std::vector<at::Tensor> tensors;                // e.g. philox seed/offset, cumulative lengths
+  std::vector<int64_t> ints;                      // e.g. max lengths
+  std::vector<int64_t> lse_shape;                 // the kernel's own lse layout
   std::vector<int64_t> out_strides, lse_strides;  // as the forward produced them (cuDNN)
-  std::vector<KernelState> parts;   // composite providers (the ring): one state per block
+  std::vector<KernelState> parts;  // composite providers (the ring): one state per block
 };
 
 struct AttnResult {

@@ -178,9 +178,9 @@ class RingBlock0 final : public Block0 {
       return std::nullopt;
     }
     const int64_t h_early = Halves{ring_.size(), h, lk}.early();
-    const auto rows = h < g ? Rows{0, lq, 0, h_early}      // every query after h's early half
+    const auto rows = h < g ? Rows{0, lq, 0, h_early}          // every query after h's early half
                             : Rows{early, lq - early, 0, lk};  // g's late half after all of h
-    if (rows.qn == 0 || rows.kn == 0) return std::nullopt;  // a 1-row chunk has an empty half
+    if (rows.qn == 0 || rows.kn == 0) return std::nullopt;     // a 1-row chunk has an empty half
     return rows;
   }
   // Along the sequence: dim 2 of [1, H, L, d] and [1, H, L]; dim 3 of packed K/V.

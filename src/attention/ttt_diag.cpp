@@ -131,7 +131,8 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& dout, const at::Tensor&
     p.dv[m] = grads[n + m].data_ptr();
   }
   if (S == 0) return grads;
-  auto dqc = dq.is_contiguous() && dq.scalar_type() == at::kFloat ? dq : dq.to(at::kFloat).contiguous();
+  auto dqc =
+      dq.is_contiguous() && dq.scalar_type() == at::kFloat ? dq : dq.to(at::kFloat).contiguous();
   auto doc = dout.to(q.scalar_type()).contiguous(), qc = q.contiguous(),
        oc = out.to(q.scalar_type()).contiguous(), lc = lse.to(at::kFloat).contiguous();
   launch_diag_backward(doc.data_ptr(), qc.data_ptr(), oc.data_ptr(), lc.data_ptr<float>(), p,

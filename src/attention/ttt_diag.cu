@@ -13,17 +13,25 @@
 namespace eaglet::attention {
 namespace {
 
-constexpr int kWarps = 8;              // warps per block
+constexpr int kWarps = 8;                   // warps per block
 constexpr int kMaxLane = kMaxHeadDim / 32;  // elements of one head vector per lane
 
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+__device__ __forceinline__ float to_float(__half x) {
+  return __half2float(x);
+}
 template <typename T>
 __device__ __forceinline__ T from_float(float x);
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float(float x) { return __float2bfloat16(x); }
+__device__ __forceinline__ __nv_bfloat16 from_float(float x) {
+  return __float2bfloat16(x);
+}
 template <>
-__device__ __forceinline__ __half from_float(float x) { return __float2half(x); }
+__device__ __forceinline__ __half from_float(float x) {
+  return __float2half(x);
+}
 
 __device__ __forceinline__ float warp_sum(float x) {
   for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);
@@ -125,7 +133,7 @@ __global__ void diag_backward_kernel(const T* __restrict__ dout, const T* __rest
       qk = warp_sum(qk);
       dv_o = warp_sum(dv_o);
       const float p = expf(qk * scale - lse[hq]);  // this block's weight in the merged softmax
-      const float g = p * dv_o * scale;             // d loss / d (q·k)
+      const float g = p * dv_o * scale;            // d loss / d (q·k)
 #pragma unroll
       for (int i = 0; i < kMaxLane; ++i) {
         const int e = lane + 32 * i;
@@ -159,8 +167,8 @@ void launch_diag_forward(const void* q, const void* out0, const float* lse0,
   const unsigned grid = grid_for(S * H);
   if (bf16)
     diag_forward_kernel<__nv_bfloat16><<<grid, kWarps * 32, 0, stream>>>(
-        static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(out0), lse0,
-        blocks, static_cast<__nv_bfloat16*>(out), lse, S, H, KV, d, scale);
+        static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(out0), lse0, blocks,
+        static_cast<__nv_bfloat16*>(out), lse, S, H, KV, d, scale);
   else
     diag_forward_kernel<__half><<<grid, kWarps * 32, 0, stream>>>(
         static_cast<const __half*>(q), static_cast<const __half*>(out0), lse0, blocks,

@@ -320,8 +320,9 @@ std::vector<Field> fields(Config& c) {
       field("model.norm_key", c.model.norm_key, "target tensor holding the final norm"),
       field("model.vocab_mapping", c.model.vocab_mapping,
             "safetensors file with t2d/d2t; empty: build from the data"),
-      field("model.attention", c.model.attention,
-            "local attention kernel: auto (cudnn on GPU, flash on CPU) | reference | flash | cudnn"),
+      field(
+          "model.attention", c.model.attention,
+          "local attention kernel: auto (cudnn on GPU, flash on CPU) | reference | flash | cudnn"),
       field("model.loss_chunk", c.model.loss_chunk,
             "rows per chunk of the fused lm_head + loss (memory vs speed)"),
       field("model.recompute_swiglu", c.model.recompute_swiglu,

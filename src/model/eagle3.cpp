@@ -135,7 +135,8 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
   const auto c = in_dtype(w, dt);
   auto mask_rows = position_mask(in, target, opt.loss_chunk);  // [C+T]
   // Target distribution of row i = lhs[i+1] (step k, position j uses row j+k), once for all steps.
-  auto targets = target_rows(in.lhs.narrow(0, 1, C + T - 1).to(dt), target.draft_head, opt.loss_chunk);
+  auto targets =
+      target_rows(in.lhs.narrow(0, 1, C + T - 1).to(dt), target.draft_head, opt.loss_chunk);
   auto inv_freq = rope_inv_freq(cfg, in.ids.device());
   auto ids = in.ids.clamp(0, cfg.vocab_size - 1);
   auto h = project(in.hs.narrow(0, 0, C).to(dt), c.fc);  // step 0 input: fc(hs)

@@ -3,12 +3,12 @@
 #include "model/loss.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/logsumexp.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
-#include <ATen/core/grad_mode.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "model/soft_ce_rows.h"
@@ -60,8 +60,8 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
     auto dh = ctx->saved_data["dh"].toTensor(), dw = ctx->saved_data["dw"].toTensor();
     const auto master = static_cast<at::ScalarType>(ctx->saved_data["master"].toInt());
     const auto g = grads[0].to(acc_type(dh));  // scalar; products in fp32, one rounding
-    return {dh * g, (dw * g).to(master), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dh * g,       (dw * g).to(master), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(),        at::Tensor(), at::Tensor()};
   }
 };
 

@@ -50,8 +50,9 @@ SoftCeRows fused(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
                  const at::Tensor& mask) {
 #ifdef EAGLET_WITH_CUDA
   const int64_t n = z.size(0), v = z.size(1);
-  EAGLET_CHECK(z.is_contiguous() && logits.stride(1) == 1 && logits.scalar_type() == z.scalar_type() &&
-                   lse.scalar_type() == at::kFloat && mask.scalar_type() == at::kFloat,
+  EAGLET_CHECK(z.is_contiguous() && logits.stride(1) == 1 &&
+                   logits.scalar_type() == z.scalar_type() && lse.scalar_type() == at::kFloat &&
+                   mask.scalar_type() == at::kFloat,
                "soft_ce_rows: unexpected layout or dtypes");
   auto l = lse.contiguous(), m = mask.contiguous();
   SoftCeRows r{at::empty({n}, lse.options()), at::empty({n}, lse.options().dtype(at::kLong))};

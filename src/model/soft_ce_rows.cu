@@ -15,19 +15,27 @@ namespace {
 
 constexpr int kThreads = 512;
 
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+__device__ __forceinline__ float to_float(__half x) {
+  return __half2float(x);
+}
 template <typename T>
 __device__ __forceinline__ T from_float(float x);
 template <>
-__device__ __forceinline__ __nv_bfloat16 from_float(float x) { return __float2bfloat16(x); }
+__device__ __forceinline__ __nv_bfloat16 from_float(float x) {
+  return __float2bfloat16(x);
+}
 template <>
-__device__ __forceinline__ __half from_float(float x) { return __float2half(x); }
+__device__ __forceinline__ __half from_float(float x) {
+  return __float2half(x);
+}
 
 struct Partial {
-  float max, sum;   // online log-sum-exp: Σ exp(z − max)
-  float pz;         // Σ p·z
-  float best;       // largest z and its index
+  float max, sum;  // online log-sum-exp: Σ exp(z − max)
+  float pz;        // Σ p·z
+  float best;      // largest z and its index
   int best_index;
 };
 
@@ -113,9 +121,9 @@ void launch_soft_ce_rows(void* z, const void* logits, int64_t logits_stride, con
         static_cast<__nv_bfloat16*>(z), static_cast<const __nv_bfloat16*>(logits), logits_stride,
         lse, mask, loss, argmax, vocab);
   else
-    soft_ce_rows_kernel<__half><<<grid, block, 0, stream>>>(
-        static_cast<__half*>(z), static_cast<const __half*>(logits), logits_stride, lse, mask,
-        loss, argmax, vocab);
+    soft_ce_rows_kernel<__half>
+        <<<grid, block, 0, stream>>>(static_cast<__half*>(z), static_cast<const __half*>(logits),
+                                     logits_stride, lse, mask, loss, argmax, vocab);
 }
 
 }  // namespace eaglet::model

@@ -81,7 +81,8 @@ double time_it(c10::Device device, int reps, F&& fn) {
 std::pair<double, double> measure_rates(const DraftArchConfig& a, int64_t n, int64_t S,
                                         c10::Device device, at::ScalarType dtype) {
   auto on = at::TensorOptions().device(device).dtype(dtype);
-  auto x = at::randn({n, a.hidden_size}, on), w = at::randn({a.intermediate_size, a.hidden_size}, on);
+  auto x = at::randn({n, a.hidden_size}, on),
+       w = at::randn({a.intermediate_size, a.hidden_size}, on);
   const double gemm_s = time_it(device, 10, [&] { (void)at::mm(x, w.t()); });
   const double gemm = 2.0 * n * a.hidden_size * a.intermediate_size / gemm_s;
   const int64_t L = std::min<int64_t>(S, 16384), heads = a.num_attention_heads, d = a.head_dim;

@@ -15,9 +15,9 @@ struct BenchOptions {
   int64_t seq_len = 8192;  // global sequence length S (split over the SP group)
   int64_t warmup = 2, steps = 5;
   double peak_tflops = 989.0;  // dense bf16 peak of one GPU (H100/H200 SXM)
-  std::string profile;         // when set: one more step under the Kineto profiler, trace saved here
-  bool floor = true;           // time this GPU's GEMM and attention rates and derive the floor
-  bool attention = false;      // time block 0 alone: USP attention vs one GPU's share of it
+  std::string profile;     // when set: one more step under the Kineto profiler, trace saved here
+  bool floor = true;       // time this GPU's GEMM and attention rates and derive the floor
+  bool attention = false;  // time block 0 alone: USP attention vs one GPU's share of it
 };
 
 struct BenchResult {

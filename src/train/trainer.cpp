@@ -185,7 +185,7 @@ model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups,
                                           cfg.parallel.ring_balance == "zigzag")
                  : attention::local_block0(kernel);
   o.loss_chunk = cfg.model.loss_chunk;
-  o.mlp_recompute = cfg.model.recompute_mlp       ? model::MlpRecompute::full
+  o.mlp_recompute = cfg.model.recompute_mlp      ? model::MlpRecompute::full
                     : cfg.model.recompute_swiglu ? model::MlpRecompute::swiglu
                                                  : model::MlpRecompute::none;
   return o;

@@ -89,10 +89,9 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
     o.ttt_length = T;
     o.dtype = dtype;
     o.ulysses = ulysses;
-    o.block0 =
-        ring != nullptr
-            ? attention::ring_block0(*ring, kernel, cfg.parallel.ring_balance == "zigzag")
-            : attention::local_block0(kernel);
+    o.block0 = ring != nullptr
+                   ? attention::ring_block0(*ring, kernel, cfg.parallel.ring_balance == "zigzag")
+                   : attention::local_block0(kernel);
     o.loss_chunk = cfg.model.loss_chunk;
     auto steps = model::ttt_forward(weights, arch, target, in, o);
     auto obj = model::combine_steps(steps, step_w, 1, sp);

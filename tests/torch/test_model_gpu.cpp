@@ -146,9 +146,10 @@ TEST_CASE("GPU: the fused TTT diagonal kernels equal the ATen reference on the s
       CHECK(test::rel_err(got.lse, ref.lse) <= 1e-5);
       auto dq0 = at::zeros({S, H, d}, f32.device(dev));
       auto dq_ref = dq0.clone(), dq_got = dq0.clone();
-      auto g_ref = attention::diag_backward(dout, q, ref.out, ref.lse, ks, vs, dq_ref, scale,
-                                            "reference");
-      auto g_got = attention::diag_backward(dout, q, ref.out, ref.lse, ks, vs, dq_got, scale, "auto");
+      auto g_ref =
+          attention::diag_backward(dout, q, ref.out, ref.lse, ks, vs, dq_ref, scale, "reference");
+      auto g_got =
+          attention::diag_backward(dout, q, ref.out, ref.lse, ks, vs, dq_got, scale, "auto");
       INFO("dq " << test::rel_err(dq_got, dq_ref));
       CHECK(test::rel_err(dq_got, dq_ref) <= 1e-5);
       for (size_t i = 0; i < g_ref.size(); ++i) {
