@@ -7,8 +7,9 @@ import json
 import re
 import sys
 
-KINDS = [("gemm", r"gemm|cutlass|sm90_xmma|nvjet|cublas|Kernel2"),
-         ("attention", r"flash|fmha|attention"),
+# Attention first: flash's kernels carry "cutlass" in their names.
+KINDS = [("attention", r"flash|fmha|attention|sdpa"),
+         ("gemm", r"gemm|cutlass|sm90_xmma|nvjet|cublas|Kernel2"),
          ("nccl", r"nccl"),
          ("softmax/lse", r"softmax|logsumexp"),
          ("reduction", r"reduce|argmax|norm|sum"),

@@ -1,11 +1,12 @@
-// The TTT attention as one autograd function: block 0 through the provider, diagonal blocks and the
-// fp32 log-sum-exp merge here.
+// The TTT attention as one autograd function: block 0 through the provider, the diagonal blocks
+// and the fp32 log-sum-exp merge through attention/ttt_diag.
 #include "attention/ttt_attention.h"
 
-#include "attention/ttt_diag.h"
-
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/empty.h>
 #include <torch/csrc/autograd/custom_function.h>
+
+#include "attention/ttt_diag.h"
 
 namespace eaglet::attention {
 namespace {
@@ -100,7 +101,8 @@ struct TttAttention : torch::autograd::Function<TttAttention> {
     result[1] = from_kernel(g0[1]).to(k_at(0).scalar_type());
     result[1 + steps] = from_kernel(g0[2]).to(v_at(0).scalar_type());
     if (steps > 1) {
-      dq = dq.to(mt);  // the diagonal blocks add theirs in fp32
+      // The diagonal blocks add theirs in fp32, into a contiguous buffer (one pass, any layout).
+      dq = at::empty(dq.sizes(), dq.options().dtype(mt)).copy_(dq);
       std::vector<at::Tensor> ks, vs;
       for (int64_t m = 1; m < steps; ++m) {
         ks.push_back(k_at(m));

@@ -49,7 +49,7 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
     }
     ctx->saved_data["dh"] = dh;
     ctx->saved_data["dw"] = dw;
-    ctx->saved_data["master"] = static_cast<int64_t>(lm_head.scalar_type());
+    ctx->saved_data["w_dtype"] = static_cast<int64_t>(lm_head.scalar_type());
     auto count = m.sum();
     ctx->mark_non_differentiable({correct, count});
     return {loss, correct, count};
@@ -58,9 +58,9 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto dh = ctx->saved_data["dh"].toTensor(), dw = ctx->saved_data["dw"].toTensor();
-    const auto master = static_cast<at::ScalarType>(ctx->saved_data["master"].toInt());
+    const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
     const auto g = grads[0].to(acc_type(dh));  // scalar; products in fp32, one rounding
-    return {dh * g,       (dw * g).to(master), at::Tensor(), at::Tensor(),
+    return {dh * g,       (dw * g).to(w_dtype), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(),        at::Tensor(), at::Tensor()};
   }
 };

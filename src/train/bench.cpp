@@ -109,10 +109,7 @@ std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups&
   auto on = at::TensorOptions().device(device).dtype(dtype);
   const auto& kernel = attention::local_kernel(cfg.model.attention, device, dtype);
   auto& uly = groups.group(GroupKind::ulysses);
-  const bool zigzag = cfg.parallel.ring_balance == "zigzag";
-  auto block0 = groups.layout().ring > 1
-                    ? attention::ring_block0(groups.group(GroupKind::ring), kernel, zigzag)
-                    : attention::local_block0(kernel);
+  auto block0 = ttt_options(cfg, groups, dtype).block0;  // as the training step builds it
   auto to_k = [](const at::Tensor& x) { return x.transpose(0, 1).unsqueeze(0); };
   auto from_k = [](const at::Tensor& x) { return x.squeeze(0).transpose(0, 1).contiguous(); };
   auto sc = [&](const at::Tensor& x) {
