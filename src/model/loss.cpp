@@ -61,7 +61,7 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
     const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
     const auto g = grads[0].to(acc_type(dh));  // scalar; products in fp32, one rounding
     return {dh * g,       (dw * g).to(w_dtype), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(),        at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(),         at::Tensor(), at::Tensor()};
   }
 };
 
