@@ -2,36 +2,18 @@
 // (position, query head): fp32 scores against each block's K at that position, the log-sum-exp
 // with block 0's, and the merged output. Backward: one warp per (position, KV head), looping over
 // the blocks and the query heads of the group, so dK/dV need no atomics; dq accumulates in fp32.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "attention/ttt_diag_cuda.h"
+#include "core/cuda_half.cuh"
 
 namespace eaglet::attention {
 namespace {
 
 constexpr int kWarps = 8;                   // warps per block
 constexpr int kMaxLane = kMaxHeadDim / 32;  // elements of one head vector per lane
-
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
-__device__ __forceinline__ float to_float(__half x) {
-  return __half2float(x);
-}
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float(float x) {
-  return __float2bfloat16(x);
-}
-template <>
-__device__ __forceinline__ __half from_float(float x) {
-  return __float2half(x);
-}
 
 __device__ __forceinline__ float warp_sum(float x) {
   for (int o = 16; o > 0; o /= 2) x += __shfl_xor_sync(0xffffffffu, x, o);

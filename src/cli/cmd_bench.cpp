@@ -47,6 +47,9 @@ Command bench_command() {
                     o.seq_len, s.groups->layout().world, s.groups->layout().ulysses,
                     s.groups->layout().ring, s.config.training.ttt_length, r.ms_per_step,
                     r.tokens_per_s, r.peak_gib, r.tflop_per_step, 100 * r.mfu);
+              if (s.env.rank() == 0)
+                std::cout << fmt::format("steps: {} timed, fastest {:.1f} ms, slowest {:.1f} ms\n",
+                                         o.steps, r.fastest_step_ms, r.slowest_step_ms);
               if (s.env.rank() == 0 && r.usp_attn_ms > 0)
                 std::cout << fmt::format(
                     "attention: block 0 {:.2f} ms per TTT step (slowest rank), one GPU's share "

@@ -328,7 +328,7 @@ std::vector<Field> fields(Config& c) {
       field("model.recompute_swiglu", c.model.recompute_swiglu,
             "keep only the gate and up outputs for backward, recompute silu and the product (2 "
             "of the MLP's 4 [tokens x intermediate] activations per TTT step, 2 elementwise "
-            "passes); model.recompute_mlp wins"),
+            "passes, no measurable time); false keeps them; model.recompute_mlp wins"),
       field("model.recompute_mlp", c.model.recompute_mlp,
             "recompute the MLP in backward instead of keeping its activations (long sequences)"),
       field("training.ttt_length", c.training.ttt_length, "TTT unroll length T"),

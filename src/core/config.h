@@ -86,7 +86,7 @@ struct ModelConfig {
   std::string attention = "auto";  // auto | reference | flash
   int64_t loss_chunk = 4096;       // rows per chunk of the fused lm_head + loss
   bool recompute_mlp = false;  // recompute the MLP in backward (less memory, ~1 more MLP forward)
-  bool recompute_swiglu = false;  // keep only gate/up outputs; silu and product recomputed
+  bool recompute_swiglu = true;  // keep only gate/up outputs; silu and product recomputed
 };
 
 struct TrainingConfig {

@@ -108,13 +108,25 @@ at::Tensor position_mask(const ShardInput& in, const LossTarget& target, int64_t
 namespace {
 // The trainable weights cast to the compute dtype once per unroll, not once per use: their
 // gradients sum over the T steps in the compute dtype (as under autocast) and reach the fp32
-// masters through one cast each.
-Eagle3Weights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
-  Eagle3Weights c;
+// masters through one cast each. q, k and v also as one [(nH + 2·nKV)·d, 2H] weight: one GEMM
+// per step for the three projections (and one for their input's gradient).
+struct ComputeWeights {
+  Eagle3Weights w;
+  at::Tensor qkv;
+};
+
+ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
+  ComputeWeights c;
   auto from = w.trainable();
-  auto to = c.trainable();
-  for (size_t i = 0; i < from.size(); ++i) *to[i].second = from[i].second->to(dt);
-  c.embed_tokens = w.embed_tokens;
+  auto to = c.w.trainable();
+  for (size_t i = 0; i < from.size(); ++i) {
+    const auto& name = from[i].first;
+    if (name.find("self_attn.") != std::string::npos && name.find("o_proj") == std::string::npos)
+      continue;  // q, k, v: cast into qkv below
+    *to[i].second = from[i].second->to(dt);
+  }
+  c.qkv = at::cat({w.q_proj.to(dt), w.k_proj.to(dt), w.v_proj.to(dt)});
+  c.w.embed_tokens = w.embed_tokens;
   return c;
 }
 }  // namespace
@@ -132,7 +144,8 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
                tensor_text(in.positions), C, U);
   const auto dt = opt.dtype;
 
-  const auto c = in_dtype(w, dt);
+  const auto cw = in_dtype(w, dt);
+  const auto& c = cw.w;
   auto mask_rows = position_mask(in, target, opt.loss_chunk);  // [C+T]
   // Target distribution of row i = lhs[i+1] (step k, position j uses row j+k), once for all steps.
   auto targets =
@@ -147,9 +160,12 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
     auto emb = c.embed_tokens.index_select(0, ids.narrow(0, k + 1, C)).to(dt);
     auto e_n = rms_norm(emb, c.input_layernorm, eps), h_n = rms_norm(h, c.hidden_norm, eps);
     auto x = at::cat({e_n, h_n}, -1);  // embeddings first
-    auto q = project(x, c.q_proj).view({C, nH, d});
-    auto kk = project(x, c.k_proj).view({C, nKV, d});
-    auto v = project(x, c.v_proj).view({C, nKV, d});
+    // q and k stay views of the fused output (RoPE reads them strided); v is copied out so the
+    // K/V cache does not keep the whole [C, (nH + 2·nKV)·d] output alive.
+    auto qkv = at::matmul(x, cw.qkv.t()).split_with_sizes({nH * d, nKV * d, nKV * d}, -1);
+    auto q = qkv[0].view({C, nH, d});
+    auto kk = qkv[1].view({C, nKV, d});
+    auto v = qkv[2].contiguous().view({C, nKV, d});
     if (U > 1) {  // Ulysses: scatter heads, gather the ring chunk's sequence ([C·U, n/U, d])
       q = attention::scatter_heads(q, *opt.ulysses);
       kk = attention::scatter_heads(kk, *opt.ulysses);
@@ -167,8 +183,8 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
     auto out = h1 + swiglu_mlp(n, c.gate_proj, c.up_proj, c.down_proj, opt.mlp_recompute);
     auto sums = fused_soft_ce(rms_norm(out, c.norm, eps), c.lm_head, targets.narrow(k, C),
                               mask_rows.narrow(0, k, C), opt.loss_chunk);
-    // Connectivity (DESIGN §5): every rank's backward runs, whatever its local loss.
-    sums.loss = sums.loss + out.sum().to(sums.loss.scalar_type()) * 0;
+    // Connectivity (DESIGN §5): the fused loss is itself the hidden·0 term: its gradient in h
+    // exists (zero on masked rows) whatever the local mask, so every rank's backward runs.
     steps.push_back(sums);
     h = out;
   }

@@ -1,10 +1,12 @@
-// RMSNorm, linear, RoPE.
+// RMSNorm, linear, RoPE (with its kernel table: ATen reference, fused CUDA in model/rope.cu).
 #include "model/layers.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/cos.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/outer.h>
 #include <ATen/ops/pow.h>
@@ -13,9 +15,28 @@
 #include <ATen/ops/sin.h>
 #include <ATen/ops/where.h>
 
+#include <torch/csrc/autograd/custom_function.h>
+
 #include <cmath>
+#include <cstring>
+#include <string>
 
 #include "core/error.h"
+#include "core/tensor_text.h"
+
+#ifdef EAGLET_WITH_CUDA
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace eaglet::model {
+#ifdef EAGLET_WITH_CUDA
+// model/rope.cu
+void launch_rope(const void* x, int64_t row_stride, int64_t head_stride, const float* cos,
+                 const float* sin, int64_t table_stride, void* out, int64_t rows, int heads,
+                 int half, float sign, bool bf16, cudaStream_t stream);
+#endif
+}  // namespace eaglet::model
 
 namespace eaglet::model {
 
@@ -62,11 +83,79 @@ std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq,
   return {at::cos(emb), at::sin(emb)};
 }
 
-at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+namespace {
+
+bool rope_fused_runs(const at::Tensor& x) {
+#ifdef EAGLET_WITH_CUDA
+  return x.is_cuda() && (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf);
+#else
+  (void)x;
+  return false;
+#endif
+}
+
+at::Tensor rope_reference(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                          double sign) {
   const int64_t half = x.size(-1) / 2;
   auto rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   auto c = cos.to(x.scalar_type()).unsqueeze(1), s = sin.to(x.scalar_type()).unsqueeze(1);
-  return x * c + rotated * s;
+  return x * c + rotated * (sign < 0 ? -s : s);
+}
+
+at::Tensor rope_fused(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                      double sign) {
+#ifdef EAGLET_WITH_CUDA
+  EAGLET_CHECK(x.dim() == 3 && x.stride(2) == 1 && x.size(2) % 2 == 0,
+               "rope: x {} must be [S, heads, d] with a contiguous, even last dim", tensor_text(x));
+  auto table = [](const at::Tensor& t) {
+    auto f = t.to(at::kFloat);
+    return f.stride(1) == 1 ? f : f.contiguous();
+  };
+  const auto c = table(cos), s = table(sin);
+  EAGLET_CHECK(c.stride(0) == s.stride(0), "rope: cos and sin tables laid out differently");
+  auto out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
+  launch_rope(x.data_ptr(), x.stride(0), x.stride(1), c.data_ptr<float>(), s.data_ptr<float>(),
+              c.stride(0), out.data_ptr(), x.size(0), static_cast<int>(x.size(1)),
+              static_cast<int>(x.size(2) / 2), static_cast<float>(sign),
+              x.scalar_type() == at::kBFloat16,
+              c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+#else
+  return rope_reference(x, cos, sin, sign);
+#endif
+}
+
+struct Rope : torch::autograd::Function<Rope> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& cos, const at::Tensor& sin, std::string kernel) {
+    ctx->saved_data["cos"] = cos;
+    ctx->saved_data["sin"] = sin;
+    ctx->saved_data["kernel"] = kernel;
+    return rope_rows(x, cos, sin, 1.0, kernel.c_str());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto kernel = ctx->saved_data["kernel"].toStringRef();
+    return {rope_rows(grads[0], ctx->saved_data["cos"].toTensor(),
+                      ctx->saved_data["sin"].toTensor(), -1.0, kernel.c_str()),
+            at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor rope_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, double sign,
+                     const char* kernel) {
+  if (std::strcmp(kernel, "reference") != 0 && rope_fused_runs(x))
+    return rope_fused(x, cos, sin, sign);
+  return rope_reference(x, cos, sin, sign);
+}
+
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                      const char* kernel) {
+  if (!at::GradMode::is_enabled() || !x.requires_grad()) return rope_rows(x, cos, sin, 1.0, kernel);
+  return Rope::apply(x, cos, sin, std::string(kernel));
 }
 
 }  // namespace eaglet::model

@@ -19,7 +19,15 @@ at::Tensor rope_inv_freq(const DraftArchConfig& cfg, c10::Device device);
 // cos/sin tables [S, d] in fp32 for int64 positions [S]: cat(freqs, freqs).
 std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq,
                                               const at::Tensor& positions);
-// Non-interleaved (rotate-half) RoPE of x [S, heads, d]; tables cast to x's dtype.
-at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+// Non-interleaved (rotate-half) RoPE of x [S, heads, d] (last dim contiguous, rows and heads may
+// be strided): x·cos + rotate_half(x)·sin with tables from rope_tables, as one autograd function
+// whose backward is the same rotation with −sin. Kernel table: "reference" (ATen, tables cast to
+// x's dtype, every device and dtype) and the fused CUDA kernel (model/rope.cu: bf16/fp16 on the
+// GPU, fp32 tables, one pass, one rounding); "auto" takes the fused one where it runs.
+at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                      const char* kernel = "auto");
+// The rotation alone (no autograd), contiguous result; sign = −1 is its transpose.
+at::Tensor rope_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, double sign,
+                     const char* kernel = "auto");
 
 }  // namespace eaglet::model

@@ -11,6 +11,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "core/error.h"
 #include "model/soft_ce_rows.h"
 
 namespace eaglet::model {
@@ -57,11 +58,16 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    EAGLET_CHECK(ctx->saved_data.count("dh") == 1,
+                 "the fused loss's backward runs once (retain_graph is not supported)");
     auto dh = ctx->saved_data["dh"].toTensor(), dw = ctx->saved_data["dw"].toTensor();
     const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
+    ctx->saved_data.clear();  // dh and dw are ours now: scaled in place, freed after use
     const auto g = grads[0].to(acc_type(dh));  // scalar; products in fp32, one rounding
-    return {dh * g,       (dw * g).to(w_dtype), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(),         at::Tensor(), at::Tensor()};
+    scale_in_place(dh, g);
+    scale_in_place(dw, g);
+    return {dh,           dw.to(w_dtype), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(),   at::Tensor(), at::Tensor()};
   }
 };
 

@@ -23,6 +23,7 @@ namespace eaglet::model {
 void launch_soft_ce_rows(void* z, const void* logits, int64_t logits_stride, const float* lse,
                          const float* mask, float* loss, int64_t* argmax, int64_t rows,
                          int64_t vocab, bool bf16, cudaStream_t stream);
+void launch_scale(void* x, const float* g, int64_t n, bool bf16, cudaStream_t stream);
 #endif
 
 namespace {
@@ -74,6 +75,22 @@ SoftCeRows soft_ce_rows(at::Tensor& z, const at::Tensor& logits, const at::Tenso
                         const at::Tensor& mask, const char* kernel) {
   if (std::strcmp(kernel, "reference") != 0 && fused_runs(z)) return fused(z, logits, lse, mask);
   return reference(z, logits, lse, mask);
+}
+
+void scale_in_place(at::Tensor& x, const at::Tensor& g, const char* kernel) {
+  EAGLET_CHECK(g.numel() == 1 && g.device() == x.device(),
+               "scale_in_place: g must be a scalar on {}", x.device().str());
+#ifdef EAGLET_WITH_CUDA
+  if (std::strcmp(kernel, "reference") != 0 && fused_runs(x) && x.is_contiguous()) {
+    auto gf = g.to(at::kFloat);
+    launch_scale(x.data_ptr(), gf.data_ptr<float>(), x.numel(), x.scalar_type() == at::kBFloat16,
+                 c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+#endif
+  (void)kernel;
+  x.mul_(g);
 }
 
 }  // namespace eaglet::model

@@ -1,36 +1,21 @@
 // The fused loss rows on the GPU (model/soft_ce_rows.h): one block per row, two sweeps over the
 // row (the second mostly from L2). Sweep 1: online log-sum-exp of z, Σ p·z with
 // p = exp(logits − lse), and argmax z (first index on ties, as ATen's argmax); sweep 2 writes
-// dz = (exp(z − lse_z) − p)·mask over z. All arithmetic in fp32.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
+// dz = (exp(z − lse_z) − p)·mask over z. All arithmetic in fp32. Rows whose length, stride and
+// addresses allow it move 8 elements per load and store (16 bytes); others one at a time.
+// Also here: scaling a tensor in place by a scalar that lives on the device.
 #include <cuda_runtime.h>
 
 #include <cfloat>
 #include <climits>
 #include <cstdint>
 
+#include "core/cuda_half.cuh"
+
 namespace eaglet::model {
 namespace {
 
 constexpr int kThreads = 512;
-
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) {
-  return __bfloat162float(x);
-}
-__device__ __forceinline__ float to_float(__half x) {
-  return __half2float(x);
-}
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float(float x) {
-  return __float2bfloat16(x);
-}
-template <>
-__device__ __forceinline__ __half from_float(float x) {
-  return __float2half(x);
-}
 
 struct Partial {
   float max, sum;  // online log-sum-exp: Σ exp(z − max)
@@ -61,7 +46,15 @@ __device__ __forceinline__ Partial shuffle_down(const Partial& p, int offset) {
   return r;
 }
 
-template <typename T>
+// N consecutive elements of the row at element j into fp32 (N = 1 or 8).
+template <typename T, int N>
+__device__ __forceinline__ void load(float (&dst)[N], const T* row, int64_t j) {
+  const auto p = *reinterpret_cast<const Pack<T, N>*>(row + j);
+#pragma unroll
+  for (int i = 0; i < N; ++i) dst[i] = to_float(p.v[i]);
+}
+
+template <typename T, int N>
 __global__ void __launch_bounds__(kThreads)
     soft_ce_rows_kernel(T* __restrict__ z, const T* __restrict__ logits, int64_t logits_stride,
                         const float* __restrict__ lse, const float* __restrict__ mask,
@@ -72,19 +65,26 @@ __global__ void __launch_bounds__(kThreads)
   const float t_lse = lse[row];
 
   Partial acc{-INFINITY, 0.f, 0.f, -INFINITY, INT_MAX};
-  for (int64_t j = threadIdx.x; j < vocab; j += kThreads) {
-    const float zj = to_float(zr[j]), pj = expf(to_float(tr[j]) - t_lse);
-    acc.pz += pj * zj;
-    if (zj > acc.best) {  // j grows per thread: the first maximum stays
-      acc.best = zj;
-      acc.best_index = static_cast<int>(j);
+  for (int64_t j = threadIdx.x * N; j < vocab; j += kThreads * N) {
+    float zv[N], tv[N];
+    load<T, N>(zv, zr, j);
+    load<T, N>(tv, tr, j);
+    float m = zv[0];
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      acc.pz += expf(tv[i] - t_lse) * zv[i];
+      if (zv[i] > acc.best) {  // j grows per thread: the first maximum stays
+        acc.best = zv[i];
+        acc.best_index = static_cast<int>(j + i);
+      }
+      m = fmaxf(m, zv[i]);
     }
-    if (zj > acc.max) {
-      acc.sum = acc.sum * expf(acc.max - zj) + 1.f;
-      acc.max = zj;
-    } else {
-      acc.sum += expf(zj - acc.max);
+    if (m > acc.max) {  // rescale once per pack
+      acc.sum = acc.sum == 0.f ? 0.f : acc.sum * expf(acc.max - m);
+      acc.max = m;
     }
+#pragma unroll
+    for (int i = 0; i < N; ++i) acc.sum += expf(zv[i] - acc.max);
   }
   for (int offset = 16; offset > 0; offset /= 2) acc = combine(acc, shuffle_down(acc, offset));
   __shared__ Partial warps[kThreads / 32];
@@ -103,11 +103,62 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   __syncthreads();
-  const float l = row_lse, m = mask[row];
-  for (int64_t j = threadIdx.x; j < vocab; j += kThreads) {
-    const float zj = to_float(zr[j]), pj = expf(to_float(tr[j]) - t_lse);
-    zr[j] = from_float<T>((expf(zj - l) - pj) * m);
+  const float l = row_lse, msk = mask[row];
+  for (int64_t j = threadIdx.x * N; j < vocab; j += kThreads * N) {
+    float zv[N], tv[N];
+    load<T, N>(zv, zr, j);
+    load<T, N>(tv, tr, j);
+    Pack<T, N> out;
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+      out.v[i] = from_float<T>((expf(zv[i] - l) - expf(tv[i] - t_lse)) * msk);
+    *reinterpret_cast<Pack<T, N>*>(zr + j) = out;
   }
+}
+
+// x[i] *= *g for n elements, N per thread and step (x aligned for Pack<T, N> when N > 1).
+template <typename T, int N>
+__global__ void scale_kernel(T* __restrict__ x, const float* __restrict__ g, int64_t n) {
+  const float s = *g;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x * N;
+  for (int64_t j = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * N; j < n;
+       j += stride) {
+    auto p = *reinterpret_cast<Pack<T, N>*>(x + j);
+#pragma unroll
+    for (int i = 0; i < N; ++i) p.v[i] = from_float<T>(to_float(p.v[i]) * s);
+    *reinterpret_cast<Pack<T, N>*>(x + j) = p;
+  }
+}
+
+template <typename T>
+void launch_rows(void* z, const void* logits, int64_t logits_stride, const float* lse,
+                 const float* mask, float* loss, int64_t* argmax, int64_t rows, int64_t vocab,
+                 cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(rows)), block(kThreads);
+  auto zt = static_cast<T*>(z);
+  auto lt = static_cast<const T*>(logits);
+  const bool packed = vocab % 8 == 0 && logits_stride % 8 == 0 && pack_aligned<T, 8>(z) &&
+                      pack_aligned<T, 8>(logits);
+  if (packed)
+    soft_ce_rows_kernel<T, 8>
+        <<<grid, block, 0, stream>>>(zt, lt, logits_stride, lse, mask, loss, argmax, vocab);
+  else
+    soft_ce_rows_kernel<T, 1>
+        <<<grid, block, 0, stream>>>(zt, lt, logits_stride, lse, mask, loss, argmax, vocab);
+}
+
+template <typename T>
+void launch_scale_t(void* x, const float* g, int64_t n, cudaStream_t stream) {
+  constexpr int kBlock = 256;
+  auto xt = static_cast<T*>(x);
+  const bool packed = n % 8 == 0 && pack_aligned<T, 8>(x);
+  const int64_t per_thread = packed ? 8 : 1;
+  const int64_t blocks = (n / per_thread + kBlock - 1) / kBlock;
+  const dim3 grid(static_cast<unsigned>(blocks < 4096 ? (blocks > 0 ? blocks : 1) : 4096));
+  if (packed)
+    scale_kernel<T, 8><<<grid, kBlock, 0, stream>>>(xt, g, n);
+  else
+    scale_kernel<T, 1><<<grid, kBlock, 0, stream>>>(xt, g, n);
 }
 
 }  // namespace
@@ -115,15 +166,18 @@ __global__ void __launch_bounds__(kThreads)
 void launch_soft_ce_rows(void* z, const void* logits, int64_t logits_stride, const float* lse,
                          const float* mask, float* loss, int64_t* argmax, int64_t rows,
                          int64_t vocab, bool bf16, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(rows)), block(kThreads);
   if (bf16)
-    soft_ce_rows_kernel<__nv_bfloat16><<<grid, block, 0, stream>>>(
-        static_cast<__nv_bfloat16*>(z), static_cast<const __nv_bfloat16*>(logits), logits_stride,
-        lse, mask, loss, argmax, vocab);
+    launch_rows<__nv_bfloat16>(z, logits, logits_stride, lse, mask, loss, argmax, rows, vocab,
+                               stream);
   else
-    soft_ce_rows_kernel<__half>
-        <<<grid, block, 0, stream>>>(static_cast<__half*>(z), static_cast<const __half*>(logits),
-                                     logits_stride, lse, mask, loss, argmax, vocab);
+    launch_rows<__half>(z, logits, logits_stride, lse, mask, loss, argmax, rows, vocab, stream);
+}
+
+void launch_scale(void* x, const float* g, int64_t n, bool bf16, cudaStream_t stream) {
+  if (bf16)
+    launch_scale_t<__nv_bfloat16>(x, g, n, stream);
+  else
+    launch_scale_t<__half>(x, g, n, stream);
 }
 
 }  // namespace eaglet::model

@@ -1,7 +1,7 @@
 // The row-wise middle of the fused loss, as a kernel table (reference = ATen ops, any device and
 // dtype; fused = one CUDA kernel for bf16/fp16 on the GPU): given a chunk's draft logits z and the
 // target rows, each row's loss lse(z) − Σ p·z, argmax z, and dz = (softmax(z) − p)·mask written
-// over z.
+// over z. Beside it, the in-place scaling of the loss's kept gradients by the upstream gradient.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,5 +17,10 @@ struct SoftCeRows {
 // and mask [n] in the accumulation dtype. `kernel`: "auto" (fused where it runs) or "reference".
 SoftCeRows soft_ce_rows(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
                         const at::Tensor& mask, const char* kernel = "auto");
+
+// x *= g in place, g a scalar tensor on x's device (the upstream gradient: no host sync). The
+// fused entry (contiguous bf16/fp16 x on the GPU, fp32 g) is one vectorised pass; ATen's mul_ by
+// a device scalar is a broadcast there and does not vectorise.
+void scale_in_place(at::Tensor& x, const at::Tensor& g, const char* kernel = "auto");
 
 }  // namespace eaglet::model

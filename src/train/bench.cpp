@@ -11,6 +11,7 @@
 #include <mpi.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -181,7 +182,17 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   device_sync(device);
   MPI_Barrier(MPI_COMM_WORLD);
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < opt.steps; ++i) one_step();
+  // Per step: time between the returns of consecutive steps (each waits for its gradient norm).
+  double fastest = 1e30, slowest = 0;
+  auto last = t0;
+  for (int64_t i = 0; i < opt.steps; ++i) {
+    one_step();
+    const auto now = std::chrono::steady_clock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - last).count();
+    fastest = std::min(fastest, ms);
+    slowest = std::max(slowest, ms);
+    last = now;
+  }
   device_sync(device);
   MPI_Barrier(MPI_COMM_WORLD);
   const double s =
@@ -202,6 +213,8 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
 
   BenchResult r;
   r.ms_per_step = s * 1e3;
+  r.fastest_step_ms = fastest;
+  r.slowest_step_ms = slowest;
   r.tokens_per_s = static_cast<double>(opt.seq_len * layout.dp()) / s;
   double peak = peak_gib(device), worst = 0;
   MPI_Allreduce(&peak, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);

@@ -22,6 +22,7 @@ struct BenchOptions {
 
 struct BenchResult {
   double ms_per_step = 0, tokens_per_s = 0, peak_gib = 0, tflop_per_step = 0, mfu = 0;
+  double fastest_step_ms = 0, slowest_step_ms = 0;  // rank 0's timed steps, one by one
   double gemm_tflops = 0, attn_tflops = 0;  // rates measured on this GPU (0: not measured)
   double floor_ms = 0;  // single-GPU floor at this length ÷ SP size (0: not measured)
   // Block 0 forward + backward (Ulysses all-to-alls and ring included) per TTT step, against one

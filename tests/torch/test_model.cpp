@@ -249,6 +249,36 @@ TEST_CASE("vocabulary from counts: top Vd, ties to the lower id, sorted, offsets
   CHECK(m.t2d[5].item<bool>() == false);
 }
 
+TEST_CASE("RoPE as one autograd function: value and gradient equal HF's formula under autograd",
+          "[model]") {
+  // fp64, x a strided view (as q inside the fused qkv output); the function's backward is the
+  // rotation with −sin, the reference's gradient comes from autograd through HF's expression.
+  DraftArchConfig c = tiny_config();
+  c.head_dim = 16;
+  const int64_t S = 11, heads = 3, d = c.head_dim;
+  auto gen = at::detail::createCPUGenerator(3);
+  auto f64 = at::TensorOptions().dtype(at::kDouble);
+  auto wide = at::randn({S, (heads + 2) * d}, gen, f64);
+  auto probe = at::randn({S, heads, d}, gen, f64);
+  auto pos = at::arange(5, 5 + S, at::TensorOptions().dtype(at::kLong));
+  auto [cos, sin] = rope_tables(rope_inv_freq(c, c10::kCPU), pos);
+  auto run = [&](bool ours) {
+    auto w = wide.clone().set_requires_grad(true);
+    auto x = w.narrow(1, d, heads * d).view({S, heads, d});  // row stride (heads + 2)·d
+    auto y = ours ? apply_rope(x, cos.to(at::kDouble), sin.to(at::kDouble), "reference")
+                  : ref_rope(x, pos, c);
+    (y * probe).sum().backward();
+    return std::make_pair(y.detach(), w.grad());
+  };
+  auto [y_ours, g_ours] = run(true);
+  auto [y_ref, g_ref] = run(false);
+  INFO("value rel err " << rel_err(y_ours, y_ref) << ", gradient rel err "
+                        << rel_err(g_ours, g_ref));
+  CHECK(rel_err(y_ours, y_ref) <= 1e-6);  // tables in fp32 here, fp64 in the reference
+  CHECK(rel_err(g_ours, g_ref) <= 1e-6);
+  CHECK(g_ours.narrow(1, 0, d).abs().max().item<double>() == 0.0);  // only the view's columns
+}
+
 TEST_CASE("RoPE scaling: linear and llama3 inverse frequencies match HF's formulas", "[model]") {
   DraftArchConfig c = tiny_config();
   c.head_dim = 64;

@@ -4,6 +4,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
 
@@ -14,6 +16,7 @@
 #include "attention/ttt_diag.h"
 #include "catch.h"
 #include "dist/device.h"
+#include "model/layers.h"
 #include "model/loss.h"
 #include "model/soft_ce_rows.h"
 #include "torch/model_fixture.h"
@@ -156,6 +159,55 @@ TEST_CASE("GPU: the fused TTT diagonal kernels equal the ATen reference on the s
         INFO("block gradient " << i << " rel err " << test::rel_err(g_got[i], g_ref[i]));
         CHECK(test::rel_err(g_got[i], g_ref[i]) <= 8e-3);
       }
+    }
+  }
+}
+
+TEST_CASE("GPU: the fused RoPE kernel equals the fp32 reference on the same inputs",
+          "[gpu][model]") {
+  if (no_cuda()) return;
+  const c10::Device dev(c10::kCUDA, 0);
+  auto gen = at::detail::createCPUGenerator(13);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    for (int64_t d : {8, 72, 128}) {  // 72: half 36 is not a multiple of 8, the one-by-one path
+      for (bool strided : {false, true}) {
+        INFO("dtype " << c10::toString(dtype) << " head_dim " << d << " strided " << strided);
+        const int64_t S = 333, heads = 4;
+        auto wide = at::randn({S, (heads + 2) * d}, gen, f32).to(dev, dtype);
+        auto x = strided ? wide.narrow(1, 2 * d, heads * d).view({S, heads, d})
+                         : wide.narrow(1, 0, heads * d).contiguous().view({S, heads, d});
+        DraftArchConfig c;
+        c.head_dim = d;
+        auto pos = at::arange(1000, 1000 + S, at::TensorOptions().dtype(at::kLong).device(dev));
+        auto [cos, sin] = model::rope_tables(model::rope_inv_freq(c, dev), pos);
+        for (double sign : {1.0, -1.0}) {
+          auto ref = model::rope_rows(x.to(at::kFloat), cos, sin, sign, "reference");
+          auto got = model::rope_rows(x, cos, sin, sign, "auto");
+          // fp32 arithmetic, one rounding of the result (rel 2^-8 per element in bf16).
+          INFO("sign " << sign << " rel err " << test::rel_err(got, ref));
+          CHECK(got.is_contiguous());
+          CHECK(test::rel_err(got, ref) <= 8e-3);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("GPU: scaling by a device scalar in place equals the fp32 product", "[gpu][loss]") {
+  if (no_cuda()) return;
+  const c10::Device dev(c10::kCUDA, 0);
+  auto gen = at::detail::createCPUGenerator(17);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  auto g = at::full({}, 0.37, f32.device(dev));
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    for (int64_t n : {int64_t{7}, int64_t{12293}, int64_t{32000} * 64}) {  // odd sizes: unpacked
+      INFO("dtype " << c10::toString(dtype) << " n " << n);
+      auto x = at::randn({n}, gen, f32).to(dev, dtype);
+      auto want = x.to(at::kFloat) * g;
+      model::scale_in_place(x, g, "auto");
+      INFO("rel err " << test::rel_err(x, want));
+      CHECK(test::rel_err(x, want) <= 4e-3);  // one rounding to bf16/fp16
     }
   }
 }
