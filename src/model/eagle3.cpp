@@ -108,11 +108,11 @@ at::Tensor position_mask(const ShardInput& in, const LossTarget& target, int64_t
 namespace {
 // The trainable weights cast to the compute dtype once per unroll, not once per use: their
 // gradients sum over the T steps in the compute dtype (as under autocast) and reach the fp32
-// masters through one cast each. q, k and v also as one [(nH + 2·nKV)·d, 2H] weight: one GEMM
-// per step for the three projections (and one for their input's gradient).
+// masters through one cast each. q, k and v as one [(nH + 2·nKV)·d, 2H] weight and gate and up
+// as one [2I, H]: one GEMM per step for each group (and one for its input's gradient).
 struct ComputeWeights {
   Eagle3Weights w;
-  at::Tensor qkv;
+  at::Tensor qkv, gate_up;
 };
 
 ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
@@ -121,11 +121,14 @@ ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
   auto to = c.w.trainable();
   for (size_t i = 0; i < from.size(); ++i) {
     const auto& name = from[i].first;
-    if (name.find("self_attn.") != std::string::npos && name.find("o_proj") == std::string::npos)
-      continue;  // q, k, v: cast into qkv below
+    if (name.find("q_proj") != std::string::npos || name.find("k_proj") != std::string::npos ||
+        name.find("v_proj") != std::string::npos || name.find("gate_proj") != std::string::npos ||
+        name.find("up_proj") != std::string::npos)
+      continue;  // cast into qkv and gate_up below
     *to[i].second = from[i].second->to(dt);
   }
   c.qkv = at::cat({w.q_proj.to(dt), w.k_proj.to(dt), w.v_proj.to(dt)});
+  c.gate_up = at::cat({w.gate_proj.to(dt), w.up_proj.to(dt)});
   c.w.embed_tokens = w.embed_tokens;
   return c;
 }
@@ -180,7 +183,7 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
     if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
     auto h1 = h + project(a.reshape({C, nH * d}), c.o_proj);
     auto n = rms_norm(h1, c.post_norm, eps);
-    auto out = h1 + swiglu_mlp(n, c.gate_proj, c.up_proj, c.down_proj, opt.mlp_recompute);
+    auto out = h1 + swiglu_mlp(n, cw.gate_up, c.down_proj, opt.mlp_recompute);
     auto sums = fused_soft_ce(rms_norm(out, c.norm, eps), c.lm_head, targets.narrow(k, C),
                               mask_rows.narrow(0, k, C), opt.loss_chunk);
     // Connectivity (DESIGN §5): the fused loss is itself the hidden·0 term: its gradient in h

@@ -6,7 +6,6 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/logsumexp.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -88,8 +87,7 @@ TargetRows target_rows(const at::Tensor& rows, const at::Tensor& target_head, in
     const int64_t len = std::min(chunk, n - s);
     auto l = t.logits.narrow(0, s, len);
     at::mm_out(l, rows.narrow(0, s, len), th.t());
-    t.lse.narrow(0, s, len).copy_(at::logsumexp(l.to(acc), {-1}));
-    t.argmax.narrow(0, s, len).copy_(at::argmax(l, -1));
+    row_lse_argmax(l, t.lse.narrow(0, s, len), t.argmax.narrow(0, s, len));
   }
   return t;
 }

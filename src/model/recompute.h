@@ -1,8 +1,9 @@
-// Activation recomputation in the SwiGLU MLP, whose [tokens × intermediate] activations (gate and
-// up outputs, silu(gate), the product) dominate a TTT step's memory. Two levels, both exact (the
-// same ops): `swiglu` keeps the gate and up outputs only and recomputes silu and the product in
-// backward (two elementwise passes); `full` keeps nothing and reruns the MLP, GEMMs included,
-// under autograd in backward.
+// The SwiGLU MLP, whose [tokens × intermediate] activations dominate a TTT step's memory, with its
+// activation recomputation. gate and up run as one GEMM (gate_up = cat(gate, up), [2I, H]); its
+// output ab = [tokens, 2I] holds a = gate(n) | b = up(n). Three levels, all exact (the same
+// kernels): `none` keeps ab and p = silu(a)·b; `swiglu` keeps ab only and recomputes p in
+// backward (one elementwise pass); `full` keeps nothing and reruns the MLP, GEMMs included, in
+// backward.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -11,8 +12,16 @@ namespace eaglet::model {
 
 enum class MlpRecompute { none, swiglu, full };
 
-// down(silu(gate(n)) ⊙ up(n)) with weights in n's dtype.
-at::Tensor swiglu_mlp(const at::Tensor& n, const at::Tensor& gate, const at::Tensor& up,
-                      const at::Tensor& down, MlpRecompute recompute);
+// p = silu(a)·b of ab [rows, 2I] (no autograd), and its backward d[a | b] from dp [rows, I].
+// Kernel table: "reference" (ATen: silu, mul, silu_backward; every device and dtype) and the
+// fused CUDA kernels (model/swiglu.cu: bf16/fp16 on the GPU, fp32 arithmetic, one pass each);
+// "auto" takes the fused one where it runs.
+at::Tensor swiglu_rows(const at::Tensor& ab, const char* kernel = "auto");
+at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab,
+                                const char* kernel = "auto");
+
+// down(silu(gate(n)) ⊙ up(n)) with gate_up [2I, H] and down [H, I] in n's dtype.
+at::Tensor swiglu_mlp(const at::Tensor& n, const at::Tensor& gate_up, const at::Tensor& down,
+                      MlpRecompute recompute);
 
 }  // namespace eaglet::model

@@ -7,6 +7,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/log_softmax.h>
+#include <ATen/ops/logsumexp.h>
 
 #include <cstring>
 
@@ -23,6 +24,8 @@ namespace eaglet::model {
 void launch_soft_ce_rows(void* z, const void* logits, int64_t logits_stride, const float* lse,
                          const float* mask, float* loss, int64_t* argmax, int64_t rows,
                          int64_t vocab, bool bf16, cudaStream_t stream);
+void launch_lse_argmax(const void* logits, int64_t stride, float* lse, int64_t* argmax,
+                       int64_t rows, int64_t vocab, bool bf16, cudaStream_t stream);
 void launch_scale(void* x, const float* g, int64_t n, bool bf16, cudaStream_t stream);
 #endif
 
@@ -75,6 +78,26 @@ SoftCeRows soft_ce_rows(at::Tensor& z, const at::Tensor& logits, const at::Tenso
                         const at::Tensor& mask, const char* kernel) {
   if (std::strcmp(kernel, "reference") != 0 && fused_runs(z)) return fused(z, logits, lse, mask);
   return reference(z, logits, lse, mask);
+}
+
+void row_lse_argmax(const at::Tensor& logits, at::Tensor lse, at::Tensor argmax,
+                    const char* kernel) {
+#ifdef EAGLET_WITH_CUDA
+  if (std::strcmp(kernel, "reference") != 0 && fused_runs(logits) && logits.stride(1) == 1 &&
+      lse.scalar_type() == at::kFloat && lse.is_contiguous() && argmax.is_contiguous() &&
+      argmax.scalar_type() == at::kLong) {
+    if (logits.size(0) == 0) return;
+    launch_lse_argmax(logits.data_ptr(), logits.stride(0), lse.data_ptr<float>(),
+                      argmax.data_ptr<int64_t>(), logits.size(0), logits.size(1),
+                      logits.scalar_type() == at::kBFloat16,
+                      c10::cuda::getCurrentCUDAStream(logits.device().index()).stream());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+#endif
+  (void)kernel;
+  lse.copy_(at::logsumexp(logits.to(lse.scalar_type()), {-1}));
+  argmax.copy_(at::argmax(logits, -1));
 }
 
 void scale_in_place(at::Tensor& x, const at::Tensor& g, const char* kernel) {

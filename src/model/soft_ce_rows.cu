@@ -3,7 +3,8 @@
 // p = exp(logits − lse), and argmax z (first index on ties, as ATen's argmax); sweep 2 writes
 // dz = (exp(z − lse_z) − p)·mask over z. All arithmetic in fp32. Rows whose length, stride and
 // addresses allow it move 8 elements per load and store (16 bytes); others one at a time.
-// Also here: scaling a tensor in place by a scalar that lives on the device.
+// Also here: the target rows' lse and argmax (the same online sweep, no second pass), and scaling
+// a tensor in place by a scalar that lives on the device.
 #include <cuda_runtime.h>
 
 #include <cfloat>
@@ -46,6 +47,45 @@ __device__ __forceinline__ Partial shuffle_down(const Partial& p, int offset) {
   return r;
 }
 
+__device__ __forceinline__ Partial empty_partial() {
+  return {-INFINITY, 0.f, 0.f, -INFINITY, INT_MAX};
+}
+
+// The online log-sum-exp and argmax over N values at indices j..j+N-1 (j grows per thread, so
+// the first maximum stays).
+template <int N>
+__device__ __forceinline__ void accumulate(Partial& acc, const float (&zv)[N], int64_t j) {
+  float m = zv[0];
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    if (zv[i] > acc.best) {
+      acc.best = zv[i];
+      acc.best_index = static_cast<int>(j + i);
+    }
+    m = fmaxf(m, zv[i]);
+  }
+  if (m > acc.max) {  // rescale once per pack
+    acc.sum = acc.sum == 0.f ? 0.f : acc.sum * expf(acc.max - m);
+    acc.max = m;
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i) acc.sum += expf(zv[i] - acc.max);
+}
+
+// The block's partials combined; the result is valid in thread 0.
+__device__ __forceinline__ Partial block_reduce(Partial acc) {
+  for (int offset = 16; offset > 0; offset /= 2) acc = combine(acc, shuffle_down(acc, offset));
+  __shared__ Partial warps[kThreads / 32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warps[warp] = acc;
+  __syncthreads();
+  if (warp == 0) {
+    acc = lane < kThreads / 32 ? warps[lane] : empty_partial();
+    for (int offset = 16; offset > 0; offset /= 2) acc = combine(acc, shuffle_down(acc, offset));
+  }
+  return acc;
+}
+
 // N consecutive elements of the row at element j into fp32 (N = 1 or 8).
 template <typename T, int N>
 __device__ __forceinline__ void load(float (&dst)[N], const T* row, int64_t j) {
@@ -64,43 +104,22 @@ __global__ void __launch_bounds__(kThreads)
   const T* tr = logits + row * logits_stride;
   const float t_lse = lse[row];
 
-  Partial acc{-INFINITY, 0.f, 0.f, -INFINITY, INT_MAX};
+  Partial acc = empty_partial();
   for (int64_t j = threadIdx.x * N; j < vocab; j += kThreads * N) {
     float zv[N], tv[N];
     load<T, N>(zv, zr, j);
     load<T, N>(tv, tr, j);
-    float m = zv[0];
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-      acc.pz += expf(tv[i] - t_lse) * zv[i];
-      if (zv[i] > acc.best) {  // j grows per thread: the first maximum stays
-        acc.best = zv[i];
-        acc.best_index = static_cast<int>(j + i);
-      }
-      m = fmaxf(m, zv[i]);
-    }
-    if (m > acc.max) {  // rescale once per pack
-      acc.sum = acc.sum == 0.f ? 0.f : acc.sum * expf(acc.max - m);
-      acc.max = m;
-    }
-#pragma unroll
-    for (int i = 0; i < N; ++i) acc.sum += expf(zv[i] - acc.max);
+    for (int i = 0; i < N; ++i) acc.pz += expf(tv[i] - t_lse) * zv[i];
+    accumulate<N>(acc, zv, j);
   }
-  for (int offset = 16; offset > 0; offset /= 2) acc = combine(acc, shuffle_down(acc, offset));
-  __shared__ Partial warps[kThreads / 32];
+  acc = block_reduce(acc);
   __shared__ float row_lse;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) warps[warp] = acc;
-  __syncthreads();
-  if (warp == 0) {
-    acc = lane < kThreads / 32 ? warps[lane] : Partial{-INFINITY, 0.f, 0.f, -INFINITY, INT_MAX};
-    for (int offset = 16; offset > 0; offset /= 2) acc = combine(acc, shuffle_down(acc, offset));
-    if (lane == 0) {
-      const float l = acc.max + logf(acc.sum);
-      row_lse = l;
-      loss[row] = l - acc.pz;
-      argmax[row] = acc.best_index;
-    }
+  if (threadIdx.x == 0) {
+    const float l = acc.max + logf(acc.sum);
+    row_lse = l;
+    loss[row] = l - acc.pz;
+    argmax[row] = acc.best_index;
   }
   __syncthreads();
   const float l = row_lse, msk = mask[row];
@@ -113,6 +132,26 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < N; ++i)
       out.v[i] = from_float<T>((expf(zv[i] - l) - expf(tv[i] - t_lse)) * msk);
     *reinterpret_cast<Pack<T, N>*>(zr + j) = out;
+  }
+}
+
+// The target side's rows: lse (fp32) and argmax (first index on ties) of each row of logits.
+template <typename T, int N>
+__global__ void __launch_bounds__(kThreads)
+    lse_argmax_kernel(const T* __restrict__ logits, int64_t stride, float* __restrict__ lse,
+                      int64_t* __restrict__ argmax, int64_t vocab) {
+  const int64_t row = blockIdx.x;
+  const T* lr = logits + row * stride;
+  Partial acc = empty_partial();
+  for (int64_t j = threadIdx.x * N; j < vocab; j += kThreads * N) {
+    float v[N];
+    load<T, N>(v, lr, j);
+    accumulate<N>(acc, v, j);
+  }
+  acc = block_reduce(acc);
+  if (threadIdx.x == 0) {
+    lse[row] = acc.max + logf(acc.sum);
+    argmax[row] = acc.best_index;
   }
 }
 
@@ -148,6 +187,17 @@ void launch_rows(void* z, const void* logits, int64_t logits_stride, const float
 }
 
 template <typename T>
+void launch_lse_argmax_t(const void* logits, int64_t stride, float* lse, int64_t* argmax,
+                         int64_t rows, int64_t vocab, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(rows)), block(kThreads);
+  auto lt = static_cast<const T*>(logits);
+  if (vocab % 8 == 0 && stride % 8 == 0 && pack_aligned<T, 8>(logits))
+    lse_argmax_kernel<T, 8><<<grid, block, 0, stream>>>(lt, stride, lse, argmax, vocab);
+  else
+    lse_argmax_kernel<T, 1><<<grid, block, 0, stream>>>(lt, stride, lse, argmax, vocab);
+}
+
+template <typename T>
 void launch_scale_t(void* x, const float* g, int64_t n, cudaStream_t stream) {
   constexpr int kBlock = 256;
   auto xt = static_cast<T*>(x);
@@ -171,6 +221,14 @@ void launch_soft_ce_rows(void* z, const void* logits, int64_t logits_stride, con
                                stream);
   else
     launch_rows<__half>(z, logits, logits_stride, lse, mask, loss, argmax, rows, vocab, stream);
+}
+
+void launch_lse_argmax(const void* logits, int64_t stride, float* lse, int64_t* argmax,
+                       int64_t rows, int64_t vocab, bool bf16, cudaStream_t stream) {
+  if (bf16)
+    launch_lse_argmax_t<__nv_bfloat16>(logits, stride, lse, argmax, rows, vocab, stream);
+  else
+    launch_lse_argmax_t<__half>(logits, stride, lse, argmax, rows, vocab, stream);
 }
 
 void launch_scale(void* x, const float* g, int64_t n, bool bf16, cudaStream_t stream) {

@@ -18,6 +18,11 @@ struct SoftCeRows {
 SoftCeRows soft_ce_rows(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
                         const at::Tensor& mask, const char* kernel = "auto");
 
+// The target rows' lse (accumulation dtype) and argmax (int64, first index on ties) of logits
+// [n, Vd] (row-contiguous), written into lse [n] and argmax [n]. Fused: one sweep per row.
+void row_lse_argmax(const at::Tensor& logits, at::Tensor lse, at::Tensor argmax,
+                    const char* kernel = "auto");
+
 // x *= g in place, g a scalar tensor on x's device (the upstream gradient: no host sync). The
 // fused entry (contiguous bf16/fp16 x on the GPU, fp32 g) is one vectorised pass; ATen's mul_ by
 // a device scalar is a broadcast there and does not vectorise.

@@ -5,6 +5,8 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
 #include <ATen/ops/arange.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/equal.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
@@ -18,6 +20,7 @@
 #include "dist/device.h"
 #include "model/layers.h"
 #include "model/loss.h"
+#include "model/recompute.h"
 #include "model/soft_ce_rows.h"
 #include "torch/model_fixture.h"
 
@@ -208,6 +211,55 @@ TEST_CASE("GPU: scaling by a device scalar in place equals the fp32 product", "[
       model::scale_in_place(x, g, "auto");
       INFO("rel err " << test::rel_err(x, want));
       CHECK(test::rel_err(x, want) <= 4e-3);  // one rounding to bf16/fp16
+    }
+  }
+}
+
+TEST_CASE("GPU: the fused SwiGLU kernels equal the fp32 reference on the same inputs",
+          "[gpu][model]") {
+  if (no_cuda()) return;
+  const c10::Device dev(c10::kCUDA, 0);
+  auto gen = at::detail::createCPUGenerator(19);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    for (int64_t inter : {37, 1024}) {  // 37: not a multiple of 8, the one-by-one path
+      INFO("dtype " << c10::toString(dtype) << " intermediate " << inter);
+      const int64_t rows = 301;
+      auto ab = (at::randn({rows, 2 * inter}, gen, f32) * 3).to(dev, dtype);
+      auto dp = at::randn({rows, inter}, gen, f32).to(dev, dtype);
+      auto p_ref = model::swiglu_rows(ab.to(at::kFloat), "reference");
+      auto p_got = model::swiglu_rows(ab, "auto");
+      auto d_ref = model::swiglu_rows_backward(dp.to(at::kFloat), ab.to(at::kFloat), "reference");
+      auto d_got = model::swiglu_rows_backward(dp, ab, "auto");
+      // fp32 arithmetic, one rounding per output (rel 2^-8 per element in bf16).
+      INFO("p rel err " << test::rel_err(p_got, p_ref) << ", d[a|b] rel err "
+                        << test::rel_err(d_got, d_ref));
+      CHECK(test::rel_err(p_got, p_ref) <= 8e-3);
+      CHECK(test::rel_err(d_got, d_ref) <= 8e-3);
+    }
+  }
+}
+
+TEST_CASE("GPU: the fused target-row lse and argmax equal the ATen reference", "[gpu][loss]") {
+  if (no_cuda()) return;
+  const c10::Device dev(c10::kCUDA, 0);
+  auto gen = at::detail::createCPUGenerator(23);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    for (int64_t vocab : {7, 1000, 32000}) {
+      INFO("dtype " << c10::toString(dtype) << " vocab " << vocab);
+      const int64_t n = 41;
+      // Rows of a wider tensor: the row stride is not the row length.
+      auto wide = (at::randn({n, vocab + 8}, gen, f32) * 4).to(dev, dtype);
+      auto logits = wide.narrow(1, 0, vocab);
+      auto lse_ref = at::empty({n}, f32.device(dev)), lse_got = at::empty({n}, f32.device(dev));
+      auto am_ref = at::empty({n}, f32.device(dev).dtype(at::kLong)),
+           am_got = at::empty({n}, f32.device(dev).dtype(at::kLong));
+      model::row_lse_argmax(logits, lse_ref, am_ref, "reference");
+      model::row_lse_argmax(logits, lse_got, am_got, "auto");
+      INFO("lse rel err " << test::rel_err(lse_got, lse_ref));
+      CHECK(test::rel_err(lse_got, lse_ref) <= 1e-5);  // fp32 sums in another order
+      CHECK(at::equal(am_got, am_ref));
     }
   }
 }
