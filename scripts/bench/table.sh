@@ -5,13 +5,16 @@
 # recomputed). Each row: ms/step, tokens/s, peak GiB, and the floor measured on this card (its
 # GEMM and causal-attention rates times the step's FLOPs, single-GPU floor / P) with the ratio,
 # and for USP rows block 0's own time against one GPU's causal attention / P (--attention).
-# usage: [SEQS="8192 16384"] [USP_SEQS="65536 131072"] [LONG_SEQ=262144] scripts/bench/table.sh
+# One-GPU rows with `model.recompute_mlp` at MEM_SEQS follow the default ones.
+# usage: [SEQS="8192 16384"] [MEM_SEQS="8192 16384"] [USP_SEQS="65536 131072"] [LONG_SEQ=262144]
+#        scripts/bench/table.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export NCCL_NVLS_ENABLE=0
 seqs=${SEQS:-8192 16384 32768 65536}
 usp_seqs=${USP_SEQS:-65536 131072}
 long_seq=${LONG_SEQ:-262144}
+mem_seqs=${MEM_SEQS-8192 16384}
 EAGLET_NO_APT=1 scripts/build.sh >/tmp/eaglet_bench_build.log 2>&1 || { tail -30 /tmp/eaglet_bench_build.log; exit 1; }
 gpus=$(nvidia-smi -L | grep -c '^GPU')
 card=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)
@@ -53,6 +56,9 @@ for seq in $seqs; do
   steps=3
   [ "$seq" -ge 65536 ] && steps=2
   row "$seq" 1 1 1 "$steps" "default"
+done
+for seq in $mem_seqs; do  # the memory-lean setting at the peer's lengths
+  row "$seq" 1 1 1 3 "recompute_mlp" --set model.recompute_mlp=true
 done
 if [ "$gpus" -ge 4 ]; then
   for seq in $usp_seqs; do
