@@ -4,9 +4,9 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/exp.h>
-#include <ATen/ops/full.h>
 #include <ATen/ops/logaddexp.h>
 #include <ATen/ops/zeros.h>
 
@@ -71,12 +71,18 @@ at::Tensor exchange(Communicator& ring, const at::Tensor& x, int64_t dim, bool t
   return out;
 }
 
-// out[rows] and lse[rows] (fp32 accumulators) merged with one block's result.
-void merge_into(at::Tensor out, at::Tensor lse, const AttnResult& r) {
+// out[rows] and lse[rows] (fp32 accumulators) merged with one block's result, in place. The
+// first block to reach the rows is copied: merging it into (0, −inf) gives the same numbers.
+void merge_into(at::Tensor out, at::Tensor lse, const AttnResult& r, bool first) {
+  if (first) {
+    out.copy_(r.out);
+    lse.copy_(r.lse);
+    return;
+  }
   auto block_lse = r.lse.to(lse.scalar_type());
   auto merged = at::logaddexp(lse, block_lse);
-  out.copy_(out * at::exp(lse - merged).unsqueeze(-1) +
-            r.out.to(out.scalar_type()) * at::exp(block_lse - merged).unsqueeze(-1));
+  out.mul_(at::exp(lse - merged).unsqueeze(-1));
+  out.addcmul_(r.out, at::exp(block_lse - merged).unsqueeze(-1));
   lse.copy_(merged);
 }
 
@@ -91,8 +97,9 @@ class RingBlock0 final : public Block0 {
     auto q = zig(q_in);
     const int64_t early = Halves{R, g, q.size(2)}.early();
     auto acc_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    auto out = at::zeros(q.sizes(), q.options().dtype(acc_type));
-    auto lse = at::full({q.size(0), q.size(1), q.size(2)}, -INFINITY, q.options().dtype(acc_type));
+    // Step 0's causal block covers every row, so it initialises both accumulators.
+    auto out = at::empty(q.sizes(), q.options().dtype(acc_type));
+    auto lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(acc_type));
     AttnResult result;
     auto kv = zig(pack(k, v), 3);
     for (int64_t t = 0; t < R; ++t) {
@@ -107,7 +114,7 @@ class RingBlock0 final : public Block0 {
       if (auto b = block(t, h, g, early, q.size(2), kv.size(3))) {
         auto r = attend(kernel_, q.narrow(2, b->q0, b->qn), kv[0].narrow(2, b->k0, b->kn),
                         kv[1].narrow(2, b->k0, b->kn), /*causal=*/t == 0, scale);
-        merge_into(out.narrow(2, b->q0, b->qn), lse.narrow(2, b->q0, b->qn), r);
+        merge_into(out.narrow(2, b->q0, b->qn), lse.narrow(2, b->q0, b->qn), r, t == 0);
         state = std::move(r.state);
       }
       result.state.parts.push_back(std::move(state));
@@ -129,10 +136,13 @@ class RingBlock0 final : public Block0 {
     auto q = zig(q_in), dout = zig(dout_in), out = zig(out_in), lse = zig(lse_in);
     const int64_t early = Halves{R, g, q.size(2)}.early();
     auto acc_type = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    auto dq = at::zeros(q.sizes(), q.options().dtype(acc_type));
+    auto dq = at::empty(q.sizes(), q.options().dtype(acc_type));  // step 0 covers every row
     auto kv = zig(pack(k, v), 3);
-    auto dkv =
-        at::zeros(kv.sizes(), kv.options().dtype(acc_type));  // gradient of the block held now
+    // The gradient of the block held at step t travels with the block: it arrives from prev
+    // (sent there at the end of step t − 1) while step t's block is computed, takes step t's
+    // contribution, and goes on to next; after R hops it is back with its owner.
+    at::Tensor dkv, dkv_in;
+    std::unique_ptr<Work> dkv_transfer;
     for (int64_t t = 0; t < R; ++t) {
       at::Tensor incoming;
       std::unique_ptr<Work> transfer;
@@ -141,25 +151,37 @@ class RingBlock0 final : public Block0 {
         transfer = ring_.send_recv(kv, next, incoming, prev);
       }
       const int64_t h = (g - t + R) % R;
-      if (auto b = block(t, h, g, early, q.size(2), kv.size(3))) {
+      auto b = block(t, h, g, early, q.size(2), kv.size(3));
+      std::vector<at::Tensor> grads;
+      if (b) {
         auto rows = [&](const at::Tensor& x) { return x.narrow(2, b->q0, b->qn); };
-        auto grads = attend_backward(kernel_, rows(dout), rows(q), kv[0].narrow(2, b->k0, b->kn),
-                                     kv[1].narrow(2, b->k0, b->kn), rows(out), rows(lse),
-                                     state.parts[t], /*causal=*/t == 0, scale);
-        rows(dq).add_(grads[0].to(acc_type));
-        dkv[0].narrow(2, b->k0, b->kn).add_(grads[1].to(acc_type));
-        dkv[1].narrow(2, b->k0, b->kn).add_(grads[2].to(acc_type));
+        grads = attend_backward(kernel_, rows(dout), rows(q), kv[0].narrow(2, b->k0, b->kn),
+                                kv[1].narrow(2, b->k0, b->kn), rows(out), rows(lse),
+                                state.parts[t], /*causal=*/t == 0, scale);
+        if (t == 0)
+          rows(dq).copy_(grads[0]);
+        else
+          rows(dq).add_(grads[0]);
       }
-      // The block's gradient travels with the block; after R hops it is back with its owner.
-      auto dkv_in = at::empty_like(dkv);
-      ring_.send_recv(dkv, next, dkv_in, prev)->wait();
-      dkv = dkv_in;
+      if (dkv_transfer) {
+        dkv_transfer->wait();
+        dkv = dkv_in;
+      } else {
+        dkv = at::zeros(kv.sizes(), kv.options().dtype(acc_type));
+      }
+      if (b) {
+        dkv[0].narrow(2, b->k0, b->kn).add_(grads[1]);
+        dkv[1].narrow(2, b->k0, b->kn).add_(grads[2]);
+      }
+      dkv_in = at::empty_like(dkv);
+      dkv_transfer = ring_.send_recv(dkv, next, dkv_in, prev);
       if (transfer) {
         transfer->wait();
         kv = incoming;
       }
     }
-    auto dkv_plain = unzig(dkv, 3);
+    dkv_transfer->wait();
+    auto dkv_plain = unzig(dkv_in, 3);
     return {unzig(dq.to(q.scalar_type())), dkv_plain[0].to(k.scalar_type()),
             dkv_plain[1].to(v.scalar_type())};
   }
