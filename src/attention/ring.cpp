@@ -156,8 +156,8 @@ class RingBlock0 final : public Block0 {
       if (b) {
         auto rows = [&](const at::Tensor& x) { return x.narrow(2, b->q0, b->qn); };
         grads = attend_backward(kernel_, rows(dout), rows(q), kv[0].narrow(2, b->k0, b->kn),
-                                kv[1].narrow(2, b->k0, b->kn), rows(out), rows(lse),
-                                state.parts[t], /*causal=*/t == 0, scale);
+                                kv[1].narrow(2, b->k0, b->kn), rows(out), rows(lse), state.parts[t],
+                                /*causal=*/t == 0, scale);
         if (t == 0)
           rows(dq).copy_(grads[0]);
         else

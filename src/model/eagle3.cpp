@@ -90,21 +90,6 @@ Eagle3Weights init_weights(const DraftArchConfig& cfg, int64_t seed, c10::Device
   return w;
 }
 
-at::Tensor position_mask(const ShardInput& in, const LossTarget& target, int64_t chunk) {
-  const int64_t n = in.lhs.size(0);
-  auto shifted = in.lhs.narrow(0, 1, n - 1),
-       past_end = at::zeros({1, in.lhs.size(1)}, in.lhs.options());
-  auto next = at::cat({shifted, past_end});
-  auto head = target.full_head.to(next.scalar_type());
-  std::vector<at::Tensor> parts;
-  for (int64_t s = 0; s < n; s += chunk) {
-    const int64_t len = std::min(chunk, n - s);
-    parts.push_back(at::argmax(at::matmul(next.narrow(0, s, len), head.t()), -1));
-  }
-  auto in_draft = target.t2d.index_select(0, at::cat(parts));
-  return in.loss_mask.to(at::kFloat) * in_draft.to(at::kFloat);
-}
-
 namespace {
 // The trainable weights cast to the compute dtype once per unroll, not once per use: their
 // gradients sum over the T steps in the compute dtype (as under autocast) and reach the fp32
@@ -149,10 +134,13 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
 
   const auto cw = in_dtype(w, dt);
   const auto& c = cw.w;
-  auto mask_rows = position_mask(in, target, opt.loss_chunk);  // [C+T]
-  // Target distribution of row i = lhs[i+1] (step k, position j uses row j+k), once for all steps.
-  auto targets =
-      target_rows(in.lhs.narrow(0, 1, C + T - 1).to(dt), target.draft_head, opt.loss_chunk);
+  // Target side of row i = lhs[i+1] (step k, position j uses row j+k), once for all steps.
+  auto targets = target_rows(in.lhs.narrow(0, 1, C + T - 1).to(dt), target.full_head,
+                             target.draft_ids, target.t2d, opt.loss_chunk);
+  // Row-i mask (DESIGN §4): loss_mask[i] × t2d[argmax(lhs[i+1] · Wtᵀ)]; past the shard lhs is the
+  // zero row, whose logits are all 0 and whose argmax is token 0.
+  auto mask_rows = in.loss_mask.to(at::kFloat) *
+                   at::cat({targets.in_draft, target.t2d.narrow(0, 0, 1)}).to(at::kFloat);  // [C+T]
   auto inv_freq = rope_inv_freq(cfg, in.ids.device());
   auto ids = in.ids.clamp(0, cfg.vocab_size - 1);
   auto h = project(in.hs.narrow(0, 0, C).to(dt), c.fc);  // step 0 input: fc(hs)

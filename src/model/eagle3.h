@@ -43,12 +43,11 @@ std::vector<int64_t> weight_shape(const DraftArchConfig& cfg, const std::string&
 Eagle3Weights init_weights(const DraftArchConfig& cfg, int64_t seed, c10::Device device,
                            const at::Tensor& embed_tokens = {});
 
-// What the loss compares against: the target's lm_head (full, for the argmax mask) and its rows of
-// the draft vocabulary, and t2d.
+// What the loss compares against: the target's lm_head, the draft vocabulary's target ids and t2d.
 struct LossTarget {
-  at::Tensor full_head;   // [Vt, Ht]
-  at::Tensor draft_head;  // [Vd, Ht]
-  at::Tensor t2d;         // bool [Vt]
+  at::Tensor full_head;  // [Vt, Ht]
+  at::Tensor draft_ids;  // int64 [Vd]: target id of each draft token (Vocab::draft_to_target)
+  at::Tensor t2d;        // bool [Vt]
 };
 
 // One rank's shard (DESIGN §3): C own rows plus a T-row halo.
@@ -59,9 +58,6 @@ struct ShardInput {
   at::Tensor loss_mask;  // [C+T], 0/1
   at::Tensor positions;  // int64 [C·U]: positions of the Ulysses-gathered chunk
 };
-
-// Row-j mask of DESIGN §4: loss_mask[j] × t2d[argmax(lhs[j+1] · Wtᵀ)], lhs past the shard = 0.
-at::Tensor position_mask(const ShardInput& in, const LossTarget& target, int64_t chunk);
 
 struct TttOptions {
   int64_t ttt_length = 7;

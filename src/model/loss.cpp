@@ -6,6 +6,7 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/index_select.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -74,19 +75,24 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
 
 TargetRows TargetRows::narrow(int64_t start, int64_t length) const {
   return {logits.narrow(0, start, length), lse.narrow(0, start, length),
-          argmax.narrow(0, start, length)};
+          argmax.narrow(0, start, length), in_draft.narrow(0, start, length)};
 }
 
-TargetRows target_rows(const at::Tensor& rows, const at::Tensor& target_head, int64_t chunk) {
+TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
+                       const at::Tensor& draft_ids, const at::Tensor& t2d, int64_t chunk) {
   const auto acc = acc_type(rows);
-  const int64_t n = rows.size(0), v = target_head.size(0);
-  const auto th = target_head.to(rows.scalar_type());
+  const int64_t n = rows.size(0), v = draft_ids.size(0);
+  const auto head = full_head.to(rows.scalar_type());
+  const auto ids = draft_ids.to(rows.device(), at::kLong);
   TargetRows t{at::empty({n, v}, rows.options()), at::empty({n}, rows.options().dtype(acc)),
-               at::empty({n}, rows.options().dtype(at::kLong))};
+               at::empty({n}, rows.options().dtype(at::kLong)),
+               at::empty({n}, rows.options().dtype(at::kBool))};
   for (int64_t s = 0; s < n; s += chunk) {
     const int64_t len = std::min(chunk, n - s);
+    auto full = at::mm(rows.narrow(0, s, len), head.t());  // [len, Vt], freed after the chunk
+    t.in_draft.narrow(0, s, len).copy_(t2d.index_select(0, at::argmax(full, -1)));
     auto l = t.logits.narrow(0, s, len);
-    at::mm_out(l, rows.narrow(0, s, len), th.t());
+    at::index_select_out(l, full, 1, ids);
     row_lse_argmax(l, t.lse.narrow(0, s, len), t.argmax.narrow(0, s, len));
   }
   return t;

@@ -20,14 +20,18 @@ struct LossSums {
 
 // The target distribution over the draft vocabulary for a run of rows, no grad.
 struct TargetRows {
-  at::Tensor logits;  // [N, Vd], compute dtype: rows · Wtdᵀ (p = exp(logits − lse))
-  at::Tensor lse;     // [N], fp32 (fp64 on the fp64 path)
-  at::Tensor argmax;  // [N], int64: argmax p
+  at::Tensor logits;    // [N, Vd], compute dtype: rows · Wtdᵀ (p = exp(logits − lse))
+  at::Tensor lse;       // [N], fp32 (fp64 on the fp64 path)
+  at::Tensor argmax;    // [N], int64: argmax p
+  at::Tensor in_draft;  // [N], bool: the argmax over the full target vocabulary is a draft token
   TargetRows narrow(int64_t start, int64_t length) const;
 };
 
-// rows [N, Ht] (compute dtype), target_head [Vd, Ht]: `chunk` rows at a time.
-TargetRows target_rows(const at::Tensor& rows, const at::Tensor& target_head, int64_t chunk);
+// rows [N, Ht] (compute dtype), full_head [Vt, Ht], draft_ids [Vd] (target id of each draft
+// token), t2d [Vt]: `chunk` rows at a time, one GEMM against the full head per chunk; the draft
+// vocabulary's logits are its draft_ids columns.
+TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
+                       const at::Tensor& draft_ids, const at::Tensor& t2d, int64_t chunk);
 
 // h [N, H] (normed, compute dtype), lm_head [Vd, H] (cast to h's dtype inside, dW returned in
 // lm_head's dtype), target: rows aligned with h, mask [N] (0/1).

@@ -263,8 +263,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
   else if (opt.resume == "auto")
     spdlog::info("no checkpoint under {}/checkpoints: starting from scratch", cfg.output_dir);
 
-  model::LossTarget target{head.lm_head.to(device, dtype),
-                           head.lm_head.index_select(0, vocab.draft_to_target()).to(device, dtype),
+  model::LossTarget target{head.lm_head.to(device, dtype), vocab.draft_to_target().to(device),
                            vocab.t2d.to(device)};
   head = {};  // the CPU copies are no longer needed
 

@@ -38,6 +38,7 @@
 #include "model/draft_io.h"
 #include "model/eagle3.h"
 #include "model/layers.h"
+#include "model/loss.h"
 #include "model/vocab.h"
 #include "torch/model_fixture.h"
 
@@ -78,7 +79,7 @@ RefResult reference(const Problem& p, std::map<std::string, at::Tensor>& w,
   const double eps = c.rms_norm_eps;
   auto dbl = [](const at::Tensor& t) { return t.to(at::kDouble); };
   auto embed = dbl(p.w.embed_tokens), hs = dbl(p.in.hs), lhs = dbl(p.in.lhs),
-       full = dbl(p.target.full_head), draft = dbl(p.target.draft_head);
+       full = dbl(p.target.full_head), draft = full.index_select(0, p.target.draft_ids);
   // Row-j mask: loss_mask[j] * t2d[argmax(lhs[j+1] Wtᵀ)], zero row past the end.
   auto shifted = lhs.narrow(0, 1, n - 1), past_end = at::zeros({1, lhs.size(1)}, lhs.options());
   auto next = at::cat({shifted, past_end});
@@ -247,6 +248,26 @@ TEST_CASE("vocabulary from counts: top Vd, ties to the lower id, sorted, offsets
   CHECK(m.d2t[3].item<int64_t>() == 7 - 3);
   CHECK(m.t2d.sum().item<int64_t>() == 4);
   CHECK(m.t2d[5].item<bool>() == false);
+}
+
+TEST_CASE("Target rows: draft columns of one full-head GEMM, lse, argmax and the in-draft mask",
+          "[model][loss]") {
+  auto gen = at::detail::createCPUGenerator(29);
+  auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const int64_t n = 23, vt = 50, ht = 8;
+  auto counts = at::randint(0, 100, {vt}, gen, at::TensorOptions().dtype(at::kLong));
+  auto vocab = vocab_from_counts(counts, 20);
+  auto rows = at::randn({n, ht}, gen, f64), head = at::randn({vt, ht}, gen, f64);
+  auto ids = vocab.draft_to_target();
+  auto t = target_rows(rows, head, ids, vocab.t2d, /*chunk=*/5);  // 5 chunks, the last short
+  auto want_logits = at::matmul(rows, head.index_select(0, ids).t());
+  CHECK(rel_err(t.logits, want_logits) <= 1e-12);
+  CHECK(rel_err(t.lse, at::logsumexp(want_logits, {-1})) <= 1e-12);
+  CHECK(at::equal(t.argmax, at::argmax(want_logits, -1)));
+  auto want_in = vocab.t2d.index_select(0, at::argmax(at::matmul(rows, head.t()), -1));
+  CHECK(at::equal(t.in_draft, want_in));
+  CHECK(t.in_draft.any().item<bool>());  // both outcomes occur with these numbers
+  CHECK(!t.in_draft.all().item<bool>());
 }
 
 TEST_CASE("RoPE as one autograd function: value and gradient equal HF's formula under autograd",

@@ -8,6 +8,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/zeros.h>
 
@@ -107,8 +108,12 @@ TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same
       INFO("dtype " << c10::toString(dtype) << " vocab " << vocab);
       const int64_t n = 37;
       auto z0 = (at::randn({n, vocab}, gen, f32) * 3).to(dev, dtype);
-      auto target = model::target_rows((at::randn({n, 16}, gen, f32)).to(dev, dtype),
-                                       (at::randn({vocab, 16}, gen, f32)).to(dev, dtype), 16);
+      // Every head row is a draft token here.
+      auto ids = at::arange(vocab, at::TensorOptions().dtype(at::kLong).device(dev));
+      auto t2d = at::ones({vocab}, at::TensorOptions().dtype(at::kBool).device(dev));
+      auto target =
+          model::target_rows((at::randn({n, 16}, gen, f32)).to(dev, dtype),
+                             (at::randn({vocab, 16}, gen, f32)).to(dev, dtype), ids, t2d, 16);
       auto mask = (at::randn({n}, gen, f32) > 0).to(at::kFloat).to(dev);
       auto z_ref = z0.clone(), z_got = z0.clone();
       auto ref = model::soft_ce_rows(z_ref, target.logits, target.lse, mask, "reference");
