@@ -135,8 +135,8 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
   const auto cw = in_dtype(w, dt);
   const auto& c = cw.w;
   // Target side of row i = lhs[i+1] (step k, position j uses row j+k), once for all steps.
-  auto targets = target_rows(in.lhs.narrow(0, 1, C + T - 1).to(dt), target.full_head,
-                             target.draft_ids, target.t2d, opt.loss_chunk);
+  auto targets = target_rows(in.lhs.narrow(0, 1, C + T - 1), target.full_head, target.draft_ids,
+                             target.t2d, opt.loss_chunk, dt);
   // Row-i mask (DESIGN §4): loss_mask[i] × t2d[argmax(lhs[i+1] · Wtᵀ)]; past the shard lhs is the
   // zero row, whose logits are all 0 and whose argmax is token 0.
   auto mask_rows = in.loss_mask.to(at::kFloat) *

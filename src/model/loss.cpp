@@ -79,12 +79,14 @@ TargetRows TargetRows::narrow(int64_t start, int64_t length) const {
 }
 
 TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
-                       const at::Tensor& draft_ids, const at::Tensor& t2d, int64_t chunk) {
-  const auto acc = acc_type(rows);
+                       const at::Tensor& draft_ids, const at::Tensor& t2d, int64_t chunk,
+                       at::ScalarType dtype) {
+  const auto acc = dtype == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t n = rows.size(0), v = draft_ids.size(0);
   const auto head = full_head.to(rows.scalar_type());
   const auto ids = draft_ids.to(rows.device(), at::kLong);
-  TargetRows t{at::empty({n, v}, rows.options()), at::empty({n}, rows.options().dtype(acc)),
+  TargetRows t{at::empty({n, v}, rows.options().dtype(dtype)),
+               at::empty({n}, rows.options().dtype(acc)),
                at::empty({n}, rows.options().dtype(at::kLong)),
                at::empty({n}, rows.options().dtype(at::kBool))};
   for (int64_t s = 0; s < n; s += chunk) {
@@ -92,7 +94,10 @@ TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
     auto full = at::mm(rows.narrow(0, s, len), head.t());  // [len, Vt], freed after the chunk
     t.in_draft.narrow(0, s, len).copy_(t2d.index_select(0, at::argmax(full, -1)));
     auto l = t.logits.narrow(0, s, len);
-    at::index_select_out(l, full, 1, ids);
+    if (full.scalar_type() == dtype)
+      at::index_select_out(l, full, 1, ids);
+    else
+      l.copy_(at::index_select(full, 1, ids));
     row_lse_argmax(l, t.lse.narrow(0, s, len), t.argmax.narrow(0, s, len));
   }
   return t;

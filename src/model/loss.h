@@ -27,11 +27,13 @@ struct TargetRows {
   TargetRows narrow(int64_t start, int64_t length) const;
 };
 
-// rows [N, Ht] (compute dtype), full_head [Vt, Ht], draft_ids [Vd] (target id of each draft
-// token), t2d [Vt]: `chunk` rows at a time, one GEMM against the full head per chunk; the draft
-// vocabulary's logits are its draft_ids columns.
+// rows [N, Ht], full_head [Vt, Ht], draft_ids [Vd] (target id of each draft token), t2d [Vt]:
+// `chunk` rows at a time, one GEMM against the full head per chunk in the rows' dtype (the
+// stored hidden states'); the draft vocabulary's logits are its draft_ids columns, kept in
+// `dtype` (the compute dtype).
 TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
-                       const at::Tensor& draft_ids, const at::Tensor& t2d, int64_t chunk);
+                       const at::Tensor& draft_ids, const at::Tensor& t2d, int64_t chunk,
+                       at::ScalarType dtype);
 
 // h [N, H] (normed, compute dtype), lm_head [Vd, H] (cast to h's dtype inside, dW returned in
 // lm_head's dtype), target: rows aligned with h, mask [N] (0/1).
