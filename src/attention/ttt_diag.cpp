@@ -9,9 +9,8 @@
 #include <ATen/ops/logsumexp.h>
 #include <ATen/ops/stack.h>
 
-#include <cstring>
-
 #include "core/error.h"
+#include "dist/device.h"
 
 #ifdef EAGLET_WITH_CUDA
 #include <c10/cuda/CUDAException.h>
@@ -73,13 +72,12 @@ std::vector<at::Tensor> reference_backward(const at::Tensor& dout, const at::Ten
 }
 
 // --- fused (CUDA) -------------------------------------------------------------------------------
-bool fused_runs(const at::Tensor& q, at::TensorList ks) {
+bool fused_runs(const at::Tensor& q, at::TensorList ks, const char* kernel) {
 #ifdef EAGLET_WITH_CUDA
-  const auto t = q.scalar_type();
-  return q.is_cuda() && (t == at::kBFloat16 || t == at::kHalf) && q.size(2) <= kMaxHeadDim &&
+  return own_kernel_runs(q, kernel) && q.size(2) <= kMaxHeadDim &&
          static_cast<int64_t>(ks.size()) <= kMaxDiagBlocks && q.size(1) % ks[0].size(1) == 0;
 #else
-  (void)q, (void)ks;
+  (void)q, (void)ks, (void)kernel;
   return false;
 #endif
 }
@@ -160,16 +158,12 @@ std::vector<at::Tensor> fused_backward(const at::Tensor&, const at::Tensor&, con
 }
 #endif
 
-bool use_fused(const char* kernel, const at::Tensor& q, at::TensorList ks) {
-  return std::strcmp(kernel, "reference") != 0 && fused_runs(q, ks);
-}
-
 }  // namespace
 
 DiagMerge diag_merge_forward(const at::Tensor& q, const at::Tensor& out0, const at::Tensor& lse0,
                              at::TensorList ks, at::TensorList vs, double scale,
                              const char* kernel) {
-  if (use_fused(kernel, q, ks)) return fused_forward(q, out0, lse0, ks, vs, scale);
+  if (fused_runs(q, ks, kernel)) return fused_forward(q, out0, lse0, ks, vs, scale);
   return reference_forward(q, out0, lse0, ks, vs, scale);
 }
 
@@ -177,7 +171,7 @@ std::vector<at::Tensor> diag_backward(const at::Tensor& dout, const at::Tensor& 
                                       const at::Tensor& out, const at::Tensor& lse,
                                       at::TensorList ks, at::TensorList vs, at::Tensor& dq,
                                       double scale, const char* kernel) {
-  if (use_fused(kernel, q, ks)) return fused_backward(dout, q, out, lse, ks, vs, dq, scale);
+  if (fused_runs(q, ks, kernel)) return fused_backward(dout, q, out, lse, ks, vs, dq, scale);
   return reference_backward(dout, q, out, lse, ks, vs, dq, scale);
 }
 

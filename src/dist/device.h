@@ -2,6 +2,7 @@
 // the per-rank thread count. The only place that asks whether CUDA exists.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
 #include <cstdint>
@@ -17,5 +18,9 @@ void set_threads(int64_t threads);
 int64_t cuda_device_count();
 // "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)" for logs.
 std::string device_description(c10::Device device);
+// Whether a kernel table's fused entry (eaglet's own CUDA kernels, src/*/*.cu) takes x: a CUDA
+// build, x on a GPU in bf16 or fp16, and `kernel` not "reference". Tables add their own shape
+// limits.
+bool own_kernel_runs(const at::Tensor& x, const char* kernel);
 
 }  // namespace eaglet

@@ -18,11 +18,11 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
-#include <cstring>
 #include <string>
 
 #include "core/error.h"
 #include "core/tensor_text.h"
+#include "dist/device.h"
 
 #ifdef EAGLET_WITH_CUDA
 #include <c10/cuda/CUDAException.h>
@@ -85,15 +85,6 @@ std::pair<at::Tensor, at::Tensor> rope_tables(const at::Tensor& inv_freq,
 
 namespace {
 
-bool rope_fused_runs(const at::Tensor& x) {
-#ifdef EAGLET_WITH_CUDA
-  return x.is_cuda() && (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf);
-#else
-  (void)x;
-  return false;
-#endif
-}
-
 at::Tensor rope_reference(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                           double sign) {
   const int64_t half = x.size(-1) / 2;
@@ -147,8 +138,7 @@ struct Rope : torch::autograd::Function<Rope> {
 
 at::Tensor rope_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, double sign,
                      const char* kernel) {
-  if (std::strcmp(kernel, "reference") != 0 && rope_fused_runs(x))
-    return rope_fused(x, cos, sin, sign);
+  if (own_kernel_runs(x, kernel)) return rope_fused(x, cos, sin, sign);
   return rope_reference(x, cos, sin, sign);
 }
 

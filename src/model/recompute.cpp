@@ -12,10 +12,9 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <cstring>
-
 #include "core/error.h"
 #include "core/tensor_text.h"
+#include "dist/device.h"
 
 #ifdef EAGLET_WITH_CUDA
 #include <c10/cuda/CUDAException.h>
@@ -41,10 +40,6 @@ int64_t inter_size(const at::Tensor& ab) {
 }
 
 #ifdef EAGLET_WITH_CUDA
-bool fused_runs(const at::Tensor& ab, const char* kernel) {
-  return std::strcmp(kernel, "reference") != 0 && ab.is_cuda() &&
-         (ab.scalar_type() == at::kBFloat16 || ab.scalar_type() == at::kHalf);
-}
 cudaStream_t stream_of(const at::Tensor& t) {
   return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
 }
@@ -109,7 +104,7 @@ at::Tensor plain_mlp(const at::Tensor& n, const at::Tensor& gu, const at::Tensor
 at::Tensor swiglu_rows(const at::Tensor& ab, const char* kernel) {
   const int64_t inter = inter_size(ab);
 #ifdef EAGLET_WITH_CUDA
-  if (fused_runs(ab, kernel)) {
+  if (own_kernel_runs(ab, kernel)) {
     auto x = ab.contiguous();
     auto p = at::empty({x.size(0), inter}, x.options());
     launch_swiglu_forward(x.data_ptr(), p.data_ptr(), x.size(0), inter,
@@ -128,7 +123,7 @@ at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab, cons
   EAGLET_CHECK(dp.dim() == 2 && dp.size(0) == ab.size(0) && dp.size(1) == inter,
                "swiglu backward: dp {} for ab {}", tensor_text(dp), tensor_text(ab));
 #ifdef EAGLET_WITH_CUDA
-  if (fused_runs(ab, kernel) && dp.scalar_type() == ab.scalar_type()) {
+  if (own_kernel_runs(ab, kernel) && dp.scalar_type() == ab.scalar_type()) {
     auto x = ab.contiguous(), g = dp.contiguous();
     auto dab = at::empty(x.sizes(), x.options());
     launch_swiglu_backward(g.data_ptr(), x.data_ptr(), dab.data_ptr(), x.size(0), inter,

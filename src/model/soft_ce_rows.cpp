@@ -9,9 +9,8 @@
 #include <ATen/ops/log_softmax.h>
 #include <ATen/ops/logsumexp.h>
 
-#include <cstring>
-
 #include "core/error.h"
+#include "dist/device.h"
 #ifdef EAGLET_WITH_CUDA
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -41,15 +40,6 @@ SoftCeRows reference(at::Tensor& z, const at::Tensor& logits, const at::Tensor& 
   return r;
 }
 
-bool fused_runs(const at::Tensor& z) {
-#ifdef EAGLET_WITH_CUDA
-  return z.is_cuda() && (z.scalar_type() == at::kBFloat16 || z.scalar_type() == at::kHalf);
-#else
-  (void)z;
-  return false;
-#endif
-}
-
 SoftCeRows fused(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
                  const at::Tensor& mask) {
 #ifdef EAGLET_WITH_CUDA
@@ -76,16 +66,15 @@ SoftCeRows fused(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
 
 SoftCeRows soft_ce_rows(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
                         const at::Tensor& mask, const char* kernel) {
-  if (std::strcmp(kernel, "reference") != 0 && fused_runs(z)) return fused(z, logits, lse, mask);
+  if (own_kernel_runs(z, kernel)) return fused(z, logits, lse, mask);
   return reference(z, logits, lse, mask);
 }
 
 void row_lse_argmax(const at::Tensor& logits, at::Tensor lse, at::Tensor argmax,
                     const char* kernel) {
 #ifdef EAGLET_WITH_CUDA
-  if (std::strcmp(kernel, "reference") != 0 && fused_runs(logits) && logits.stride(1) == 1 &&
-      lse.scalar_type() == at::kFloat && lse.is_contiguous() && argmax.is_contiguous() &&
-      argmax.scalar_type() == at::kLong) {
+  if (own_kernel_runs(logits, kernel) && logits.stride(1) == 1 && lse.scalar_type() == at::kFloat &&
+      lse.is_contiguous() && argmax.is_contiguous() && argmax.scalar_type() == at::kLong) {
     if (logits.size(0) == 0) return;
     launch_lse_argmax(logits.data_ptr(), logits.stride(0), lse.data_ptr<float>(),
                       argmax.data_ptr<int64_t>(), logits.size(0), logits.size(1),
@@ -104,7 +93,7 @@ void scale_in_place(at::Tensor& x, const at::Tensor& g, const char* kernel) {
   EAGLET_CHECK(g.numel() == 1 && g.device() == x.device(),
                "scale_in_place: g must be a scalar on {}", x.device().str());
 #ifdef EAGLET_WITH_CUDA
-  if (std::strcmp(kernel, "reference") != 0 && fused_runs(x) && x.is_contiguous()) {
+  if (own_kernel_runs(x, kernel) && x.is_contiguous()) {
     auto gf = g.to(at::kFloat);
     launch_scale(x.data_ptr(), gf.data_ptr<float>(), x.numel(), x.scalar_type() == at::kBFloat16,
                  c10::cuda::getCurrentCUDAStream(x.device().index()).stream());

@@ -35,6 +35,20 @@ bool no_cuda() {
 }
 }  // namespace
 
+TEST_CASE("GPU: the kernel tables pick eaglet's own CUDA kernels for bf16/fp16 on the GPU",
+          "[gpu]") {
+  // Guards the "auto vs reference" tests below: were the fused entries never taken, they would
+  // compare the reference with itself.
+  if (no_cuda()) return;
+  auto on = at::TensorOptions().device(c10::Device(c10::kCUDA, 0));
+  auto bf16 = at::zeros({8}, on.dtype(at::kBFloat16)), f16 = at::zeros({8}, on.dtype(at::kHalf));
+  CHECK(own_kernel_runs(bf16, "auto"));
+  CHECK(own_kernel_runs(f16, "auto"));
+  CHECK_FALSE(own_kernel_runs(bf16, "reference"));
+  CHECK_FALSE(own_kernel_runs(at::zeros({8}, on.dtype(at::kFloat)), "auto"));
+  CHECK_FALSE(own_kernel_runs(at::zeros({8}, at::TensorOptions().dtype(at::kBFloat16)), "auto"));
+}
+
 TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2",
           "[gpu][attention]") {
   if (no_cuda()) return;
