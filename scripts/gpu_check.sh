@@ -2,6 +2,8 @@
 # One device-machine run of everything GPU: build, GPU unit tests (bf16 kernels and model),
 # NCCL collectives on every group, and verify-usp through NCCL in bf16 for the layouts the GPUs
 # allow. Prints a summary table; logs go to ${OUT:-/tmp}/gpu_check.
+# Environment: SKIP_TOPO=1 (no NCCL collective tests), LAYOUTS="2x2 4x1" (verify-usp layouts U x R;
+# empty for none), KERNELS, SEQ, T, BENCH_SEQS, TRAIN=1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0
@@ -24,7 +26,7 @@ model=(--set model.config.hidden_size=1024 --set model.config.num_attention_head
        --set model.config.intermediate_size=2048 --set model.config.vocab_size=4000
        --set model.config.draft_vocab_size=2000 --set model.config.target_hidden_size=1024
        --set training.ttt_length=${T:-3} --set runtime.device=cuda --set data.max_seq_length=100000)
-for layout in ${LAYOUTS:-2x1 1x2 2x2 4x1}; do
+for layout in ${LAYOUTS-2x1 1x2 2x2 4x1}; do  # LAYOUTS= (empty): none
   u=${layout%x*} r=${layout#*x} np=$((${layout%x*} * ${layout#*x}))
   [ "$np" -le "$gpus" ] || continue
   for attn in ${KERNELS:-auto}; do
