@@ -30,15 +30,13 @@
 #endif
 
 namespace eaglet::model {
+
 #ifdef EAGLET_WITH_CUDA
 // model/rope.cu
 void launch_rope(const void* x, int64_t row_stride, int64_t head_stride, const float* cos,
                  const float* sin, int64_t table_stride, void* out, int64_t rows, int heads,
                  int half, float sign, bool bf16, cudaStream_t stream);
 #endif
-}  // namespace eaglet::model
-
-namespace eaglet::model {
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   // ATen's RMSNorm: statistics in fp32 (fp64 on the fp64 path), one fused kernel on CUDA.
@@ -93,11 +91,12 @@ at::Tensor rope_reference(const at::Tensor& x, const at::Tensor& cos, const at::
   return x * c + rotated * (sign < 0 ? -s : s);
 }
 
-at::Tensor rope_fused(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+at::Tensor rope_fused(const at::Tensor& x_in, const at::Tensor& cos, const at::Tensor& sin,
                       double sign) {
 #ifdef EAGLET_WITH_CUDA
-  EAGLET_CHECK(x.dim() == 3 && x.stride(2) == 1 && x.size(2) % 2 == 0,
-               "rope: x {} must be [S, heads, d] with a contiguous, even last dim", tensor_text(x));
+  EAGLET_CHECK(x_in.dim() == 3 && x_in.size(2) % 2 == 0,
+               "rope: x {} must be [S, heads, d] with an even d", tensor_text(x_in));
+  const auto x = x_in.stride(2) == 1 ? x_in : x_in.contiguous();  // rows, heads may be strided
   auto table = [](const at::Tensor& t) {
     auto f = t.to(at::kFloat);
     return f.stride(1) == 1 ? f : f.contiguous();
@@ -113,7 +112,7 @@ at::Tensor rope_fused(const at::Tensor& x, const at::Tensor& cos, const at::Tens
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 #else
-  return rope_reference(x, cos, sin, sign);
+  return rope_reference(x_in, cos, sin, sign);
 #endif
 }
 
