@@ -173,17 +173,19 @@ class RingBlock0 final : public Block0 {
         dkv[0].narrow(2, b->k0, b->kn).add_(grads[1]);
         dkv[1].narrow(2, b->k0, b->kn).add_(grads[2]);
       }
-      dkv_in = at::empty_like(dkv);
-      dkv_transfer = ring_.send_recv(dkv, next, dkv_in, prev);
+      // After the last block the gradient is complete: it goes home, and through the zigzag
+      // exchange, in the compute dtype (a cast before or after a copy gives the same numbers).
+      auto send = t + 1 == R ? dkv.to(k.scalar_type()) : dkv;
+      dkv_in = at::empty_like(send);
+      dkv_transfer = ring_.send_recv(send, next, dkv_in, prev);
       if (transfer) {
         transfer->wait();
         kv = incoming;
       }
     }
     dkv_transfer->wait();
-    auto dkv_plain = unzig(dkv_in, 3);
-    return {unzig(dq.to(q.scalar_type())), dkv_plain[0].to(k.scalar_type()),
-            dkv_plain[1].to(v.scalar_type())};
+    auto dkv_plain = unzig(dkv_in, 3);  // K and V share the compute dtype (packed together)
+    return {unzig(dq.to(q.scalar_type())), dkv_plain[0], dkv_plain[1]};
   }
 
  private:

@@ -58,9 +58,12 @@ int count_of(const Communicator& c, const char* op, int64_t n) {
   return static_cast<int>(n);
 }
 
+// Holds both tensors until the requests complete: a caller may drop its own handles (a
+// temporary contiguous copy, say) before wait(), and MPI reads and writes them until then.
 class MpiWork final : public Work {
  public:
-  MpiWork(MPI_Request send, MPI_Request recv) : reqs_{send, recv} {}
+  MpiWork(MPI_Request send, MPI_Request recv, at::Tensor send_buf, at::Tensor recv_buf)
+      : reqs_{send, recv}, bufs_{std::move(send_buf), std::move(recv_buf)} {}
   ~MpiWork() override {
     // A Work dropped without wait() still must not leave requests writing into freed memory.
     if (!done_) MPI_Waitall(2, reqs_, MPI_STATUSES_IGNORE);
@@ -69,10 +72,12 @@ class MpiWork final : public Work {
     if (done_) return;
     done_ = true;
     EAGLET_MPI_CHECK(MPI_Waitall(2, reqs_, MPI_STATUSES_IGNORE));
+    bufs_[0] = bufs_[1] = at::Tensor();
   }
 
  private:
   MPI_Request reqs_[2];
+  at::Tensor bufs_[2];
   bool done_ = false;
 };
 
@@ -119,7 +124,7 @@ std::unique_ptr<Work> MpiCommunicator::send_recv(const at::Tensor& send, int64_t
   EAGLET_MPI_CHECK(MPI_Isend(send.data_ptr(), count_of(*this, "send_recv", send.numel()),
                              mpi_type(*this, "send_recv", send), static_cast<int>(dst), kTag, comm_,
                              &reqs[0]));
-  return std::make_unique<MpiWork>(reqs[0], reqs[1]);
+  return std::make_unique<MpiWork>(reqs[0], reqs[1], send, recv);
 }
 
 void MpiCommunicator::all_reduce(const at::Tensor& t, ReduceOp op) {
