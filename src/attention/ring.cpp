@@ -8,7 +8,6 @@
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/logaddexp.h>
-#include <ATen/ops/zeros.h>
 
 #include <optional>
 
@@ -163,15 +162,17 @@ class RingBlock0 final : public Block0 {
         else
           rows(dq).add_(grads[0]);
       }
-      if (dkv_transfer) {
+      if (t == 0) {  // the own block, causal over all its rows: it starts the gradient
+        dkv = at::empty(kv.sizes(), kv.options().dtype(acc_type));
+        dkv[0].copy_(grads[1]);
+        dkv[1].copy_(grads[2]);
+      } else {
         dkv_transfer->wait();
         dkv = dkv_in;
-      } else {
-        dkv = at::zeros(kv.sizes(), kv.options().dtype(acc_type));
-      }
-      if (b) {
-        dkv[0].narrow(2, b->k0, b->kn).add_(grads[1]);
-        dkv[1].narrow(2, b->k0, b->kn).add_(grads[2]);
+        if (b) {
+          dkv[0].narrow(2, b->k0, b->kn).add_(grads[1]);
+          dkv[1].narrow(2, b->k0, b->kn).add_(grads[2]);
+        }
       }
       // After the last block the gradient is complete: it goes home, and through the zigzag
       // exchange, in the compute dtype (a cast before or after a copy gives the same numbers).

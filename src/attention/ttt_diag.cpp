@@ -14,7 +14,7 @@
 
 #ifdef EAGLET_WITH_CUDA
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
+#include "dist/cuda_stream.h"
 
 #include "attention/ttt_diag_cuda.h"
 #endif
@@ -107,8 +107,7 @@ DiagMerge fused_forward(const at::Tensor& q, const at::Tensor& out0, const at::T
   launch_diag_forward(qc.data_ptr(), o0.data_ptr(), l0.data_ptr<float>(), p, r.out.data_ptr(),
                       r.lse.data_ptr<float>(), S, static_cast<int>(H), static_cast<int>(KV),
                       static_cast<int>(d), static_cast<float>(scale),
-                      q.scalar_type() == at::kBFloat16,
-                      c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
+                      q.scalar_type() == at::kBFloat16, stream_of(q));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return r;
 }
@@ -136,8 +135,7 @@ std::vector<at::Tensor> fused_backward(const at::Tensor& dout, const at::Tensor&
   launch_diag_backward(doc.data_ptr(), qc.data_ptr(), oc.data_ptr(), lc.data_ptr<float>(), p,
                        dqc.data_ptr<float>(), S, static_cast<int>(H), static_cast<int>(KV),
                        static_cast<int>(d), static_cast<float>(scale),
-                       q.scalar_type() == at::kBFloat16,
-                       c10::cuda::getCurrentCUDAStream(q.device().index()).stream());
+                       q.scalar_type() == at::kBFloat16, stream_of(q));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (!dqc.is_same(dq)) dq.copy_(dqc);
   for (int64_t m = 0; m < n; ++m) {

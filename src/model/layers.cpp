@@ -26,7 +26,7 @@
 
 #ifdef EAGLET_WITH_CUDA
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
+#include "dist/cuda_stream.h"
 #endif
 
 namespace eaglet::model {
@@ -107,8 +107,7 @@ at::Tensor rope_fused(const at::Tensor& x_in, const at::Tensor& cos, const at::T
   launch_rope(x.data_ptr(), x.stride(0), x.stride(1), c.data_ptr<float>(), s.data_ptr<float>(),
               c.stride(0), out.data_ptr(), x.size(0), static_cast<int>(x.size(1)),
               static_cast<int>(x.size(2) / 2), static_cast<float>(sign),
-              x.scalar_type() == at::kBFloat16,
-              c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+              x.scalar_type() == at::kBFloat16, stream_of(x));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 #else

@@ -18,7 +18,7 @@
 
 #ifdef EAGLET_WITH_CUDA
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
+#include "dist/cuda_stream.h"
 #endif
 
 namespace eaglet::model {
@@ -38,12 +38,6 @@ int64_t inter_size(const at::Tensor& ab) {
                tensor_text(ab));
   return ab.size(1) / 2;
 }
-
-#ifdef EAGLET_WITH_CUDA
-cudaStream_t stream_of(const at::Tensor& t) {
-  return c10::cuda::getCurrentCUDAStream(t.device().index()).stream();
-}
-#endif
 
 at::Tensor plain_mlp(const at::Tensor& n, const at::Tensor& gu, const at::Tensor& d);
 

@@ -13,7 +13,7 @@
 #include "dist/device.h"
 #ifdef EAGLET_WITH_CUDA
 #include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAStream.h>
+#include "dist/cuda_stream.h"
 #endif
 
 namespace eaglet::model {
@@ -53,8 +53,7 @@ SoftCeRows fused(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
   if (n == 0) return r;
   launch_soft_ce_rows(z.data_ptr(), logits.data_ptr(), logits.stride(0), l.data_ptr<float>(),
                       m.data_ptr<float>(), r.loss.data_ptr<float>(), r.argmax.data_ptr<int64_t>(),
-                      n, v, z.scalar_type() == at::kBFloat16,
-                      c10::cuda::getCurrentCUDAStream(z.device().index()).stream());
+                      n, v, z.scalar_type() == at::kBFloat16, stream_of(z));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return r;
 #else
@@ -78,8 +77,7 @@ void row_lse_argmax(const at::Tensor& logits, at::Tensor lse, at::Tensor argmax,
     if (logits.size(0) == 0) return;
     launch_lse_argmax(logits.data_ptr(), logits.stride(0), lse.data_ptr<float>(),
                       argmax.data_ptr<int64_t>(), logits.size(0), logits.size(1),
-                      logits.scalar_type() == at::kBFloat16,
-                      c10::cuda::getCurrentCUDAStream(logits.device().index()).stream());
+                      logits.scalar_type() == at::kBFloat16, stream_of(logits));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
@@ -96,7 +94,7 @@ void scale_in_place(at::Tensor& x, const at::Tensor& g, const char* kernel) {
   if (own_kernel_runs(x, kernel) && x.is_contiguous()) {
     auto gf = g.to(at::kFloat);
     launch_scale(x.data_ptr(), gf.data_ptr<float>(), x.numel(), x.scalar_type() == at::kBFloat16,
-                 c10::cuda::getCurrentCUDAStream(x.device().index()).stream());
+                 stream_of(x));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
