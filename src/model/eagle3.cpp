@@ -119,13 +119,14 @@ ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
 }
 }  // namespace
 
-std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg,
-                                  const LossTarget& target, const ShardInput& in,
-                                  const TttOptions& opt) {
+Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const LossTarget& target,
+                      const ShardInput& in, const TttOptions& opt) {
   const int64_t T = opt.ttt_length, C = in.ids.size(0) - T;
   const int64_t nH = cfg.num_attention_heads, nKV = cfg.num_key_value_heads, d = cfg.head_dim;
   const double eps = cfg.rms_norm_eps, scale = 1.0 / std::sqrt(static_cast<double>(d));
   EAGLET_CHECK(C >= 1, "shard of {} rows is not longer than the TTT length {}", in.ids.size(0), T);
+  EAGLET_CHECK(static_cast<int64_t>(opt.loss_weights.size()) == T, "{} loss weights for {} TTT steps",
+               opt.loss_weights.size(), T);
   const int64_t U = opt.ulysses != nullptr ? opt.ulysses->size() : 1;
   EAGLET_CHECK(in.positions.size(0) == C * U,
                "positions {} for a Ulysses-gathered chunk of {} x {} rows",
@@ -141,19 +142,28 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
   // zero row, whose logits are all 0 and whose argmax is token 0.
   auto mask_rows = in.loss_mask.to(at::kFloat) *
                    at::cat({targets.in_draft, target.t2d.narrow(0, 0, 1)}).to(at::kFloat);  // [C+T]
+  // N_k, step k's masked rows over the SP group, is known before the unroll: each step's loss
+  // weight w_k / max(N_k, 1) goes into its fused loss's gradients as they are made.
+  std::vector<at::Tensor> local_counts;
+  for (int64_t k = 0; k < T; ++k) local_counts.push_back(mask_rows.narrow(0, k, C).sum());
+  auto counts = at::stack(local_counts);  // [T]
+  const bool spread = opt.sp != nullptr && opt.sp->size() > 1;
+  if (spread) opt.sp->all_reduce(counts, ReduceOp::sum);
+  const auto inv_counts = at::clamp_min(counts, 1.0).reciprocal();
+
   auto inv_freq = rope_inv_freq(cfg, in.ids.device());
   auto ids = in.ids.clamp(0, cfg.vocab_size - 1);
   auto h = project(in.hs.narrow(0, 0, C).to(dt), c.fc);  // step 0 input: fc(hs)
-  std::vector<at::Tensor> ks, vs;
-  std::vector<LossSums> steps;
+  std::vector<at::Tensor> ks, vs, sums;
+  FusedLoss loss(c.lm_head, opt.loss_chunk);
+  at::Tensor total;
   for (int64_t k = 0; k < T; ++k) {
     // Step k at local position i: token ids[i+k+1], target lhs[i+k+1], mask row i+k.
-    auto emb = c.embed_tokens.index_select(0, ids.narrow(0, k + 1, C)).to(dt);
-    auto e_n = rms_norm(emb, c.input_layernorm, eps), h_n = rms_norm(h, c.hidden_norm, eps);
-    auto x = at::cat({e_n, h_n}, -1);  // embeddings first
     // q and k stay views of the fused output (RoPE reads them strided); v is copied out so the
     // K/V cache does not keep the whole [C, (nH + 2·nKV)·d] output alive.
-    auto qkv = at::matmul(x, cw.qkv.t()).split_with_sizes({nH * d, nKV * d, nKV * d}, -1);
+    auto qkv = input_projection(c.embed_tokens, ids.narrow(0, k + 1, C), h, c.input_layernorm,
+                                c.hidden_norm, cw.qkv, eps)
+                   .split_with_sizes({nH * d, nKV * d, nKV * d}, -1);
     auto q = qkv[0].view({C, nH, d});
     auto kk = qkv[1].view({C, nKV, d});
     auto v = qkv[2].contiguous().view({C, nKV, d});
@@ -172,14 +182,17 @@ std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig&
     auto h1 = h + project(a.reshape({C, nH * d}), c.o_proj);
     auto n = rms_norm(h1, c.post_norm, eps);
     auto out = h1 + swiglu_mlp(n, cw.gate_up, c.down_proj, opt.mlp_recompute);
-    auto sums = fused_soft_ce(rms_norm(out, c.norm, eps), c.lm_head, targets.narrow(k, C),
-                              mask_rows.narrow(0, k, C), opt.loss_chunk);
+    auto s = loss.step(rms_norm(out, c.norm, eps), targets.narrow(k, C), mask_rows.narrow(0, k, C),
+                       inv_counts[k] * opt.loss_weights[k], k == T - 1);
     // Connectivity (DESIGN §5): the fused loss is itself the hidden·0 term: its gradient in h
     // exists (zero on masked rows) whatever the local mask, so every rank's backward runs.
-    steps.push_back(sums);
+    total = total.defined() ? total + s.weighted : s.weighted;
+    sums.push_back(at::stack({s.loss, s.correct}));
     h = out;
   }
-  return steps;
+  auto global = at::stack(sums).contiguous();  // [T, 2]: loss and correct sums
+  if (spread) opt.sp->all_reduce(global, ReduceOp::sum);
+  return {total, global.select(1, 0) * inv_counts, global.select(1, 1) * inv_counts, counts};
 }
 
 std::vector<double> step_weights(const TrainingConfig& t) {
@@ -188,23 +201,6 @@ std::vector<double> step_weights(const TrainingConfig& t) {
   for (int64_t k = 0; k < t.ttt_length; ++k)
     w.push_back(std::pow(t.ttt_decay, static_cast<double>(k)));
   return w;
-}
-
-Objective combine_steps(const std::vector<LossSums>& steps, const std::vector<double>& weights,
-                        int64_t grad_accum, Communicator* sp) {
-  EAGLET_CHECK(weights.size() == steps.size(), "{} loss weights for {} TTT steps", weights.size(),
-               steps.size());
-  std::vector<at::Tensor> rows;
-  for (const auto& s : steps) rows.push_back(at::stack({s.loss.detach(), s.correct, s.count}));
-  auto global = at::stack(rows).contiguous();  // [T, 3]
-  if (sp != nullptr) sp->all_reduce(global, ReduceOp::sum);
-  auto denom = at::clamp_min(global.select(1, 2), 1.0);
-  at::Tensor total;
-  for (size_t k = 0; k < steps.size(); ++k) {
-    auto term = steps[k].loss * (weights[k] / static_cast<double>(grad_accum)) / denom[k];
-    total = total.defined() ? total + term : term;
-  }
-  return {total, global.select(1, 0) / denom, global.select(1, 1) / denom, global.select(1, 2)};
 }
 
 }  // namespace eaglet::model

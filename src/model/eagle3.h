@@ -66,23 +66,23 @@ struct TttOptions {
   Communicator* ulysses = nullptr;            // Ulysses group; null or size 1: no all-to-all
   int64_t loss_chunk = 4096;
   MlpRecompute mlp_recompute = MlpRecompute::none;  // what the MLP keeps for backward
+  // The objective's step weights, one per step: w_k / accumulation (DESIGN §4).
+  std::vector<double> loss_weights;
+  Communicator* sp = nullptr;  // SP group: the losses normalise over it; null: this rank alone
 };
-
-// The unroll: per step k, loss sums over this shard (not yet normalised).
-std::vector<LossSums> ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg,
-                                  const LossTarget& target, const ShardInput& in,
-                                  const TttOptions& opt);
-
-// Step weights: ttt_weights if given, else ttt_decay^k.
-std::vector<double> step_weights(const TrainingConfig& t);
 
 struct Objective {
   at::Tensor total;  // differentiable: Σ_k w_k · sum_k / max(N_k, 1) / accumulation
   at::Tensor loss_k, acc_k, count_k;  // [T] global (over the SP group), detached
 };
 
-// Normalisation of DESIGN §4: sums and counts all-reduced over the SP group (null: one rank).
-Objective combine_steps(const std::vector<LossSums>& steps, const std::vector<double>& weights,
-                        int64_t grad_accum, Communicator* sp);
+// The unroll, normalised as in DESIGN §4: N_k (each step's masked rows over the SP group) is
+// known before the first step, so every step's loss gradients come out already weighted.
+Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const LossTarget& target,
+                      const ShardInput& in, const TttOptions& opt);
+
+// Step weights: ttt_weights if given, else ttt_decay^k.
+std::vector<double> step_weights(const TrainingConfig& t);
+
 
 }  // namespace eaglet::model

@@ -8,6 +8,7 @@
 #include <ATen/ops/cos.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/matmul.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/outer.h>
 #include <ATen/ops/pow.h>
 #include <ATen/ops/rms_norm.h>
@@ -15,6 +16,7 @@
 #include <ATen/ops/sin.h>
 #include <ATen/ops/where.h>
 
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
@@ -45,6 +47,54 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 
 at::Tensor project(const at::Tensor& x, const at::Tensor& weight) {
   return at::matmul(x, weight.to(x.scalar_type()).t());
+}
+
+namespace {
+
+at::Tensor layer_input(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
+                       const at::Tensor& w_emb, const at::Tensor& w_hidden, double eps) {
+  auto emb = embed.index_select(0, ids).to(h.scalar_type());
+  return at::cat({rms_norm(emb, w_emb, eps), rms_norm(h, w_hidden, eps)}, -1);
+}
+
+struct InputProjection : torch::autograd::Function<InputProjection> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& embed,
+                            const at::Tensor& ids, const at::Tensor& h, const at::Tensor& w_emb,
+                            const at::Tensor& w_hidden, const at::Tensor& w, double eps) {
+    ctx->save_for_backward({embed, ids, h, w_emb, w_hidden, w});
+    ctx->saved_data["eps"] = eps;
+    return at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps), w.t());
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &embed = saved[0], &ids = saved[1], &w = saved[5];
+    std::vector<at::Tensor> leaves;  // h, w_emb, w_hidden
+    for (int i : {2, 3, 4}) leaves.push_back(saved[i].detach().requires_grad_(true));
+    at::Tensor x;
+    {
+      c10::AutoGradMode enable(true);
+      x = layer_input(embed, ids, leaves[0], leaves[1], leaves[2],
+                      ctx->saved_data["eps"].toDouble());
+    }
+    const auto& dy = grads[0];
+    auto dw = at::mm(dy.t(), x.detach());
+    auto dx = torch::autograd::grad({x}, leaves, {at::mm(dy, w)});
+    return {at::Tensor(), at::Tensor(), dx[0], dx[1], dx[2], dw, at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor input_projection(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
+                            const at::Tensor& w_emb, const at::Tensor& w_hidden,
+                            const at::Tensor& w, double eps) {
+  EAGLET_CHECK(h.dim() == 2 && ids.dim() == 1 && ids.size(0) == h.size(0),
+               "input_projection: h {} and ids {} must be [rows, H] and [rows]", tensor_text(h),
+               tensor_text(ids));
+  if (!at::GradMode::is_enabled())
+    return at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps), w.t());
+  return InputProjection::apply(embed, ids, h, w_emb, w_hidden, w, eps);
 }
 
 at::Tensor rope_inv_freq(const DraftArchConfig& cfg, c10::Device device) {

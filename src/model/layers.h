@@ -13,6 +13,14 @@ namespace eaglet::model {
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // x · weightᵀ with the weight cast to x's dtype (no bias anywhere in the draft).
 at::Tensor project(const at::Tensor& x, const at::Tensor& weight);
+// The midlayer's input and its q|k|v projection as one autograd function: x = cat(rms_norm(emb,
+// w_emb), rms_norm(h, w_hidden)) with emb = embed[ids] (embeddings first), returns x · wᵀ. x and
+// emb ([rows, 2H] and [rows, H]) are not kept for backward: it re-gathers emb from ids and
+// recomputes x (two norms, one pass each) from h, which the unroll keeps anyway. The embedding
+// table gets no gradient (frozen). Weights in h's dtype.
+at::Tensor input_projection(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
+                            const at::Tensor& w_emb, const at::Tensor& w_hidden,
+                            const at::Tensor& w, double eps);
 
 // inv_freq_i = θ^(−2i/d) with rope scaling applied, fp32 [d/2].
 at::Tensor rope_inv_freq(const DraftArchConfig& cfg, c10::Device device);

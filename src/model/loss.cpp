@@ -22,38 +22,44 @@ at::ScalarType acc_type(const at::Tensor& h) {
 }
 
 struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
-  // Returns [loss_sum, correct, count]; only loss_sum is differentiable (in h and lm_head).
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
-                                                const at::Tensor& h, const at::Tensor& lm_head,
-                                                const at::Tensor& logits, const at::Tensor& lse,
-                                                const at::Tensor& target_argmax,
-                                                const at::Tensor& mask, int64_t chunk,
-                                                bool with_grads) {
+  // Returns [weight·loss_sum, loss_sum, correct]; only the first is differentiable (in h
+  // and lm_head). dW goes into *dw_sum; the `last` step keeps the sum for its backward.
+  static torch::autograd::variable_list forward(
+      torch::autograd::AutogradContext* ctx, const at::Tensor& h, const at::Tensor& lm_head,
+      const at::Tensor& logits, const at::Tensor& lse, const at::Tensor& target_argmax,
+      const at::Tensor& mask, const at::Tensor& weight, int64_t chunk, bool with_grads,
+      at::Tensor* dw_sum, bool last) {
     const auto acc = acc_type(h);
     const auto w = lm_head.to(h.scalar_type());
     const auto m = mask.to(acc).contiguous();
+    const auto wt = weight.to(acc);
+    const auto dz_rows = m * wt;  // dz = (softmax(z) − p) · mask · weight
     const int64_t n = h.size(0);
     auto loss = at::zeros({}, h.options().dtype(acc));
     auto correct = at::zeros({}, h.options().dtype(acc));
     auto dh = with_grads ? at::empty(h.sizes(), h.options()) : at::Tensor();
-    at::Tensor dw;  // Σ over chunks: cuBLAS adds each chunk's product in fp32, one rounding each
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t len = std::min(chunk, n - s);
       auto hc = h.narrow(0, s, len), mc = m.narrow(0, s, len);
       auto z = at::mm(hc, w.t());  // becomes dz
-      auto rows = soft_ce_rows(z, logits.narrow(0, s, len), lse.narrow(0, s, len), mc);
+      auto rows = soft_ce_rows(z, logits.narrow(0, s, len), lse.narrow(0, s, len),
+                               dz_rows.narrow(0, s, len));
       loss = loss + (rows.loss * mc).sum();
       correct = correct + ((rows.argmax == target_argmax.narrow(0, s, len)).to(acc) * mc).sum();
       if (!with_grads) continue;  // evaluation: the loss only
-      dh.narrow(0, s, len).copy_(at::mm(z, w));
-      dw = dw.defined() ? dw.addmm_(z.t(), hc) : at::mm(z.t(), hc);
+      auto dh_rows = dh.narrow(0, s, len);
+      at::mm_out(dh_rows, z, w);
+      // Σ over chunks and steps: cuBLAS adds each product to the sum in fp32, one rounding each.
+      if (dw_sum->defined())
+        dw_sum->addmm_(z.t(), hc);
+      else
+        *dw_sum = at::mm(z.t(), hc);
     }
     ctx->saved_data["dh"] = dh;
-    ctx->saved_data["dw"] = dw;
+    ctx->saved_data["dw"] = last && with_grads ? *dw_sum : at::Tensor();
     ctx->saved_data["w_dtype"] = static_cast<int64_t>(lm_head.scalar_type());
-    auto count = m.sum();
-    ctx->mark_non_differentiable({correct, count});
-    return {loss, correct, count};
+    ctx->mark_non_differentiable({loss, correct});
+    return {loss * wt, loss, correct};
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -65,9 +71,12 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
     ctx->saved_data.clear();  // dh and dw are ours now: scaled in place, freed after use
     const auto g = grads[0].to(acc_type(dh));  // scalar; products in fp32, one rounding
     scale_in_place(dh, g);
-    scale_in_place(dw, g);
-    return {dh,           dw.to(w_dtype), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(),   at::Tensor(), at::Tensor()};
+    if (dw.defined()) {
+      scale_in_place(dw, g);
+      dw = dw.to(w_dtype);
+    }
+    return {dh,           dw,           at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -103,13 +112,19 @@ TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
   return t;
 }
 
-LossSums fused_soft_ce(const at::Tensor& h, const at::Tensor& lm_head, const TargetRows& target,
-                       const at::Tensor& mask, int64_t chunk) {
+FusedLoss::FusedLoss(at::Tensor lm_head, int64_t chunk)
+    : lm_head_(std::move(lm_head)), chunk_(chunk) {
+  EAGLET_CHECK(chunk_ >= 1, "loss chunk {} must be positive", chunk_);
+}
+
+LossSums FusedLoss::step(const at::Tensor& h, const TargetRows& target, const at::Tensor& mask,
+                         const at::Tensor& weight, bool last) {
   // Under no_grad (evaluation) forward skips the two gradient GEMMs per chunk.
   const bool with_grads =
-      at::GradMode::is_enabled() && (h.requires_grad() || lm_head.requires_grad());
-  auto r = FusedSoftCe::apply(h, lm_head, target.logits, target.lse, target.argmax, mask, chunk,
-                              with_grads);
+      at::GradMode::is_enabled() && (h.requires_grad() || lm_head_.requires_grad());
+  auto r = FusedSoftCe::apply(h, lm_head_, target.logits, target.lse, target.argmax, mask, weight,
+                              chunk_, with_grads, &dw_sum_, last);
+  if (last) dw_sum_ = at::Tensor();  // the last step's backward holds the sum now
   return {r[0], r[1], r[2]};
 }
 

@@ -3,9 +3,9 @@
 // argmax z == argmax p. The target side (p's logits, log-sum-exp, argmax) is computed once per
 // shard and shared by every TTT step, whose rows are shifted windows of the same target rows.
 // The draft side is fused and chunked, Liger-style: forward computes, chunk by chunk, the loss and
-// the gradients of the loss sum (d loss_i / d z_i = softmax(z_i) − p_i, dh = dz·W, dW = dzᵀ·h), so
-// neither z nor p ([rows × Vd]) is kept and backward only scales the kept dh, dW by the upstream
-// gradient.
+// the gradients of the step's weighted loss (d loss_i / d z_i = softmax(z_i) − p_i, times the
+// step's weight; dh = dz·W, dW = dzᵀ·h), so neither z nor p ([rows × Vd]) is kept and backward
+// only scales the kept gradients by the upstream gradient.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -13,9 +13,9 @@
 namespace eaglet::model {
 
 struct LossSums {
-  at::Tensor loss;     // scalar, fp32 (fp64 on the fp64 path), differentiable in h and lm_head
-  at::Tensor correct;  // scalar, no grad
-  at::Tensor count;    // scalar, no grad: Σ mask
+  at::Tensor weighted;  // scalar: weight · loss, differentiable in h and lm_head
+  at::Tensor loss;      // scalar, fp32 (fp64 on the fp64 path), no grad: Σ mask · loss_i
+  at::Tensor correct;   // scalar, no grad: Σ mask · [argmax z == argmax p]
 };
 
 // The target distribution over the draft vocabulary for a run of rows, no grad.
@@ -35,9 +35,25 @@ TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
                        const at::Tensor& draft_ids, const at::Tensor& t2d, int64_t chunk,
                        at::ScalarType dtype);
 
-// h [N, H] (normed, compute dtype), lm_head [Vd, H] (cast to h's dtype inside, dW returned in
-// lm_head's dtype), target: rows aligned with h, mask [N] (0/1).
-LossSums fused_soft_ce(const at::Tensor& h, const at::Tensor& lm_head, const TargetRows& target,
-                       const at::Tensor& mask, int64_t chunk);
+// The draft side of one unroll's losses, one step at a time. Every step's dW = dzᵀ·h is added,
+// already weighted, into one [Vd, H] sum kept by the unroll (one buffer instead of one per step;
+// the sum over steps is the GEMMs' own accumulation), and the last step's backward returns it.
+// That is exact because the weighted losses are differentiated only through their sum (ttt_forward
+// returns nothing else differentiable), which hands every step the same upstream gradient.
+class FusedLoss {
+ public:
+  // lm_head [Vd, H] (cast to h's dtype inside, dW returned in lm_head's dtype).
+  FusedLoss(at::Tensor lm_head, int64_t chunk);
+  // h [N, H] (normed, compute dtype), target: rows aligned with h, mask [N] (0/1), weight: a
+  // scalar tensor on h's device (the step's factor in the objective). `last`: the unroll's last
+  // step, whose backward returns the summed dW.
+  LossSums step(const at::Tensor& h, const TargetRows& target, const at::Tensor& mask,
+                const at::Tensor& weight, bool last);
+
+ private:
+  at::Tensor lm_head_;
+  int64_t chunk_;
+  at::Tensor dw_sum_;  // Σ over the steps so far of weight · dW, compute dtype
+};
 
 }  // namespace eaglet::model

@@ -169,11 +169,9 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   weights.embed_tokens = weights.embed_tokens.to(dtype);  // as the trainer keeps it
   AdamW optimizer(weights.trainable(), cfg.training);
   const auto topt = ttt_options(cfg, groups, dtype);
-  const auto w = model::step_weights(cfg.training);
 
   auto one_step = [&] {
-    auto steps = model::ttt_forward(weights, arch, target, in, topt);
-    model::combine_steps(steps, w, 1, &groups.group(GroupKind::sp)).total.backward();
+    model::ttt_forward(weights, arch, target, in, topt).total.backward();
     optimizer.sync_gradients(&groups.group(GroupKind::world), layout.dp());
     optimizer.step(cfg.training.lr);
   };

@@ -144,14 +144,13 @@ struct EvalResult {
 EvalResult evaluate(data::ShardReader& reader, data::ManifestReader& manifest,
                     const model::Eagle3Weights& w, const DraftArchConfig& arch,
                     const model::LossTarget& target, const model::TttOptions& topt,
-                    const std::vector<double>& step_w, const ProcessGroups& groups) {
+                    const ProcessGroups& groups) {
   c10::NoGradGuard no_grad;
   const int64_t D = groups.layout().dp(), dp = groups.coord().dp, T = topt.ttt_length;
   at::Tensor sums;  // [3, T]: loss·count, acc·count, count
   for (int64_t i = dp; i < manifest.size(); i += D) {
     auto sample = reader.read(manifest.at(i), i);
-    auto obj = model::combine_steps(model::ttt_forward(w, arch, target, sample.input, topt), step_w,
-                                    1, &groups.group(GroupKind::sp));
+    auto obj = model::ttt_forward(w, arch, target, sample.input, topt);
     auto row =
         at::stack({obj.loss_k * obj.count_k, obj.acc_k * obj.count_k, obj.count_k}).to(at::kFloat);
     sums = sums.defined() ? sums + row : row;
@@ -185,6 +184,9 @@ model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups,
                                           cfg.parallel.ring_balance == "zigzag")
                  : attention::local_block0(kernel);
   o.loss_chunk = cfg.model.loss_chunk;
+  for (double w : model::step_weights(cfg.training))
+    o.loss_weights.push_back(w / static_cast<double>(cfg.training.grad_accum));
+  o.sp = &groups.group(GroupKind::sp);
   o.mlp_recompute = cfg.model.recompute_mlp      ? model::MlpRecompute::full
                     : cfg.model.recompute_swiglu ? model::MlpRecompute::swiglu
                                                  : model::MlpRecompute::none;
@@ -317,7 +319,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
 
   auto run_eval = [&](int64_t step) {
     if (!eval_manifest) return;
-    auto r = evaluate(eval_reader, *eval_manifest, weights, arch, target, topt, step_w, groups);
+    auto r = evaluate(eval_reader, *eval_manifest, weights, arch, target, topt, groups);
     if (!rank0) return;
     double loss = 0, tau = 0, prod = 1;
     for (int64_t k = 0; k < T; ++k) {
@@ -375,8 +377,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
       }
       m.neutralised += sample->neutralised ? 1 : 0;
       m.tokens += sample->geometry.length;
-      auto steps = model::ttt_forward(weights, arch, target, sample->input, topt);
-      auto obj = model::combine_steps(steps, step_w, accum, &groups.group(GroupKind::sp));
+      auto obj = model::ttt_forward(weights, arch, target, sample->input, topt);
       obj.total.backward();
       m.loss_k =
           m.loss_k.defined() ? m.loss_k + obj.loss_k * obj.count_k : obj.loss_k * obj.count_k;

@@ -21,7 +21,8 @@ struct TrainOptions {
 // save, exit 0). Installed before MPI start-up so an early signal is not fatal.
 void install_signal_handlers();
 
-// The TTT options of a run: compute dtype, Ulysses group, block 0 (ring when R > 1), loss chunk.
+// The TTT options of a run: compute dtype, Ulysses and SP groups, block 0 (ring when R > 1), loss
+// chunk, MLP recomputation, loss weights (w_k / grad_accum).
 model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups, at::ScalarType dtype);
 
 // Collective over the world. Returns the process exit code (0 also when pre-empted).

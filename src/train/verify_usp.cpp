@@ -92,8 +92,9 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
                    ? attention::ring_block0(*ring, kernel, cfg.parallel.ring_balance == "zigzag")
                    : attention::local_block0(kernel);
     o.loss_chunk = cfg.model.loss_chunk;
-    auto steps = model::ttt_forward(weights, arch, target, in, o);
-    auto obj = model::combine_steps(steps, step_w, 1, sp);
+    o.loss_weights = step_w;
+    o.sp = sp;
+    auto obj = model::ttt_forward(weights, arch, target, in, o);
     obj.total.backward();
     std::vector<at::Tensor> grads;
     for (auto& [name, t] : weights.trainable()) grads.push_back(t->grad().detach().clone());

@@ -99,8 +99,8 @@ inline ModelRun run_model(Problem& p, const std::string& kernel, at::ScalarType 
   opt.block0 = attention::local_block0(attention::local_kernel(kernel, p.in.ids.device(), dtype));
   opt.loss_chunk = chunk;
   opt.mlp_recompute = recompute;
-  auto steps = ttt_forward(p.w, p.cfg, p.target, p.in, opt);
-  auto obj = combine_steps(steps, weights, 1, nullptr);
+  opt.loss_weights = weights;
+  auto obj = ttt_forward(p.w, p.cfg, p.target, p.in, opt);
   obj.total.backward();
   ModelRun r;
   for (int64_t k = 0; k < p.T; ++k) r.step_loss.push_back(obj.loss_k[k].item<double>());
