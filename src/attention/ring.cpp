@@ -3,6 +3,7 @@
 #include "attention/ring.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -11,6 +12,7 @@
 
 #include <optional>
 
+#include "core/error.h"
 #include "dist/communicator.h"
 
 namespace eaglet::attention {
@@ -87,8 +89,11 @@ void merge_into(at::Tensor out, at::Tensor lse, const AttnResult& r, bool first)
 
 class RingBlock0 final : public Block0 {
  public:
-  RingBlock0(Communicator& ring, const LocalKernel& kernel, bool zigzag)
-      : ring_(ring), kernel_(kernel), zigzag_(zigzag) {}
+  RingBlock0(Communicator& ring, const LocalKernel& kernel, RingBalance balance)
+      : ring_(ring),
+        kernel_(kernel),
+        zigzag_(balance != RingBalance::none),
+        exchange_(balance == RingBalance::zigzag_exchange) {}
 
   AttnResult forward(const at::Tensor& q_in, const at::Tensor& k, const at::Tensor& v,
                      double scale) override {
@@ -210,22 +215,71 @@ class RingBlock0 final : public Block0 {
   }
   // Along the sequence: dim 2 of [1, H, L, d] and [1, H, L]; dim 3 of packed K/V.
   at::Tensor zig(const at::Tensor& x, int64_t dim = 2) {
-    return zigzag_ ? exchange(ring_, x, dim, true) : x;
+    return exchange_ ? exchange(ring_, x, dim, true) : x;
   }
   at::Tensor unzig(const at::Tensor& x, int64_t dim = 2) {
-    return zigzag_ ? exchange(ring_, x, dim, false) : x;
+    return exchange_ ? exchange(ring_, x, dim, false) : x;
   }
 
   Communicator& ring_;
   const LocalKernel& kernel_;
-  bool zigzag_;
+  bool zigzag_;    // the rows are (or are moved to) the zigzag layout
+  bool exchange_;  // block 0 moves them there and back
 };
 
 }  // namespace
 
-std::shared_ptr<Block0> ring_block0(Communicator& ring, const LocalKernel& kernel, bool zigzag) {
+RingBalance ring_balance(const std::string& name, int64_t U) {
+  if (name == "none") return RingBalance::none;
+  if (name == "zigzag_exchange") return RingBalance::zigzag_exchange;
+  EAGLET_CHECK(name == "zigzag", "parallel.ring_balance={}: expected zigzag, zigzag_exchange or none",
+               name);
+  return U % 2 == 0 ? RingBalance::zigzag_shards : RingBalance::zigzag_exchange;
+}
+
+std::shared_ptr<Block0> ring_block0(Communicator& ring, const LocalKernel& kernel,
+                                    RingBalance balance) {
   if (ring.size() == 1) return local_block0(kernel);
-  return std::make_shared<RingBlock0>(ring, kernel, zigzag);
+  return std::make_shared<RingBlock0>(ring, kernel, balance);
+}
+
+int64_t zigzag_shard(int64_t g, int64_t u, int64_t R, int64_t U) {
+  EAGLET_CHECK(U % 2 == 0 && 0 <= g && g < R && 0 <= u && u < U,
+               "zigzag by shards needs an even Ulysses size (U = {}, g = {}, u = {}, R = {})", U, g,
+               u, R);
+  const int64_t half = U / 2;
+  return u < half ? g * half + u : (2 * R - 1 - g) * half + (u - half);
+}
+
+std::vector<at::Tensor> to_zigzag_shards(Communicator& sp, int64_t U,
+                                         const std::vector<at::Tensor>& shard) {
+  const int64_t P = sp.size(), s = sp.rank(), R = P / U;
+  EAGLET_CHECK(R * U == P, "SP group of {} ranks is not U = {} x R", P, U);
+  auto trains = [&](int64_t rank) { return zigzag_shard(rank / U, rank % U, R, U); };
+  const int64_t src = trains(s);  // the shard trained here was read by rank src
+  int64_t dst = s;                // the rank that trains the shard read here
+  for (int64_t r = 0; r < P; ++r)
+    if (trains(r) == s) dst = r;
+  if (src == s) return shard;  // then dst == s too
+  std::vector<at::Tensor> out;
+  std::vector<std::unique_ptr<Work>> work;
+  for (const auto& t : shard) {
+    auto send = t.contiguous();
+    out.push_back(at::empty_like(send));
+    work.push_back(sp.send_recv(send, dst, out.back(), src));
+  }
+  for (auto& w : work) w->wait();
+  return out;
+}
+
+at::Tensor zigzag_chunk_positions(int64_t C, int64_t g, int64_t R, int64_t U,
+                                  const at::TensorOptions& options) {
+  std::vector<at::Tensor> parts;
+  for (int64_t u = 0; u < U; ++u) {
+    const int64_t shard = zigzag_shard(g, u, R, U);
+    parts.push_back(at::arange(shard * C, (shard + 1) * C, options));
+  }
+  return at::cat(parts);
 }
 
 at::Tensor to_zigzag(Communicator& ring, const at::Tensor& x, int64_t dim) {

@@ -251,8 +251,10 @@ std::vector<Field> fields(Config& c) {
             "Ulysses degree U (heads scattered over U ranks)"),
       field("parallel.ring", c.parallel.ring, "ring degree R (KV blocks rotated over R ranks)"),
       field("parallel.ring_balance", c.parallel.ring_balance,
-            "zigzag | none: zigzag gives each ring rank one early and one late half-chunk for "
-            "the attention, so every ring step does equal causal work"),
+            "zigzag | zigzag_exchange | none: zigzag gives each ring rank one early and one late "
+            "half-chunk, so every ring step does equal causal work (even U: whole shards move "
+            "once per sample; odd U, or zigzag_exchange: the attention's rows move at every "
+            "step)"),
       field("runtime.device", c.runtime.device,
             "auto | cpu | cuda (auto: cuda when a GPU is visible)"),
       field("runtime.threads", c.runtime.threads,
@@ -429,7 +431,7 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
        fmt::format("must be > model.config.rope_low_freq_factor ({})", m.rope_low_freq_factor));
   msg = one_of(c.model.attention, {"auto", "reference", "flash", "cudnn"});
   rule(msg.empty(), "model.attention", c.model.attention, msg);
-  msg = one_of(c.parallel.ring_balance, {"zigzag", "none"});
+  msg = one_of(c.parallel.ring_balance, {"zigzag", "zigzag_exchange", "none"});
   rule(msg.empty(), "parallel.ring_balance", c.parallel.ring_balance, msg);
   rule(c.model.loss_chunk >= 1, "model.loss_chunk", c.model.loss_chunk, "must be >= 1");
   msg = one_of(c.runtime.dtype, {"auto", "float32", "bfloat16", "float64"});

@@ -17,7 +17,7 @@ namespace eaglet {
 struct ParallelConfig {
   int64_t ulysses = 1;                  // U: Ulysses degree (heads scattered, sequence gathered)
   int64_t ring = 1;                     // R: ring degree (KV blocks rotated)
-  std::string ring_balance = "zigzag";  // zigzag | none: causal load balancing of the ring
+  std::string ring_balance = "zigzag";  // zigzag | zigzag_exchange | none: ring balance
 };
 
 struct RuntimeConfig {

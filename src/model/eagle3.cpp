@@ -15,6 +15,7 @@
 
 #include <cmath>
 
+#include "attention/ring.h"
 #include "attention/ulysses.h"
 #include "core/error.h"
 #include "core/tensor_text.h"
@@ -119,15 +120,27 @@ ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
 }
 }  // namespace
 
+namespace {
+ShardInput to_zigzag_shards(const ShardInput& in, const TttOptions& opt, int64_t C, int64_t U) {
+  EAGLET_CHECK(opt.sp != nullptr, "zigzag by shards needs the SP group");
+  auto moved = attention::to_zigzag_shards(*opt.sp, U, {in.hs, in.ids, in.lhs, in.loss_mask});
+  const int64_t R = opt.sp->size() / U, g = opt.sp->rank() / U;
+  return {moved[0], moved[1], moved[2], moved[3],
+          attention::zigzag_chunk_positions(C, g, R, U, in.positions.options())};
+}
+}  // namespace
+
 Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const LossTarget& target,
-                      const ShardInput& in, const TttOptions& opt) {
-  const int64_t T = opt.ttt_length, C = in.ids.size(0) - T;
+                      const ShardInput& shard, const TttOptions& opt) {
+  const int64_t T = opt.ttt_length, C = shard.ids.size(0) - T;
   const int64_t nH = cfg.num_attention_heads, nKV = cfg.num_key_value_heads, d = cfg.head_dim;
   const double eps = cfg.rms_norm_eps, scale = 1.0 / std::sqrt(static_cast<double>(d));
-  EAGLET_CHECK(C >= 1, "shard of {} rows is not longer than the TTT length {}", in.ids.size(0), T);
+  EAGLET_CHECK(C >= 1, "shard of {} rows is not longer than the TTT length {}", shard.ids.size(0),
+               T);
   EAGLET_CHECK(static_cast<int64_t>(opt.loss_weights.size()) == T, "{} loss weights for {} TTT steps",
                opt.loss_weights.size(), T);
   const int64_t U = opt.ulysses != nullptr ? opt.ulysses->size() : 1;
+  const ShardInput in = opt.zigzag_shards ? to_zigzag_shards(shard, opt, C, U) : shard;
   EAGLET_CHECK(in.positions.size(0) == C * U,
                "positions {} for a Ulysses-gathered chunk of {} x {} rows",
                tensor_text(in.positions), C, U);

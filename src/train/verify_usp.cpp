@@ -88,9 +88,11 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
     o.ttt_length = T;
     o.dtype = dtype;
     o.ulysses = ulysses;
-    o.block0 = ring != nullptr
-                   ? attention::ring_block0(*ring, kernel, cfg.parallel.ring_balance == "zigzag")
-                   : attention::local_block0(kernel);
+    const auto balance = attention::ring_balance(cfg.parallel.ring_balance, U);
+    o.block0 = ring != nullptr ? attention::ring_block0(*ring, kernel, balance)
+                               : attention::local_block0(kernel);
+    o.zigzag_shards = ring != nullptr && ring->size() > 1 &&
+                      balance == attention::RingBalance::zigzag_shards;
     o.loss_chunk = cfg.model.loss_chunk;
     o.loss_weights = step_w;
     o.sp = sp;
