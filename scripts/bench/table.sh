@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds eaglet on a device machine and prints the performance table of docs/PERFORMANCE.md for the
 # Qwen3-8B reference draft (configs/bench/qwen3-8b.yaml): one-GPU rows for SEQS, and with 4 GPUs
-# the USP rows (U x R = 4x1 and 2x2 at USP_SEQS) and the longest sequence (LONG_SEQ, 4x1, MLP
-# recomputed). Each row: ms/step, tokens/s, peak GiB, and the floor measured on this card (its
+# the USP rows (U x R = 4x1 and 2x2 at USP_SEQS; 2x2 also with the per-step zigzag exchange at
+# the first of them) and the longest sequence (LONG_SEQ, 4x1, default and with the MLP recomputed). Each row: ms/step, tokens/s, peak GiB, and the floor measured on this card (its
 # GEMM and causal-attention rates times the step's FLOPs, single-GPU floor / P) with the ratio,
 # and for USP rows block 0's own time against one GPU's causal attention / P (--attention).
 # One-GPU rows with `model.recompute_mlp` at MEM_SEQS follow the default ones.
@@ -66,5 +66,10 @@ if [ "$gpus" -ge 4 ]; then
       row "$seq" 4 "${layout%x*}" "${layout#*x}" 2 "default" --attention
     done
   done
-  [ -n "$long_seq" ] && row "$long_seq" 4 4 1 1 "recompute_mlp" --set model.recompute_mlp=true
+  first=${usp_seqs%% *}
+  [ -n "$first" ] && row "$first" 4 2 2 2 "zigzag_exchange" --attention --set parallel.ring_balance=zigzag_exchange
+  if [ -n "$long_seq" ]; then
+    row "$long_seq" 4 4 1 1 "default"
+    row "$long_seq" 4 4 1 1 "recompute_mlp" --set model.recompute_mlp=true
+  fi
 fi
