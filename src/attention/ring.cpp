@@ -232,8 +232,8 @@ class RingBlock0 final : public Block0 {
 RingBalance ring_balance(const std::string& name, int64_t U) {
   if (name == "none") return RingBalance::none;
   if (name == "zigzag_exchange") return RingBalance::zigzag_exchange;
-  EAGLET_CHECK(name == "zigzag", "parallel.ring_balance={}: expected zigzag, zigzag_exchange or none",
-               name);
+  EAGLET_CHECK(name == "zigzag",
+               "parallel.ring_balance={}: expected zigzag, zigzag_exchange or none", name);
   return U % 2 == 0 ? RingBalance::zigzag_shards : RingBalance::zigzag_exchange;
 }
 

@@ -137,8 +137,8 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   const double eps = cfg.rms_norm_eps, scale = 1.0 / std::sqrt(static_cast<double>(d));
   EAGLET_CHECK(C >= 1, "shard of {} rows is not longer than the TTT length {}", shard.ids.size(0),
                T);
-  EAGLET_CHECK(static_cast<int64_t>(opt.loss_weights.size()) == T, "{} loss weights for {} TTT steps",
-               opt.loss_weights.size(), T);
+  EAGLET_CHECK(static_cast<int64_t>(opt.loss_weights.size()) == T,
+               "{} loss weights for {} TTT steps", opt.loss_weights.size(), T);
   const int64_t U = opt.ulysses != nullptr ? opt.ulysses->size() : 1;
   const ShardInput in = opt.zigzag_shards ? to_zigzag_shards(shard, opt, C, U) : shard;
   EAGLET_CHECK(in.positions.size(0) == C * U,

@@ -87,5 +87,4 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
 // Step weights: ttt_weights if given, else ttt_decay^k.
 std::vector<double> step_weights(const TrainingConfig& t);
 
-
 }  // namespace eaglet::model

@@ -14,6 +14,7 @@
 #include <ATen/ops/rms_norm.h>
 #include <ATen/ops/rsqrt.h>
 #include <ATen/ops/sin.h>
+#include <ATen/ops/sum.h>
 #include <ATen/ops/where.h>
 
 #include <torch/csrc/autograd/autograd.h>
@@ -65,22 +66,33 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
     ctx->saved_data["eps"] = eps;
     return at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps), w.t());
   }
+  // With x̂ = the embedding rows normalised without their weight (e_n = x̂ · w_emb) and
+  // G = dyᵀ x̂: dW_emb = G · diag(w_emb) and d w_emb = colsum(W_emb ⊙ G), so the embedding half
+  // of x's gradient (dy · W_emb, a [rows × 6144] · [6144 × 4096] GEMM at the reference shapes) is
+  // never formed: the embeddings are frozen and w_emb needs only these column sums.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &embed = saved[0], &ids = saved[1], &w = saved[5];
-    std::vector<at::Tensor> leaves;  // h, w_emb, w_hidden
-    for (int i : {2, 3, 4}) leaves.push_back(saved[i].detach().requires_grad_(true));
-    at::Tensor x;
+    const auto &embed = saved[0], &ids = saved[1], &w_emb = saved[3], &w = saved[5];
+    const double eps = ctx->saved_data["eps"].toDouble();
+    auto h = saved[2].detach().requires_grad_(true),
+         w_hidden = saved[4].detach().requires_grad_(true);
+    const int64_t H = w_emb.size(0);
+    auto x_hat =
+        at::rms_norm(embed.index_select(0, ids).to(h.scalar_type()), {H}, std::nullopt, eps);
+    at::Tensor h_n;
     {
       c10::AutoGradMode enable(true);
-      x = layer_input(embed, ids, leaves[0], leaves[1], leaves[2],
-                      ctx->saved_data["eps"].toDouble());
+      h_n = rms_norm(h, w_hidden, eps);
     }
     const auto& dy = grads[0];
-    auto dw = at::mm(dy.t(), x.detach());
-    auto dx = torch::autograd::grad({x}, leaves, {at::mm(dy, w)});
-    return {at::Tensor(), at::Tensor(), dx[0], dx[1], dx[2], dw, at::Tensor()};
+    auto dw = at::mm(dy.t(), at::cat({x_hat, h_n.detach()}, -1));  // [G | dW_hidden]
+    auto g = dw.narrow(1, 0, H);
+    const auto acc = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+    auto d_w_emb = at::sum(w.narrow(1, 0, H) * g, {0}, false, acc).to(w_emb.scalar_type());
+    g.mul_(w_emb);  // G -> dW_emb
+    auto dh = torch::autograd::grad({h_n}, {h, w_hidden}, {at::mm(dy, w.narrow(1, H, H))});
+    return {at::Tensor(), at::Tensor(), dh[0], d_w_emb, dh[1], dw, at::Tensor()};
   }
 };
 

@@ -24,11 +24,13 @@ at::ScalarType acc_type(const at::Tensor& h) {
 struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
   // Returns [weight·loss_sum, loss_sum, correct]; only the first is differentiable (in h
   // and lm_head). dW goes into *dw_sum; the `last` step keeps the sum for its backward.
-  static torch::autograd::variable_list forward(
-      torch::autograd::AutogradContext* ctx, const at::Tensor& h, const at::Tensor& lm_head,
-      const at::Tensor& logits, const at::Tensor& lse, const at::Tensor& target_argmax,
-      const at::Tensor& mask, const at::Tensor& weight, int64_t chunk, bool with_grads,
-      at::Tensor* dw_sum, bool last) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& h, const at::Tensor& lm_head,
+                                                const at::Tensor& logits, const at::Tensor& lse,
+                                                const at::Tensor& target_argmax,
+                                                const at::Tensor& mask, const at::Tensor& weight,
+                                                int64_t chunk, bool with_grads, at::Tensor* dw_sum,
+                                                bool last) {
     const auto acc = acc_type(h);
     const auto w = lm_head.to(h.scalar_type());
     const auto m = mask.to(acc).contiguous();
