@@ -52,14 +52,16 @@ StepFlops step_flops(const DraftArchConfig& a, int64_t T, int64_t S) {
                q = a.num_attention_heads * a.head_dim, kv = a.num_key_value_heads * a.head_dim,
                I = a.intermediate_size, Vd = a.draft_vocab_size, Vt = a.vocab_size;
   // Per TTT step, trainable matmuls (forward 2·m·n·k; backward twice that): projections, MLP,
-  // lm_head. fc once (its input needs no gradient: backward is the weight gradient only). The
-  // target rows (no grad): draft-vocabulary logits once, full-vocabulary argmax mask once.
-  const double proj = 2 * N * 2 * H * (q + 2 * kv) + 2 * N * q * H;
+  // lm_head; the q|k|v input's gradient only for its hidden half (the embeddings are frozen and
+  // their norm's weight needs no GEMM, model/layers.h). fc once (its input needs no gradient:
+  // backward is the weight gradient only). The target rows (no grad): one full-vocabulary GEMM
+  // (the draft logits are its columns).
+  const double qkv = 2 * N * 2 * H * (q + 2 * kv), o = 2 * N * q * H;
   const double mlp = 3 * 2 * N * H * I;
   const double head = 2 * N * H * Vd;
   const double fc = 2 * N * 3 * Ht * H;
   StepFlops f;
-  f.gemm = 3 * T * (proj + mlp + head) + 2 * fc + 2 * N * Ht * Vd + 2 * N * Ht * Vt;
+  f.gemm = T * (2.5 * qkv + 3 * (o + mlp + head)) + 2 * fc + 2 * N * Ht * Vt;
   // Causal block 0: QKᵀ and PV over half the square (forward 2·N²·q), backward 2.5× forward.
   f.attention = T * 3.5 * 2 * N * N * q;
   return f;
