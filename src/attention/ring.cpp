@@ -234,7 +234,7 @@ RingBalance ring_balance(const std::string& name, int64_t U) {
   if (name == "zigzag_exchange") return RingBalance::zigzag_exchange;
   EAGLET_CHECK(name == "zigzag",
                "parallel.ring_balance={}: expected zigzag, zigzag_exchange or none", name);
-  return U % 2 == 0 ? RingBalance::zigzag_shards : RingBalance::zigzag_exchange;
+  return U % 2 == 0 || U == 1 ? RingBalance::zigzag_layout : RingBalance::zigzag_exchange;
 }
 
 std::shared_ptr<Block0> ring_block0(Communicator& ring, const LocalKernel& kernel,
@@ -245,41 +245,106 @@ std::shared_ptr<Block0> ring_block0(Communicator& ring, const LocalKernel& kerne
 
 int64_t zigzag_shard(int64_t g, int64_t u, int64_t R, int64_t U) {
   EAGLET_CHECK(U % 2 == 0 && 0 <= g && g < R && 0 <= u && u < U,
-               "zigzag by shards needs an even Ulysses size (U = {}, g = {}, u = {}, R = {})", U, g,
-               u, R);
+               "zigzag by whole shards needs an even Ulysses size (U = {}, g = {}, u = {}, R = {})",
+               U, g, u, R);
   const int64_t half = U / 2;
   return u < half ? g * half + u : (2 * R - 1 - g) * half + (u - half);
 }
 
-std::vector<at::Tensor> to_zigzag_shards(Communicator& sp, int64_t U,
-                                         const std::vector<at::Tensor>& shard) {
-  const int64_t P = sp.size(), s = sp.rank(), R = P / U;
-  EAGLET_CHECK(R * U == P, "SP group of {} ranks is not U = {} x R", P, U);
+namespace {
+
+// U even: whole shards change places (one send/recv pair per tensor where a shard moves).
+ZigzagRows move_shards(Communicator& sp, int64_t U, int64_t T, const std::vector<at::Tensor>& shard,
+                       const at::TensorOptions& position_options) {
+  const int64_t P = sp.size(), s = sp.rank(), R = P / U, g = s / U;
+  const int64_t C = shard.at(0).size(0) - T;
   auto trains = [&](int64_t rank) { return zigzag_shard(rank / U, rank % U, R, U); };
   const int64_t src = trains(s);  // the shard trained here was read by rank src
   int64_t dst = s;                // the rank that trains the shard read here
   for (int64_t r = 0; r < P; ++r)
     if (trains(r) == s) dst = r;
-  if (src == s) return shard;  // then dst == s too
-  std::vector<at::Tensor> out;
+  ZigzagRows z;
+  z.runs = {C};
+  std::vector<at::Tensor> parts;
+  for (int64_t u = 0; u < U; ++u) {
+    const int64_t first = zigzag_shard(g, u, R, U) * C;
+    parts.push_back(at::arange(first, first + C, position_options));
+  }
+  z.positions = at::cat(parts);
+  if (src == s) {  // then dst == s too
+    z.tensors = shard;
+    return z;
+  }
   std::vector<std::unique_ptr<Work>> work;
   for (const auto& t : shard) {
     auto send = t.contiguous();
-    out.push_back(at::empty_like(send));
-    work.push_back(sp.send_recv(send, dst, out.back(), src));
+    z.tensors.push_back(at::empty_like(send));
+    work.push_back(sp.send_recv(send, dst, z.tensors.back(), src));
   }
   for (auto& w : work) w->wait();
-  return out;
+  return z;
 }
 
-at::Tensor zigzag_chunk_positions(int64_t C, int64_t g, int64_t R, int64_t U,
-                                  const at::TensorOptions& options) {
+// U = 1: the shard's two halves, each with the T rows after it, go to their zigzag owners; a rank
+// ends with half g then half 2R−1−g. Two rounds (even halves, then odd ones) as in exchange().
+ZigzagRows move_halves(Communicator& ring, int64_t T, const std::vector<at::Tensor>& shard,
+                       const at::TensorOptions& position_options) {
+  const int64_t R = ring.size(), g = ring.rank(), C = shard.at(0).size(0) - T;
+  const Halves hv{R, g, C};
+  const int64_t slot[2] = {g, 2 * R - 1 - g};  // the halves trained here, in layout order
+  ZigzagRows z;
+  z.runs = {hv.size(slot[0]), hv.size(slot[1])};
   std::vector<at::Tensor> parts;
-  for (int64_t u = 0; u < U; ++u) {
-    const int64_t shard = zigzag_shard(g, u, R, U);
-    parts.push_back(at::arange(shard * C, (shard + 1) * C, options));
+  for (int64_t i = 0; i < 2; ++i) {
+    const int64_t first = (slot[i] / 2) * C + hv.plain_offset(slot[i]);
+    parts.push_back(at::arange(first, first + z.runs[i], position_options));
   }
-  return at::cat(parts);
+  z.positions = at::cat(parts);
+  std::vector<std::vector<at::Tensor>> into(shard.size());  // per tensor, the two runs
+  std::vector<at::Tensor> keep;                             // send buffers until the waits
+  std::vector<std::unique_ptr<Work>> work;
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (received, destination)
+  for (size_t i = 0; i < shard.size(); ++i) {
+    const auto& t = shard[i];
+    auto sizes = t.sizes().vec();
+    sizes[0] = C + 2 * T;
+    auto out = at::empty(sizes, t.options());
+    into[i] = {out.narrow(0, 0, z.runs[0] + T), out.narrow(0, z.runs[0] + T, z.runs[1] + T)};
+    z.tensors.push_back(out);
+  }
+  for (int64_t p = 0; p < 2; ++p) {
+    const int64_t mine = 2 * g + p, want = hv.wanted(p);
+    const int64_t dst = hv.owner(mine), src = want / 2;
+    const int64_t slot_in = want == slot[0] ? 0 : 1;
+    for (size_t i = 0; i < shard.size(); ++i) {
+      auto from = shard[i].narrow(0, hv.plain_offset(mine), hv.size(mine) + T);
+      auto& to = into[i][slot_in];
+      if (dst == g) {  // then src == g too: the half stays
+        to.copy_(from);
+        continue;
+      }
+      auto send = from.contiguous();
+      auto recv = at::empty_like(to, at::MemoryFormat::Contiguous);
+      keep.push_back(send);
+      work.push_back(ring.send_recv(send, dst, recv, src));
+      copies.emplace_back(recv, to);
+    }
+  }
+  for (auto& w : work) w->wait();
+  for (auto& [recv, to] : copies) to.copy_(recv);
+  return z;
+}
+
+}  // namespace
+
+ZigzagRows to_zigzag_layout(Communicator& sp, int64_t U, int64_t T,
+                            const std::vector<at::Tensor>& shard,
+                            const at::TensorOptions& position_options) {
+  EAGLET_CHECK(!shard.empty() && shard[0].size(0) > T, "zigzag layout: a shard of {} rows, T = {}",
+               shard.empty() ? 0 : shard[0].size(0), T);
+  EAGLET_CHECK(sp.size() % U == 0, "SP group of {} ranks is not U = {} x R", sp.size(), U);
+  if (U == 1) return move_halves(sp, T, shard, position_options);
+  return move_shards(sp, U, T, shard, position_options);
 }
 
 at::Tensor to_zigzag(Communicator& ring, const at::Tensor& x, int64_t dim) {

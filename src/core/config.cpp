@@ -252,9 +252,9 @@ std::vector<Field> fields(Config& c) {
       field("parallel.ring", c.parallel.ring, "ring degree R (KV blocks rotated over R ranks)"),
       field("parallel.ring_balance", c.parallel.ring_balance,
             "zigzag | zigzag_exchange | none: zigzag gives each ring rank one early and one late "
-            "half-chunk, so every ring step does equal causal work (even U: whole shards move "
-            "once per sample; odd U, or zigzag_exchange: the attention's rows move at every "
-            "step)"),
+            "half-chunk, so every ring step does equal causal work (U even or 1: the rows move "
+            "there once per sample; other U, or zigzag_exchange: the attention's rows move there "
+            "and back at every TTT step)"),
       field("runtime.device", c.runtime.device,
             "auto | cpu | cuda (auto: cuda when a GPU is visible)"),
       field("runtime.threads", c.runtime.threads,

@@ -120,61 +120,78 @@ ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
 }
 }  // namespace
 
-namespace {
-ShardInput to_zigzag_shards(const ShardInput& in, const TttOptions& opt, int64_t C, int64_t U) {
-  EAGLET_CHECK(opt.sp != nullptr, "zigzag by shards needs the SP group");
-  auto moved = attention::to_zigzag_shards(*opt.sp, U, {in.hs, in.ids, in.lhs, in.loss_mask});
-  const int64_t R = opt.sp->size() / U, g = opt.sp->rank() / U;
-  return {moved[0], moved[1], moved[2], moved[3],
-          attention::zigzag_chunk_positions(C, g, R, U, in.positions.options())};
-}
-}  // namespace
-
 Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const LossTarget& target,
                       const ShardInput& shard, const TttOptions& opt) {
-  const int64_t T = opt.ttt_length, C = shard.ids.size(0) - T;
+  const int64_t T = opt.ttt_length;
   const int64_t nH = cfg.num_attention_heads, nKV = cfg.num_key_value_heads, d = cfg.head_dim;
   const double eps = cfg.rms_norm_eps, scale = 1.0 / std::sqrt(static_cast<double>(d));
-  EAGLET_CHECK(C >= 1, "shard of {} rows is not longer than the TTT length {}", shard.ids.size(0),
-               T);
+  EAGLET_CHECK(shard.ids.size(0) > T, "shard of {} rows is not longer than the TTT length {}",
+               shard.ids.size(0), T);
   EAGLET_CHECK(static_cast<int64_t>(opt.loss_weights.size()) == T,
                "{} loss weights for {} TTT steps", opt.loss_weights.size(), T);
   const int64_t U = opt.ulysses != nullptr ? opt.ulysses->size() : 1;
-  const ShardInput in = opt.zigzag_shards ? to_zigzag_shards(shard, opt, C, U) : shard;
-  EAGLET_CHECK(in.positions.size(0) == C * U,
+  // The rows trained here: runs of own rows, each followed by its T-row halo. The shard as read is
+  // one run; under the zigzag layout the rows move first (attention/ring.h).
+  attention::ZigzagRows in{
+      {shard.hs, shard.ids, shard.lhs, shard.loss_mask}, {shard.ids.size(0) - T}, shard.positions};
+  if (opt.zigzag_layout) {
+    EAGLET_CHECK(opt.sp != nullptr, "the zigzag layout needs the SP group");
+    in = attention::to_zigzag_layout(*opt.sp, U, T, in.tensors, shard.positions.options());
+  }
+  const auto &hs = in.tensors[0], &lhs = in.tensors[2], &loss_mask = in.tensors[3];
+  int64_t C = 0;
+  for (int64_t n : in.runs) C += n;
+  EAGLET_CHECK(C >= 1 && in.positions.size(0) == C * U,
                "positions {} for a Ulysses-gathered chunk of {} x {} rows",
                tensor_text(in.positions), C, U);
+  // Step k at own row i of a run: token ids[i+k+1], target row i+k (= lhs[i+k+1]), mask row i+k.
+  auto spans = [&](int64_t k) {  // rows i+k of every run, in order
+    std::vector<RowSpan> out;
+    int64_t start = 0;
+    for (int64_t n : in.runs) {
+      out.push_back({start + k, n});
+      start += n + T;
+    }
+    return out;
+  };
+  auto take = [&](const at::Tensor& x, int64_t k) {
+    if (in.runs.size() == 1) return x.narrow(0, k, C);
+    std::vector<at::Tensor> parts;
+    for (const auto& s : spans(k)) parts.push_back(x.narrow(0, s.target, s.rows));
+    return at::cat(parts);
+  };
   const auto dt = opt.dtype;
 
   const auto cw = in_dtype(w, dt);
   const auto& c = cw.w;
   // Target side of row i = lhs[i+1] (step k, position j uses row j+k), once for all steps.
-  auto targets = target_rows(in.lhs.narrow(0, 1, C + T - 1), target.full_head, target.draft_ids,
+  // (Across a run's end into the next run's rows is never read: step k reads rows up to n+k−1.)
+  const int64_t rows = lhs.size(0);
+  auto targets = target_rows(lhs.narrow(0, 1, rows - 1), target.full_head, target.draft_ids,
                              target.t2d, opt.loss_chunk, dt);
   // Row-i mask (DESIGN §4): loss_mask[i] × t2d[argmax(lhs[i+1] · Wtᵀ)]; past the shard lhs is the
   // zero row, whose logits are all 0 and whose argmax is token 0.
-  auto mask_rows = in.loss_mask.to(at::kFloat) *
-                   at::cat({targets.in_draft, target.t2d.narrow(0, 0, 1)}).to(at::kFloat);  // [C+T]
+  auto mask_rows = loss_mask.to(at::kFloat) *
+                   at::cat({targets.in_draft, target.t2d.narrow(0, 0, 1)}).to(at::kFloat);
   // N_k, step k's masked rows over the SP group, is known before the unroll: each step's loss
   // weight w_k / max(N_k, 1) goes into its fused loss's gradients as they are made.
   std::vector<at::Tensor> local_counts;
-  for (int64_t k = 0; k < T; ++k) local_counts.push_back(mask_rows.narrow(0, k, C).sum());
+  for (int64_t k = 0; k < T; ++k) local_counts.push_back(take(mask_rows, k).sum());
   auto counts = at::stack(local_counts);  // [T]
   const bool spread = opt.sp != nullptr && opt.sp->size() > 1;
   if (spread) opt.sp->all_reduce(counts, ReduceOp::sum);
   const auto inv_counts = at::clamp_min(counts, 1.0).reciprocal();
 
-  auto inv_freq = rope_inv_freq(cfg, in.ids.device());
-  auto ids = in.ids.clamp(0, cfg.vocab_size - 1);
-  auto h = project(in.hs.narrow(0, 0, C).to(dt), c.fc);  // step 0 input: fc(hs)
+  auto inv_freq = rope_inv_freq(cfg, hs.device());
+  auto ids = in.tensors[1].clamp(0, cfg.vocab_size - 1);
+  auto h = project(take(hs, 0).to(dt), c.fc);  // step 0 input: fc(hs)
   std::vector<at::Tensor> ks, vs, sums;
   FusedLoss loss(c.lm_head, opt.loss_chunk);
   at::Tensor total;
   for (int64_t k = 0; k < T; ++k) {
-    // Step k at local position i: token ids[i+k+1], target lhs[i+k+1], mask row i+k.
     // q and k stay views of the fused output (RoPE reads them strided); v is copied out so the
     // K/V cache does not keep the whole [C, (nH + 2·nKV)·d] output alive.
-    auto qkv = input_projection(c.embed_tokens, ids.narrow(0, k + 1, C), h, c.input_layernorm,
+    auto qkv = input_projection(c.embed_tokens, take(ids, k + 1), h, c.input_layernorm,
                                 c.hidden_norm, cw.qkv, eps)
                    .split_with_sizes({nH * d, nKV * d, nKV * d}, -1);
     auto q = qkv[0].view({C, nH, d});
@@ -195,7 +212,7 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
     auto h1 = h + project(a.reshape({C, nH * d}), c.o_proj);
     auto n = rms_norm(h1, c.post_norm, eps);
     auto out = h1 + swiglu_mlp(n, cw.gate_up, c.down_proj, opt.mlp_recompute);
-    auto s = loss.step(rms_norm(out, c.norm, eps), targets.narrow(k, C), mask_rows.narrow(0, k, C),
+    auto s = loss.step(rms_norm(out, c.norm, eps), targets, spans(k), take(mask_rows, k),
                        inv_counts[k] * opt.loss_weights[k], k == T - 1);
     // Connectivity (DESIGN §5): the fused loss is itself the hidden·0 term: its gradient in h
     // exists (zero on masked rows) whatever the local mask, so every rank's backward runs.

@@ -69,9 +69,9 @@ struct TttOptions {
   // The objective's step weights, one per step: w_k / accumulation (DESIGN §4).
   std::vector<double> loss_weights;
   Communicator* sp = nullptr;  // SP group: the losses normalise over it; null: this rank alone
-  // The ring balances by whole shards (attention/ring.h, RingBalance::zigzag_shards): the shard
-  // moves to the rank that trains it before the unroll, with that ring chunk's positions.
-  bool zigzag_shards = false;
+  // The ring takes its rows in the zigzag layout (attention/ring.h, RingBalance::zigzag_layout):
+  // the shard's rows move to the ranks that train them before the unroll (collective over sp).
+  bool zigzag_layout = false;
 };
 
 struct Objective {

@@ -29,34 +29,39 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
                                                 const at::Tensor& logits, const at::Tensor& lse,
                                                 const at::Tensor& target_argmax,
                                                 const at::Tensor& mask, const at::Tensor& weight,
-                                                int64_t chunk, bool with_grads, at::Tensor* dw_sum,
-                                                bool last) {
+                                                const std::vector<RowSpan>& spans, int64_t chunk,
+                                                bool with_grads, at::Tensor* dw_sum, bool last) {
     const auto acc = acc_type(h);
     const auto w = lm_head.to(h.scalar_type());
     const auto m = mask.to(acc).contiguous();
     const auto wt = weight.to(acc);
     const auto dz_rows = m * wt;  // dz = (softmax(z) − p) · mask · weight
-    const int64_t n = h.size(0);
     auto loss = at::zeros({}, h.options().dtype(acc));
     auto correct = at::zeros({}, h.options().dtype(acc));
     auto dh = with_grads ? at::empty(h.sizes(), h.options()) : at::Tensor();
-    for (int64_t s = 0; s < n; s += chunk) {
-      const int64_t len = std::min(chunk, n - s);
-      auto hc = h.narrow(0, s, len), mc = m.narrow(0, s, len);
-      auto z = at::mm(hc, w.t());  // becomes dz
-      auto rows = soft_ce_rows(z, logits.narrow(0, s, len), lse.narrow(0, s, len),
-                               dz_rows.narrow(0, s, len));
-      loss = loss + (rows.loss * mc).sum();
-      correct = correct + ((rows.argmax == target_argmax.narrow(0, s, len)).to(acc) * mc).sum();
-      if (!with_grads) continue;  // evaluation: the loss only
-      auto dh_rows = dh.narrow(0, s, len);
-      at::mm_out(dh_rows, z, w);
-      // Σ over chunks and steps: cuBLAS adds each product to the sum in fp32, one rounding each.
-      if (dw_sum->defined())
-        dw_sum->addmm_(z.t(), hc);
-      else
-        *dw_sum = at::mm(z.t(), hc);
+    int64_t row = 0;  // h's rows, span after span
+    for (const auto& span : spans) {
+      for (int64_t s = 0; s < span.rows; s += chunk) {
+        const int64_t len = std::min(chunk, span.rows - s), at_h = row + s, at_t = span.target + s;
+        auto hc = h.narrow(0, at_h, len), mc = m.narrow(0, at_h, len);
+        auto z = at::mm(hc, w.t());  // becomes dz
+        auto rows = soft_ce_rows(z, logits.narrow(0, at_t, len), lse.narrow(0, at_t, len),
+                                 dz_rows.narrow(0, at_h, len));
+        loss = loss + (rows.loss * mc).sum();
+        correct =
+            correct + ((rows.argmax == target_argmax.narrow(0, at_t, len)).to(acc) * mc).sum();
+        if (!with_grads) continue;  // evaluation: the loss only
+        auto dh_rows = dh.narrow(0, at_h, len);
+        at::mm_out(dh_rows, z, w);
+        // Σ over chunks and steps: cuBLAS adds each product to the sum in fp32, one rounding each.
+        if (dw_sum->defined())
+          dw_sum->addmm_(z.t(), hc);
+        else
+          *dw_sum = at::mm(z.t(), hc);
+      }
+      row += span.rows;
     }
+    EAGLET_CHECK(row == h.size(0), "fused loss: spans of {} rows for h of {}", row, h.size(0));
     ctx->saved_data["dh"] = dh;
     ctx->saved_data["dw"] = last && with_grads ? *dw_sum : at::Tensor();
     ctx->saved_data["w_dtype"] = static_cast<int64_t>(lm_head.scalar_type());
@@ -78,7 +83,7 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
       dw = dw.to(w_dtype);
     }
     return {dh,           dw,           at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -119,13 +124,14 @@ FusedLoss::FusedLoss(at::Tensor lm_head, int64_t chunk)
   EAGLET_CHECK(chunk_ >= 1, "loss chunk {} must be positive", chunk_);
 }
 
-LossSums FusedLoss::step(const at::Tensor& h, const TargetRows& target, const at::Tensor& mask,
+LossSums FusedLoss::step(const at::Tensor& h, const TargetRows& target,
+                         const std::vector<RowSpan>& spans, const at::Tensor& mask,
                          const at::Tensor& weight, bool last) {
   // Under no_grad (evaluation) forward skips the two gradient GEMMs per chunk.
   const bool with_grads =
       at::GradMode::is_enabled() && (h.requires_grad() || lm_head_.requires_grad());
   auto r = FusedSoftCe::apply(h, lm_head_, target.logits, target.lse, target.argmax, mask, weight,
-                              chunk_, with_grads, &dw_sum_, last);
+                              spans, chunk_, with_grads, &dw_sum_, last);
   if (last) dw_sum_ = at::Tensor();  // the last step's backward holds the sum now
   return {r[0], r[1], r[2]};
 }

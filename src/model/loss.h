@@ -10,6 +10,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <vector>
+
 namespace eaglet::model {
 
 struct LossSums {
@@ -35,6 +37,11 @@ TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
                        const at::Tensor& draft_ids, const at::Tensor& t2d, int64_t chunk,
                        at::ScalarType dtype);
 
+// `rows` consecutive target rows from row `target` on.
+struct RowSpan {
+  int64_t target = 0, rows = 0;
+};
+
 // The draft side of one unroll's losses, one step at a time. Every step's dW = dzᵀ·h is added,
 // already weighted, into one [Vd, H] sum kept by the unroll (one buffer instead of one per step;
 // the sum over steps is the GEMMs' own accumulation), and the last step's backward returns it.
@@ -44,11 +51,11 @@ class FusedLoss {
  public:
   // lm_head [Vd, H] (cast to h's dtype inside, dW returned in lm_head's dtype).
   FusedLoss(at::Tensor lm_head, int64_t chunk);
-  // h [N, H] (normed, compute dtype), target: rows aligned with h, mask [N] (0/1), weight: a
-  // scalar tensor on h's device (the step's factor in the objective). `last`: the unroll's last
-  // step, whose backward returns the summed dW.
-  LossSums step(const at::Tensor& h, const TargetRows& target, const at::Tensor& mask,
-                const at::Tensor& weight, bool last);
+  // h [N, H] (normed, compute dtype); its rows pair with the target rows of `spans` in order
+  // (Σ rows = N); mask [N] (0/1), weight: a scalar tensor on h's device (the step's factor in the
+  // objective). `last`: the unroll's last step, whose backward returns the summed dW.
+  LossSums step(const at::Tensor& h, const TargetRows& target, const std::vector<RowSpan>& spans,
+                const at::Tensor& mask, const at::Tensor& weight, bool last);
 
  private:
   at::Tensor lm_head_;

@@ -183,7 +183,7 @@ model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups,
   o.block0 = groups.layout().ring > 1
                  ? attention::ring_block0(groups.group(GroupKind::ring), kernel, balance)
                  : attention::local_block0(kernel);
-  o.zigzag_shards = groups.layout().ring > 1 && balance == attention::RingBalance::zigzag_shards;
+  o.zigzag_layout = groups.layout().ring > 1 && balance == attention::RingBalance::zigzag_layout;
   o.loss_chunk = cfg.model.loss_chunk;
   for (double w : model::step_weights(cfg.training))
     o.loss_weights.push_back(w / static_cast<double>(cfg.training.grad_accum));

@@ -91,8 +91,8 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
     const auto balance = attention::ring_balance(cfg.parallel.ring_balance, U);
     o.block0 = ring != nullptr ? attention::ring_block0(*ring, kernel, balance)
                                : attention::local_block0(kernel);
-    o.zigzag_shards =
-        ring != nullptr && ring->size() > 1 && balance == attention::RingBalance::zigzag_shards;
+    o.zigzag_layout =
+        ring != nullptr && ring->size() > 1 && balance == attention::RingBalance::zigzag_layout;
     o.loss_chunk = cfg.model.loss_chunk;
     o.loss_weights = step_w;
     o.sp = sp;
