@@ -184,7 +184,11 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
 
   auto inv_freq = rope_inv_freq(cfg, hs.device());
   auto ids = in.tensors[1].clamp(0, cfg.vocab_size - 1);
-  auto h = project(take(hs, 0).to(dt), c.fc);  // step 0 input: fc(hs)
+  // Step 0's input fc(hs), run by run (what fc keeps for backward are views of hs, not a copy).
+  std::vector<at::Tensor> fc_runs;
+  for (const auto& s : spans(0))
+    fc_runs.push_back(project(hs.narrow(0, s.target, s.rows).to(dt), c.fc));
+  auto h = fc_runs.size() == 1 ? fc_runs[0] : at::cat(fc_runs);
   std::vector<at::Tensor> ks, vs, sums;
   FusedLoss loss(c.lm_head, opt.loss_chunk);
   at::Tensor total;
