@@ -1,5 +1,6 @@
 // Ring block 0: forward with overlapped KV rotation and fp32 LSE merge; backward with dK/dV
-// rotation; optional zigzag layout for causal load balancing (attention/ring.h).
+// rotation; zigzag load balancing, by the per-step exchange or the rows moved once per sample
+// into the zigzag layout (attention/ring.h).
 #include "attention/ring.h"
 
 #include <ATen/TensorOperators.h>
