@@ -6,12 +6,12 @@
 # GEMM and causal-attention rates times the step's FLOPs, single-GPU floor / P) with the ratio,
 # and for USP rows block 0's own time against one GPU's causal attention / P (--attention).
 # One-GPU rows with `model.recompute_mlp` at MEM_SEQS follow the default ones.
-# usage: [SEQS="8192 16384"] [MEM_SEQS="8192 16384"] [USP_SEQS="65536 131072"] [LONG_SEQ=262144]
+# usage: [SEQS="8192 16384"] [MEM_SEQS="8192 16384"] (empty: none) [USP_SEQS="65536 131072"] [LONG_SEQ=262144]
 #        scripts/bench/table.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export NCCL_NVLS_ENABLE=0
-seqs=${SEQS:-8192 16384 32768 65536}
+seqs=${SEQS-8192 16384 32768 65536}
 usp_seqs=${USP_SEQS:-65536 131072}
 long_seq=${LONG_SEQ:-262144}
 mem_seqs=${MEM_SEQS-8192 16384}
