@@ -40,10 +40,17 @@ struct Halves {
 };
 
 // Two rounds (even halves, then odd ones), each a permutation of the ring ranks, so every
-// send has its matching receive in the same round.
-at::Tensor exchange(Communicator& ring, const at::Tensor& x, int64_t dim, bool to_zig) {
-  const Halves hv{ring.size(), ring.rank(), x.size(dim)};
-  auto out = at::empty_like(x);
+// send has its matching receive in the same round. With a halo (to_zig only: the zigzag layout
+// of a shard, attention/ring.h) x holds `halo` rows after its own, each half travels with the
+// `halo` rows after it, and the result holds half g, its halo, half 2R−1−g, its halo.
+at::Tensor exchange(Communicator& ring, const at::Tensor& x, int64_t dim, bool to_zig,
+                    int64_t halo = 0) {
+  EAGLET_CHECK(to_zig || halo == 0, "the zigzag exchange back has no halo");
+  const Halves hv{ring.size(), ring.rank(), x.size(dim) - halo};
+  auto sizes = x.sizes().vec();
+  sizes[dim] = hv.L + 2 * halo;
+  auto out = at::empty(sizes, x.options());
+  auto zig_offset = [&](int64_t h) { return hv.zig_offset(h) + (h < hv.R ? 0 : halo); };
   struct Pending {
     std::unique_ptr<Work> work;
     at::Tensor recv, into;
@@ -55,10 +62,10 @@ at::Tensor exchange(Communicator& ring, const at::Tensor& x, int64_t dim, bool t
     const int64_t send_h = to_zig ? mine : want, recv_h = to_zig ? want : mine;
     const int64_t dst = to_zig ? hv.owner(mine) : want / 2;
     const int64_t src = to_zig ? want / 2 : hv.owner(mine);
-    const int64_t send_off = to_zig ? hv.plain_offset(send_h) : hv.zig_offset(send_h);
-    const int64_t recv_off = to_zig ? hv.zig_offset(recv_h) : hv.plain_offset(recv_h);
-    auto from = x.narrow(dim, send_off, hv.size(send_h));
-    auto into = out.narrow(dim, recv_off, hv.size(recv_h));
+    const int64_t send_off = to_zig ? hv.plain_offset(send_h) : zig_offset(send_h);
+    const int64_t recv_off = to_zig ? zig_offset(recv_h) : hv.plain_offset(recv_h);
+    auto from = x.narrow(dim, send_off, hv.size(send_h) + halo);
+    auto into = out.narrow(dim, recv_off, hv.size(recv_h) + halo);
     if (dst == hv.g) {  // then src == g too: the half stays
       into.copy_(from);
       continue;
@@ -287,7 +294,7 @@ ZigzagRows move_shards(Communicator& sp, int64_t U, int64_t T, const std::vector
 }
 
 // U = 1: the shard's two halves, each with the T rows after it, go to their zigzag owners; a rank
-// ends with half g then half 2R−1−g. Two rounds (even halves, then odd ones) as in exchange().
+// ends with half g then half 2R−1−g (the zigzag exchange with a halo).
 ZigzagRows move_halves(Communicator& ring, int64_t T, const std::vector<at::Tensor>& shard,
                        const at::TensorOptions& position_options) {
   const int64_t R = ring.size(), g = ring.rank(), C = shard.at(0).size(0) - T;
@@ -301,38 +308,7 @@ ZigzagRows move_halves(Communicator& ring, int64_t T, const std::vector<at::Tens
     parts.push_back(at::arange(first, first + z.runs[i], position_options));
   }
   z.positions = at::cat(parts);
-  std::vector<std::vector<at::Tensor>> into(shard.size());  // per tensor, the two runs
-  std::vector<at::Tensor> keep;                             // send buffers until the waits
-  std::vector<std::unique_ptr<Work>> work;
-  std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (received, destination)
-  for (size_t i = 0; i < shard.size(); ++i) {
-    const auto& t = shard[i];
-    auto sizes = t.sizes().vec();
-    sizes[0] = C + 2 * T;
-    auto out = at::empty(sizes, t.options());
-    into[i] = {out.narrow(0, 0, z.runs[0] + T), out.narrow(0, z.runs[0] + T, z.runs[1] + T)};
-    z.tensors.push_back(out);
-  }
-  for (int64_t p = 0; p < 2; ++p) {
-    const int64_t mine = 2 * g + p, want = hv.wanted(p);
-    const int64_t dst = hv.owner(mine), src = want / 2;
-    const int64_t slot_in = want == slot[0] ? 0 : 1;
-    for (size_t i = 0; i < shard.size(); ++i) {
-      auto from = shard[i].narrow(0, hv.plain_offset(mine), hv.size(mine) + T);
-      auto& to = into[i][slot_in];
-      if (dst == g) {  // then src == g too: the half stays
-        to.copy_(from);
-        continue;
-      }
-      auto send = from.contiguous();
-      auto recv = at::empty_like(to, at::MemoryFormat::Contiguous);
-      keep.push_back(send);
-      work.push_back(ring.send_recv(send, dst, recv, src));
-      copies.emplace_back(recv, to);
-    }
-  }
-  for (auto& w : work) w->wait();
-  for (auto& [recv, to] : copies) to.copy_(recv);
+  for (const auto& t : shard) z.tensors.push_back(exchange(ring, t, 0, true, T));
   return z;
 }
 
