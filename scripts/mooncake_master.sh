@@ -101,7 +101,7 @@ case $action in
       echo $! >"$dir/master.pid"
       for i in $(seq 300); do
         running "$dir/master.pid" ||
-          { tail -20 "$dir/master.log" >&2; rm -f "$dir/master.pid"; die "the master exited (log: $dir/master.log)"; }
+          { tail -20 "$dir/master.log" >&2; rm -f "$dir/master.pid"; die "the master exited (log: $dir/master.log); is port $port, $meta_port or $admin_port taken?"; }
         if port_open "$port" &&
           [ "$(curl -s -m 2 "http://127.0.0.1:$meta_port/health" 2>/dev/null)" = OK ]; then
           break
@@ -122,7 +122,7 @@ case $action in
         echo $! >"$dir/client.pid"
         for i in $(seq 300); do
           running "$dir/client.pid" ||
-            { tail -20 "$dir/client.log" >&2; rm -f "$dir/client.pid"; die "the memory holder exited (log: $dir/client.log)"; }
+            { tail -20 "$dir/client.log" >&2; rm -f "$dir/client.pid"; die "the memory holder exited (log: $dir/client.log); is port $client_port taken?"; }
           port_open "$client_port" && grep -q "Mounting segment" "$dir/client.log" && break
           [ "$i" = 300 ] && { tail -20 "$dir/client.log" >&2; stop_one client; die "the memory holder did not start within 30 s"; }
           sleep 0.1

@@ -33,7 +33,7 @@ check() {  # check NAME RC EXPECTED_RC LOG [PATTERN]
   if [ -n "$bad" ]; then
     failures=$((failures + 1))
     echo "FAIL $1: $bad"
-    grep -v '^[IWE][0-9]\{4\} ' "$4" | tail -25 | sed 's/^/    /'
+    grep -v '^[IW][0-9]\{4\} ' "$4" | tail -25 | sed 's/^/    /'
   else
     echo "ok   $1"
   fi
@@ -47,18 +47,34 @@ if [ "$backend" = mooncake ]; then
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
-  # Four free ports in 30000-39999 (outside Mooncake's client range 12300-14300).
-  for try in $(seq 20); do
-    port=$((30000 + (($$ + try * 7919) % 2490) * 4))
-    busy=0
-    for p in $port $((port + 1)) $((port + 2)) $((port + 3)); do port_open $p && busy=1; done
-    [ $busy = 0 ] && break
+  # Four ports below the kernel's ephemeral range (where the mpirun tests running beside this one
+  # take their listeners and connections) and above Mooncake's client range 12300-14300. A start
+  # that still loses a port to another process (the master exits 1) is retried on another set.
+  read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_lo=32768
+  lo=15000 span=$(((eph_lo - 15000) / 4 - 2))
+  [ "$span" -ge 100 ] || { lo=61000 span=1000; }
+  pick_ports() {
+    local try p busy
+    for try in $(seq 20); do
+      port=$((lo + ((RANDOM * 32768 + RANDOM + $$) % span) * 4))
+      busy=0
+      for p in $port $((port + 1)) $((port + 2)) $((port + 3)); do port_open $p && busy=1; done
+      [ $busy = 0 ] && return 0
+    done
+  }
+  for attempt in 1 2 3; do
+    pick_ports
+    timeout 90 "$root/scripts/mooncake_master.sh" start --dir "$mc" --python "$python" --port "$port" \
+      --metadata-port $((port + 1)) --admin-port $((port + 2)) --client-port $((port + 3)) \
+      --segment 256MB >"$out/master.log" 2>&1
+    rc=$?
+    [ $rc = 0 ] && break
+    cp "$out/master.log" "$out/master.try$attempt.log"
+    cp "$mc/master.log" "$out/mooncake_master.try$attempt.log" 2>/dev/null
+    timeout 60 "$root/scripts/mooncake_master.sh" stop --dir "$mc" >/dev/null 2>&1
   done
   meta=$((port + 1))
-  timeout 90 "$root/scripts/mooncake_master.sh" start --dir "$mc" --python "$python" --port "$port" \
-    --metadata-port "$meta" --admin-port $((port + 2)) --client-port $((port + 3)) \
-    --segment 256MB >"$out/master.log" 2>&1
-  check master_start $? 0 "$out/master.log" "master up"
+  check master_start $rc 0 "$out/master.log" "master up"
   [ $failures = 0 ] || exit 1
   export MC_TCP_BIND_ADDRESS=127.0.0.1 MC_LOG_LEVEL=WARNING
   sink=(--master "127.0.0.1:$port" --metadata "http://127.0.0.1:$meta/metadata")
