@@ -191,12 +191,15 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   auto h = fc_runs.size() == 1 ? fc_runs[0] : at::cat(fc_runs);
   std::vector<at::Tensor> ks, vs, sums;
   FusedLoss loss(c.lm_head, opt.loss_chunk);
+  // The midlayer's weight gradients, summed over the T steps by their GEMMs (model/layers.h).
+  const WeightGrad qkv_grad(T), o_grad(T);
+  const MlpGrads mlp_grads{WeightGrad(T), WeightGrad(T)};
   at::Tensor total;
   for (int64_t k = 0; k < T; ++k) {
     // q and k stay views of the fused output (RoPE reads them strided); v is copied out so the
     // K/V cache does not keep the whole [C, (nH + 2·nKV)·d] output alive.
     auto qkv = input_projection(c.embed_tokens, take(ids, k + 1), h, c.input_layernorm,
-                                c.hidden_norm, cw.qkv, eps)
+                                c.hidden_norm, cw.qkv, eps, qkv_grad)
                    .split_with_sizes({nH * d, nKV * d, nKV * d}, -1);
     auto q = qkv[0].view({C, nH, d});
     auto kk = qkv[1].view({C, nKV, d});
@@ -213,9 +216,10 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
     vs.push_back(v);
     auto a = attention::ttt_attention(q, ks, vs, opt.block0, scale);
     if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
-    auto h1 = h + project(a.reshape({C, nH * d}), c.o_proj);
-    auto n = rms_norm(h1, c.post_norm, eps);
-    auto out = h1 + swiglu_mlp(n, cw.gate_up, c.down_proj, opt.mlp_recompute);
+    // Both residual adds happen in the GEMMs' epilogues.
+    auto h1 = linear(a.reshape({C, nH * d}), c.o_proj, o_grad, h);
+    auto out = swiglu_mlp(rms_norm(h1, c.post_norm, eps), cw.gate_up, c.down_proj,
+                          opt.mlp_recompute, mlp_grads, h1);
     auto s = loss.step(rms_norm(out, c.norm, eps), targets, spans(k), take(mask_rows, k),
                        inv_counts[k] * opt.loss_weights[k], k == T - 1);
     // Connectivity (DESIGN §5): the fused loss is itself the hidden·0 term: its gradient in h

@@ -3,6 +3,7 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/cos.h>
@@ -41,6 +42,51 @@ void launch_rope(const void* x, int64_t row_stride, int64_t head_stride, const f
                  int half, float sign, bool bf16, cudaStream_t stream);
 #endif
 
+WeightGrad::WeightGrad(int64_t uses) : sum_({at::Tensor()}), count_({uses, 0}) {
+  EAGLET_CHECK(uses >= 1, "a weight gradient summed over {} uses", uses);
+}
+
+WeightGrad::WeightGrad(c10::List<at::Tensor> sum, c10::List<int64_t> count)
+    : sum_(std::move(sum)), count_(std::move(count)) {}
+
+void WeightGrad::add(const at::Tensor& dy, const at::Tensor& x, int64_t cols, int64_t col) {
+  EAGLET_CHECK(dy.dim() == 2 && x.dim() == 2 && dy.size(0) == x.size(0) && col + x.size(1) <= cols,
+               "weight gradient: dy {} and x {} for columns [{}, {}) of {}", tensor_text(dy),
+               tensor_text(x), col, col + x.size(1), cols);
+  at::Tensor sum = sum_.get(0);
+  if (!sum.defined()) {
+    sum = at::empty({dy.size(1), cols}, dy.options());
+    sum_.set(0, sum);
+  }
+  auto block = sum.narrow(1, col, x.size(1));
+  if (count_.get(1) == 0)
+    at::mm_out(block, dy.t(), x);
+  else
+    block.addmm_(dy.t(), x);
+}
+
+at::Tensor WeightGrad::finish() {
+  const int64_t done = count_.get(1) + 1;
+  if (done < count_.get(0)) {
+    count_.set(1, done);
+    return {};
+  }
+  count_.set(1, 0);  // a later backward pass starts a new sum
+  at::Tensor sum = sum_.get(0);
+  sum_.set(0, at::Tensor());
+  return sum;
+}
+
+void WeightGrad::save(torch::autograd::AutogradContext* ctx, const std::string& key) const {
+  ctx->saved_data[key + ".sum"] = sum_;
+  ctx->saved_data[key + ".count"] = count_;
+}
+
+WeightGrad WeightGrad::load(torch::autograd::AutogradContext* ctx, const std::string& key) {
+  return {ctx->saved_data.at(key + ".sum").toTensorList(),
+          ctx->saved_data.at(key + ".count").toIntList()};
+}
+
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   // ATen's RMSNorm: statistics in fp32 (fp64 on the fp64 path), one fused kernel on CUDA.
   return at::rms_norm(x, {x.size(-1)}, weight.to(x.scalar_type()), eps);
@@ -52,6 +98,31 @@ at::Tensor project(const at::Tensor& x, const at::Tensor& weight) {
 
 namespace {
 
+at::Tensor plain_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& residual) {
+  return residual.defined() ? at::addmm(residual, x, w.t()) : at::mm(x, w.t());
+}
+
+struct Linear : torch::autograd::Function<Linear> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& w, const at::Tensor& residual,
+                            const WeightGrad& grad) {
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["residual"] = residual.defined();
+    grad.save(ctx, "w");
+    return plain_linear(x, w, residual);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &w = saved[1];
+    const auto& dy = grads[0];
+    auto grad = WeightGrad::load(ctx, "w");
+    grad.add(dy, x, w.size(1));
+    return {at::mm(dy, w), grad.finish(), ctx->saved_data["residual"].toBool() ? dy : at::Tensor(),
+            at::Tensor()};
+  }
+};
+
 at::Tensor layer_input(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
                        const at::Tensor& w_emb, const at::Tensor& w_hidden, double eps) {
   auto emb = embed.index_select(0, ids).to(h.scalar_type());
@@ -61,15 +132,19 @@ at::Tensor layer_input(const at::Tensor& embed, const at::Tensor& ids, const at:
 struct InputProjection : torch::autograd::Function<InputProjection> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& embed,
                             const at::Tensor& ids, const at::Tensor& h, const at::Tensor& w_emb,
-                            const at::Tensor& w_hidden, const at::Tensor& w, double eps) {
+                            const at::Tensor& w_hidden, const at::Tensor& w, double eps,
+                            const WeightGrad& grad) {
     ctx->save_for_backward({embed, ids, h, w_emb, w_hidden, w});
     ctx->saved_data["eps"] = eps;
+    grad.save(ctx, "w");
     return at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps), w.t());
   }
   // With x̂ = the embedding rows normalised without their weight (e_n = x̂ · w_emb) and
   // G = dyᵀ x̂: dW_emb = G · diag(w_emb) and d w_emb = colsum(W_emb ⊙ G), so the embedding half
   // of x's gradient (dy · W_emb, a [rows × 6144] · [6144 × 4096] GEMM at the reference shapes) is
-  // never formed: the embeddings are frozen and w_emb needs only these column sums.
+  // never formed: the embeddings are frozen and w_emb needs only these column sums. Both are
+  // linear in G, so with the weight's gradient summed over the TTT steps (WeightGrad) they are
+  // derived once, from the summed G, by the last step's backward.
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     auto saved = ctx->get_saved_variables();
@@ -86,13 +161,19 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
       h_n = rms_norm(h, w_hidden, eps);
     }
     const auto& dy = grads[0];
-    auto dw = at::mm(dy.t(), at::cat({x_hat, h_n.detach()}, -1));  // [G | dW_hidden]
-    auto g = dw.narrow(1, 0, H);
-    const auto acc = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-    auto d_w_emb = at::sum(w.narrow(1, 0, H) * g, {0}, false, acc).to(w_emb.scalar_type());
-    g.mul_(w_emb);  // G -> dW_emb
+    auto grad = WeightGrad::load(ctx, "w");
+    grad.add(dy, x_hat, 2 * H, 0);
+    grad.add(dy, h_n.detach(), 2 * H, H);
+    auto dw = grad.finish();  // [G | dW_hidden], summed over the uses
+    at::Tensor d_w_emb;
+    if (dw.defined()) {
+      auto g = dw.narrow(1, 0, H);
+      const auto acc = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+      d_w_emb = at::sum(w.narrow(1, 0, H) * g, {0}, false, acc).to(w_emb.scalar_type());
+      g.mul_(w_emb);  // G -> dW_emb
+    }
     auto dh = torch::autograd::grad({h_n}, {h, w_hidden}, {at::mm(dy, w.narrow(1, H, H))});
-    return {at::Tensor(), at::Tensor(), dh[0], d_w_emb, dh[1], dw, at::Tensor()};
+    return {at::Tensor(), at::Tensor(), dh[0], d_w_emb, dh[1], dw, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -100,13 +181,24 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
 
 at::Tensor input_projection(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
                             const at::Tensor& w_emb, const at::Tensor& w_hidden,
-                            const at::Tensor& w, double eps) {
+                            const at::Tensor& w, double eps, const WeightGrad& grad) {
   EAGLET_CHECK(h.dim() == 2 && ids.dim() == 1 && ids.size(0) == h.size(0),
                "input_projection: h {} and ids {} must be [rows, H] and [rows]", tensor_text(h),
                tensor_text(ids));
   if (!at::GradMode::is_enabled())
     return at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps), w.t());
-  return InputProjection::apply(embed, ids, h, w_emb, w_hidden, w, eps);
+  return InputProjection::apply(embed, ids, h, w_emb, w_hidden, w, eps, grad);
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const WeightGrad& grad,
+                  const at::Tensor& residual) {
+  EAGLET_CHECK(
+      x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1) &&
+          x.scalar_type() == w.scalar_type() &&
+          (!residual.defined() || residual.sizes() == at::IntArrayRef{x.size(0), w.size(0)}),
+      "linear: x {}, w {}, residual {}", tensor_text(x), tensor_text(w), tensor_text(residual));
+  if (!at::GradMode::is_enabled()) return plain_linear(x, w, residual);
+  return Linear::apply(x, w, residual, grad);
 }
 
 at::Tensor rope_inv_freq(const DraftArchConfig& cfg, c10::Device device) {

@@ -3,24 +3,61 @@
 // are cast to the compute dtype here, so gradients flow back to the masters in fp32.
 #pragma once
 
+#include <ATen/core/List.h>
 #include <ATen/core/Tensor.h>
+
+#include <string>
 
 #include "core/config.h"
 
+namespace torch::autograd {
+struct AutogradContext;
+}
+
 namespace eaglet::model {
+
+// The gradient of a weight that every TTT step uses, summed over its uses by the GEMMs
+// themselves: each use's backward adds its dyᵀ·x onto one buffer (cuBLAS's β = 1: the product is
+// added in fp32 and rounded once; no [out × in] product per use, no separate add), and the last of
+// `uses` backward calls returns the sum while the earlier ones give the weight no gradient. Exact
+// because only the sum over the uses is ever read (a weight's gradient is that sum). A handle:
+// copies share the sum, so autograd functions keep it in their saved data.
+class WeightGrad {
+ public:
+  WeightGrad() : WeightGrad(1) {}  // one use: its backward returns its own gradient
+  explicit WeightGrad(int64_t uses);
+  // sum[:, col : col + x.size(1)] (+)= dyᵀ·x for a weight [dy.size(1), cols] (dy [rows, out],
+  // x [rows, in]); the first use writes its columns, later uses add.
+  void add(const at::Tensor& dy, const at::Tensor& x, int64_t cols, int64_t col = 0);
+  // One use's backward is done: after the last use the sum (let go here), else undefined.
+  at::Tensor finish();
+  // Kept in an autograd function's saved data under `key`, and taken back (sharing the sum).
+  void save(torch::autograd::AutogradContext* ctx, const std::string& key) const;
+  static WeightGrad load(torch::autograd::AutogradContext* ctx, const std::string& key);
+
+ private:
+  WeightGrad(c10::List<at::Tensor> sum, c10::List<int64_t> count);
+  c10::List<at::Tensor> sum_;  // one element (undefined until the first add of a backward pass)
+  c10::List<int64_t> count_;   // {uses, uses finished}
+};
 
 // y = weight · cast_back(x_f32 · rsqrt(mean(x_f32²) + eps))  (DESIGN §4: statistics in fp32).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // x · weightᵀ with the weight cast to x's dtype (no bias anywhere in the draft).
 at::Tensor project(const at::Tensor& x, const at::Tensor& weight);
+// residual + x · wᵀ (x [rows, in], w [out, in] in x's dtype, residual [rows, out] or undefined:
+// added by the GEMM's epilogue) as one autograd function whose weight gradient goes through `grad`.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const WeightGrad& grad = {},
+                  const at::Tensor& residual = {});
 // The midlayer's input and its q|k|v projection as one autograd function: x = cat(rms_norm(emb,
 // w_emb), rms_norm(h, w_hidden)) with emb = embed[ids] (embeddings first), returns x · wᵀ. x and
 // emb ([rows, 2H] and [rows, H]) are not kept for backward: it re-gathers emb from ids and
 // recomputes x (two norms, one pass each) from h, which the unroll keeps anyway. The embedding
-// table gets no gradient (frozen). Weights in h's dtype.
+// table gets no gradient (frozen). Weights in h's dtype; w's gradient (and w_emb's, derived from
+// it) goes through `grad`.
 at::Tensor input_projection(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
                             const at::Tensor& w_emb, const at::Tensor& w_hidden,
-                            const at::Tensor& w, double eps);
+                            const at::Tensor& w, double eps, const WeightGrad& grad = {});
 
 // inv_freq_i = θ^(−2i/d) with rope scaling applied, fp32 [d/2].
 at::Tensor rope_inv_freq(const DraftArchConfig& cfg, c10::Device device);

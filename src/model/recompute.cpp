@@ -1,15 +1,14 @@
-// The SwiGLU MLP as autograd functions around one kernel table (model/recompute.h).
+// The SwiGLU MLP as one autograd function around one kernel table (model/recompute.h).
 #include "model/recompute.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/matmul.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/silu.h>
 #include <ATen/ops/silu_backward.h>
 #include <c10/core/GradMode.h>
-#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "core/error.h"
@@ -39,59 +38,40 @@ int64_t inter_size(const at::Tensor& ab) {
   return ab.size(1) / 2;
 }
 
-at::Tensor plain_mlp(const at::Tensor& n, const at::Tensor& gu, const at::Tensor& d);
-
-// p = swiglu(ab), keeping ab for backward (the down GEMM keeps p).
-struct Swiglu : torch::autograd::Function<Swiglu> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& ab) {
-    ctx->save_for_backward({ab});
-    return swiglu_rows(ab);
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    return {swiglu_rows_backward(grads[0], ctx->get_saved_variables()[0])};
-  }
-};
-
-// down(swiglu(ab)) keeping only ab: backward recomputes p.
-struct SwigluDown : torch::autograd::Function<SwigluDown> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& ab,
-                            const at::Tensor& d) {
-    ctx->save_for_backward({ab, d});
-    return at::mm(swiglu_rows(ab), d.t());
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const auto &ab = saved[0], &d = saved[1];
-    const auto& grad = grads[0];
-    auto dp = at::mm(grad, d);
-    auto dd = at::mm(grad.t(), swiglu_rows(ab));
-    return {swiglu_rows_backward(dp, ab), dd};
-  }
-};
-
-// The whole MLP rerun under autograd in backward.
-struct RecomputedMlp : torch::autograd::Function<RecomputedMlp> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& n,
-                            const at::Tensor& gu, const at::Tensor& d) {
-    ctx->save_for_backward({n, gu, d});
-    return plain_mlp(n, gu, d);  // autograd is off inside forward: nothing is kept
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    c10::AutoGradMode enable(true);
-    std::vector<at::Tensor> leaves;
-    for (const auto& t : saved) leaves.push_back(t.detach().requires_grad_(true));
-    auto out = plain_mlp(leaves[0], leaves[1], leaves[2]);
-    return torch::autograd::grad({out}, leaves, {grads[0]});
-  }
-};
-
-at::Tensor plain_mlp(const at::Tensor& n, const at::Tensor& gu, const at::Tensor& d) {
-  return at::matmul(Swiglu::apply(at::matmul(n, gu.t())), d.t());
+at::Tensor down_projection(const at::Tensor& p, const at::Tensor& d, const at::Tensor& residual) {
+  return residual.defined() ? at::addmm(residual, p, d.t()) : at::mm(p, d.t());
 }
+
+// Forward keeps n and, by level, ab and p; backward recomputes what is missing.
+struct SwigluMlp : torch::autograd::Function<SwigluMlp> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& n,
+                            const at::Tensor& gu, const at::Tensor& d, const at::Tensor& residual,
+                            MlpRecompute recompute, const MlpGrads& grads) {
+    auto ab = at::mm(n, gu.t());
+    auto p = swiglu_rows(ab);
+    auto out = down_projection(p, d, residual);
+    ctx->save_for_backward({n, gu, d, recompute == MlpRecompute::full ? at::Tensor() : ab,
+                            recompute == MlpRecompute::none ? p : at::Tensor()});
+    ctx->saved_data["residual"] = residual.defined();
+    grads.gate_up.save(ctx, "gate_up");
+    grads.down.save(ctx, "down");
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &n = saved[0], &gu = saved[1], &d = saved[2];
+    const auto& dy = grads[0];
+    auto ab = saved[3].defined() ? saved[3] : at::mm(n, gu.t());
+    auto d_down = WeightGrad::load(ctx, "down"), d_gate_up = WeightGrad::load(ctx, "gate_up");
+    d_down.add(dy, saved[4].defined() ? saved[4] : swiglu_rows(ab), d.size(1));
+    auto dab = swiglu_rows_backward(at::mm(dy, d), ab);
+    d_gate_up.add(dab, n, gu.size(1));
+    return {at::mm(dab, gu), d_gate_up.finish(),
+            d_down.finish(), ctx->saved_data["residual"].toBool() ? dy : at::Tensor(),
+            at::Tensor(),    at::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -133,17 +113,14 @@ at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab, cons
 }
 
 at::Tensor swiglu_mlp(const at::Tensor& n, const at::Tensor& gate_up, const at::Tensor& down,
-                      MlpRecompute recompute) {
+                      MlpRecompute recompute, const MlpGrads& grads, const at::Tensor& residual) {
+  EAGLET_CHECK(n.dim() == 2 && gate_up.size(1) == n.size(1) && down.size(1) * 2 == gate_up.size(0),
+               "swiglu mlp: n {}, gate_up {}, down {}", tensor_text(n), tensor_text(gate_up),
+               tensor_text(down));
   auto gu = gate_up.to(n.scalar_type()), d = down.to(n.scalar_type());
-  if (recompute == MlpRecompute::none || !c10::GradMode::is_enabled()) return plain_mlp(n, gu, d);
-  if (recompute == MlpRecompute::swiglu) {
-    auto flat = n.reshape({-1, n.size(-1)});
-    auto out = SwigluDown::apply(at::matmul(flat, gu.t()), d);
-    auto shape = n.sizes().vec();
-    shape.back() = d.size(0);
-    return out.view(shape);
-  }
-  return RecomputedMlp::apply(n, gu, d);
+  if (!c10::GradMode::is_enabled())
+    return down_projection(swiglu_rows(at::mm(n, gu.t())), d, residual);
+  return SwigluMlp::apply(n, gu, d, residual, recompute, grads);
 }
 
 }  // namespace eaglet::model

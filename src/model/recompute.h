@@ -1,12 +1,14 @@
 // The SwiGLU MLP, whose [tokens × intermediate] activations dominate a TTT step's memory, with its
 // activation recomputation. gate and up run as one GEMM (gate_up = cat(gate, up), [2I, H]); its
-// output ab = [tokens, 2I] holds a = gate(n) | b = up(n). Three levels, all exact (the same
-// kernels): `none` keeps ab and p = silu(a)·b; `swiglu` keeps ab only and recomputes p in
-// backward (one elementwise pass); `full` keeps nothing and reruns the MLP, GEMMs included, in
-// backward.
+// output ab = [tokens, 2I] holds a = gate(n) | b = up(n). One autograd function; three levels of
+// what it keeps, all exact (the same kernels): `none` keeps ab and p = silu(a)·b; `swiglu` keeps
+// ab only and recomputes p in backward (one elementwise pass); `full` keeps only n and reruns
+// the gate|up GEMM too.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+
+#include "model/layers.h"
 
 namespace eaglet::model {
 
@@ -20,8 +22,15 @@ at::Tensor swiglu_rows(const at::Tensor& ab, const char* kernel = "auto");
 at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab,
                                 const char* kernel = "auto");
 
-// down(silu(gate(n)) ⊙ up(n)) with gate_up [2I, H] and down [H, I] in n's dtype.
+// Where the two weights' gradients go (model/layers.h: summed over the TTT steps).
+struct MlpGrads {
+  WeightGrad gate_up, down;
+};
+
+// residual + down(silu(gate(n)) ⊙ up(n)) with n [rows, H], gate_up [2I, H] and down [H, I] in
+// n's dtype; residual [rows, H] (added by the down GEMM's epilogue) or undefined.
 at::Tensor swiglu_mlp(const at::Tensor& n, const at::Tensor& gate_up, const at::Tensor& down,
-                      MlpRecompute recompute);
+                      MlpRecompute recompute, const MlpGrads& grads = {},
+                      const at::Tensor& residual = {});
 
 }  // namespace eaglet::model
