@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Times a base tree against this one in one device run, so both sides see the same card and clocks:
+# builds the base (its eaglet binary only, in BASE/build) beside this tree's full build, then runs
+# `eaglet bench` on one GPU at each length of SEQS, alternating base and new ROUNDS times, and
+# prints every run and each side's mean ms/step and peak GiB. Make the base tree here first:
+#   mkdir -p .base && git archive BASE_COMMIT | tar -x -C .base   (.base is git-excluded)
+# and carry it to the device machine (run's carry: [".base"]).
+# usage: [BASE=.base] [SEQS="8192"] [ROUNDS=2] [STEPS=6] scripts/bench/ab.sh [extra bench args]
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+base=${BASE:-.base} seqs=${SEQS:-8192} rounds=${ROUNDS:-2} steps=${STEPS:-6}
+[ -f "$base/CMakeLists.txt" ] || { echo "ab: no source tree at $base (see the header)"; exit 2; }
+log=${OUT:-/tmp}/ab
+mkdir -p "$log"
+EAGLET_NO_APT=1 scripts/build.sh >"$log/build.log" 2>&1 &
+new_pid=$!
+(
+  cd "$base" && EAGLET_NO_APT=1 scripts/setup.sh && gen=() &&
+    { command -v ninja >/dev/null 2>&1 && gen=(-G Ninja) || true; } &&
+    cmake -S . -B build "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DEAGLET_PYTHON="$(cat .eaglet_python)" &&
+    cmake --build build -j "$(nproc)" --target eaglet
+) >"$log/base_build.log" 2>&1
+base_rc=$?
+wait $new_pid
+new_rc=$?
+[ $base_rc = 0 ] || { echo "ab: the base build failed:"; tail -30 "$log/base_build.log"; exit 1; }
+[ $new_rc = 0 ] || { echo "ab: this tree's build failed:"; tail -30 "$log/build.log"; exit 1; }
+echo "card: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+runs_file=$log/runs.txt
+: >"$runs_file"
+for seq in $seqs; do
+  for round in $(seq "$rounds"); do
+    for side in base new; do
+      bin=build/eaglet
+      [ $side = base ] && bin=$base/build/eaglet
+      line=$(timeout 300 "$bin" bench --config configs/bench/qwen3-8b.yaml --set output_dir="$log/run" \
+        --seq "$seq" --steps "$steps" --no-floor "$@" 2>&1 | grep -E "^bench:|rror|out of memory" | tail -1)
+      echo "$seq $side round $round: $line"
+      ms=$(echo "$line" | sed -nE 's/.*: ([0-9.]+) ms\/step.*/\1/p')
+      gib=$(echo "$line" | sed -nE 's/.*peak ([0-9.]+) GiB.*/\1/p')
+      [ -n "$ms" ] && echo "$seq $side $ms ${gib:-?}" >>"$runs_file"
+    done
+  done
+done
+awk -v steps="$steps" '{ k = $1 " tokens, " $2; n[k]++; s[k] += $3; g[k] = $4; if (!(k in o)) o[k] = ++m; key[o[k]] = k }
+  END { for (i = 1; i <= m; i++) { k = key[i]; printf "%s: %.1f ms/step (mean of %d runs x %d steps), peak %s GiB\n", k, s[k] / n[k], n[k], steps, g[k] } }' "$runs_file"
