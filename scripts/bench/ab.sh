@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Times a base tree against this one in one device run, so both sides see the same card and clocks:
-# builds the base (its eaglet binary only, in BASE/build) beside this tree's full build, then runs
+# builds the base (with its own scripts/build.sh, into BASE/build) beside this tree, then runs
 # `eaglet bench` on one GPU at each length of SEQS, alternating base and new ROUNDS times, and
 # prints every run and each side's mean ms/step and peak GiB. Make the base tree here first:
 #   mkdir -p .base && git archive BASE_COMMIT | tar -x -C .base   (.base is git-excluded)
@@ -14,12 +14,7 @@ log=${OUT:-/tmp}/ab
 mkdir -p "$log"
 EAGLET_NO_APT=1 scripts/build.sh >"$log/build.log" 2>&1 &
 new_pid=$!
-(
-  cd "$base" && EAGLET_NO_APT=1 scripts/setup.sh && gen=() &&
-    { command -v ninja >/dev/null 2>&1 && gen=(-G Ninja) || true; } &&
-    cmake -S . -B build "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DEAGLET_PYTHON="$(cat .eaglet_python)" &&
-    cmake --build build -j "$(nproc)" --target eaglet
-) >"$log/base_build.log" 2>&1
+(cd "$base" && EAGLET_NO_APT=1 scripts/build.sh) >"$log/base_build.log" 2>&1  # the base's own recipe
 base_rc=$?
 wait $new_pid
 new_rc=$?

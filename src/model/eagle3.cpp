@@ -6,7 +6,6 @@
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/clamp_min.h>
-#include <ATen/ops/matmul.h>
 #include <ATen/ops/normal.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/silu.h>
@@ -186,8 +185,9 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   auto ids = in.tensors[1].clamp(0, cfg.vocab_size - 1);
   // Step 0's input fc(hs), run by run (what fc keeps for backward are views of hs, not a copy).
   std::vector<at::Tensor> fc_runs;
+  const WeightGrad fc_grad(static_cast<int64_t>(in.runs.size()));
   for (const auto& s : spans(0))
-    fc_runs.push_back(project(hs.narrow(0, s.target, s.rows).to(dt), c.fc));
+    fc_runs.push_back(linear(hs.narrow(0, s.target, s.rows).to(dt), c.fc, fc_grad));
   auto h = fc_runs.size() == 1 ? fc_runs[0] : at::cat(fc_runs);
   std::vector<at::Tensor> ks, vs, sums;
   FusedLoss loss(c.lm_head, opt.loss_chunk);

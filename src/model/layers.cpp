@@ -8,7 +8,6 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/cos.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/matmul.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/outer.h>
 #include <ATen/ops/pow.h>
@@ -92,10 +91,6 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return at::rms_norm(x, {x.size(-1)}, weight.to(x.scalar_type()), eps);
 }
 
-at::Tensor project(const at::Tensor& x, const at::Tensor& weight) {
-  return at::matmul(x, weight.to(x.scalar_type()).t());
-}
-
 namespace {
 
 at::Tensor plain_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& residual) {
@@ -104,12 +99,14 @@ at::Tensor plain_linear(const at::Tensor& x, const at::Tensor& w, const at::Tens
 
 struct Linear : torch::autograd::Function<Linear> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& w, const at::Tensor& residual,
+                            const at::Tensor& w, const std::optional<at::Tensor>& residual,
                             const WeightGrad& grad) {
+    // (An optional: autograd functions take no undefined tensors; an empty one is no input.)
+    const auto r = residual.value_or(at::Tensor());
     ctx->save_for_backward({x, w});
-    ctx->saved_data["residual"] = residual.defined();
+    ctx->saved_data["residual"] = r.defined();
     grad.save(ctx, "w");
-    return plain_linear(x, w, residual);
+    return plain_linear(x, w, r);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -118,8 +115,8 @@ struct Linear : torch::autograd::Function<Linear> {
     const auto& dy = grads[0];
     auto grad = WeightGrad::load(ctx, "w");
     grad.add(dy, x, w.size(1));
-    return {at::mm(dy, w), grad.finish(), ctx->saved_data["residual"].toBool() ? dy : at::Tensor(),
-            at::Tensor()};
+    return {ctx->needs_input_grad(0) ? at::mm(dy, w) : at::Tensor(), grad.finish(),
+            ctx->saved_data["residual"].toBool() ? dy : at::Tensor(), at::Tensor()};
   }
 };
 
@@ -198,7 +195,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const WeightGrad& gr
           (!residual.defined() || residual.sizes() == at::IntArrayRef{x.size(0), w.size(0)}),
       "linear: x {}, w {}, residual {}", tensor_text(x), tensor_text(w), tensor_text(residual));
   if (!at::GradMode::is_enabled()) return plain_linear(x, w, residual);
-  return Linear::apply(x, w, residual, grad);
+  return Linear::apply(x, w, std::optional<at::Tensor>(residual), grad);
 }
 
 at::Tensor rope_inv_freq(const DraftArchConfig& cfg, c10::Device device) {

@@ -43,10 +43,9 @@ class WeightGrad {
 
 // y = weight · cast_back(x_f32 · rsqrt(mean(x_f32²) + eps))  (DESIGN §4: statistics in fp32).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
-// x · weightᵀ with the weight cast to x's dtype (no bias anywhere in the draft).
-at::Tensor project(const at::Tensor& x, const at::Tensor& weight);
 // residual + x · wᵀ (x [rows, in], w [out, in] in x's dtype, residual [rows, out] or undefined:
-// added by the GEMM's epilogue) as one autograd function whose weight gradient goes through `grad`.
+// added by the GEMM's epilogue; no bias anywhere in the draft) as one autograd function whose
+// weight gradient goes through `grad`; x's gradient is formed only where x needs one.
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const WeightGrad& grad = {},
                   const at::Tensor& residual = {});
 // The midlayer's input and its q|k|v projection as one autograd function: x = cat(rms_norm(emb,

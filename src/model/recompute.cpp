@@ -2,7 +2,6 @@
 #include "model/recompute.h"
 
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/addmm.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mm.h>
@@ -38,18 +37,16 @@ int64_t inter_size(const at::Tensor& ab) {
   return ab.size(1) / 2;
 }
 
-at::Tensor down_projection(const at::Tensor& p, const at::Tensor& d, const at::Tensor& residual) {
-  return residual.defined() ? at::addmm(residual, p, d.t()) : at::mm(p, d.t());
-}
-
 // Forward keeps n and, by level, ab and p; backward recomputes what is missing.
 struct SwigluMlp : torch::autograd::Function<SwigluMlp> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& n,
-                            const at::Tensor& gu, const at::Tensor& d, const at::Tensor& residual,
-                            MlpRecompute recompute, const MlpGrads& grads) {
+                            const at::Tensor& gu, const at::Tensor& d,
+                            const std::optional<at::Tensor>& residual_in, MlpRecompute recompute,
+                            const MlpGrads& grads) {
+    const auto residual = residual_in.value_or(at::Tensor());  // optional: see layers.cpp Linear
     auto ab = at::mm(n, gu.t());
     auto p = swiglu_rows(ab);
-    auto out = down_projection(p, d, residual);
+    auto out = linear(p, d, {}, residual);  // autograd is off in forward: residual + p · dᵀ
     ctx->save_for_backward({n, gu, d, recompute == MlpRecompute::full ? at::Tensor() : ab,
                             recompute == MlpRecompute::none ? p : at::Tensor()});
     ctx->saved_data["residual"] = residual.defined();
@@ -118,9 +115,8 @@ at::Tensor swiglu_mlp(const at::Tensor& n, const at::Tensor& gate_up, const at::
                "swiglu mlp: n {}, gate_up {}, down {}", tensor_text(n), tensor_text(gate_up),
                tensor_text(down));
   auto gu = gate_up.to(n.scalar_type()), d = down.to(n.scalar_type());
-  if (!c10::GradMode::is_enabled())
-    return down_projection(swiglu_rows(at::mm(n, gu.t())), d, residual);
-  return SwigluMlp::apply(n, gu, d, residual, recompute, grads);
+  if (!c10::GradMode::is_enabled()) return linear(swiglu_rows(at::mm(n, gu.t())), d, {}, residual);
+  return SwigluMlp::apply(n, gu, d, std::optional<at::Tensor>(residual), recompute, grads);
 }
 
 }  // namespace eaglet::model
