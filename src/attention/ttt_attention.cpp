@@ -95,26 +95,26 @@ struct TttAttention : torch::autograd::Function<TttAttention> {
     auto g0 =
         carry->block0->backward(to_kernel(dout), to_kernel(q), to_kernel(k_at(0)),
                                 to_kernel(v_at(0)), to_kernel(out), lse_k, carry->state, scale);
-    auto dq = from_kernel(g0[0]);
     // Gradients in input order: q, every K block, every V block, then the two non-tensor inputs.
     torch::autograd::variable_list result(1 + 2 * steps + 2);
     result[1] = from_kernel(g0[1]).to(k_at(0).scalar_type());
     result[1 + steps] = from_kernel(g0[2]).to(v_at(0).scalar_type());
-    if (steps > 1) {
-      // The diagonal blocks add theirs in fp32, into a contiguous buffer (one pass, any layout).
-      dq = at::empty(dq.sizes(), dq.options().dtype(mt)).copy_(dq);
-      std::vector<at::Tensor> ks, vs;
-      for (int64_t m = 1; m < steps; ++m) {
-        ks.push_back(k_at(m));
-        vs.push_back(v_at(m));
-      }
-      auto g = diag_backward(dout, q, out, lse, ks, vs, dq, scale);
-      for (int64_t m = 1; m < steps; ++m) {
-        result[1 + m] = g[m - 1];
-        result[1 + steps + m] = g[steps - 1 + m - 1];
-      }
+    if (steps == 1) {
+      result[0] = from_kernel(g0[0]).to(q.scalar_type());
+      return result;
     }
-    result[0] = dq.to(q.scalar_type());
+    // The diagonal blocks add theirs to block 0's dq in fp32 and round once.
+    std::vector<at::Tensor> ks, vs;
+    for (int64_t m = 1; m < steps; ++m) {
+      ks.push_back(k_at(m));
+      vs.push_back(v_at(m));
+    }
+    auto g = diag_backward(dout, q, out, lse, ks, vs, from_kernel(g0[0]), scale);
+    result[0] = g.dq;
+    for (int64_t m = 1; m < steps; ++m) {
+      result[1 + m] = g.dk[m - 1];
+      result[1 + steps + m] = g.dv[m - 1];
+    }
     return result;
   }
 };

@@ -52,30 +52,32 @@ DiagMerge reference_forward(const at::Tensor& q, const at::Tensor& out0, const a
   return {merged.to(q.scalar_type()), lse};
 }
 
-std::vector<at::Tensor> reference_backward(const at::Tensor& dout, const at::Tensor& q,
-                                           const at::Tensor& out, const at::Tensor& lse,
-                                           at::TensorList ks, at::TensorList vs, at::Tensor& dq,
-                                           double scale) {
+DiagGrads reference_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& out,
+                             const at::Tensor& lse, at::TensorList ks, at::TensorList vs,
+                             const at::Tensor& dq0, double scale) {
   const auto mt = merge_type(q);
   const int64_t heads = q.size(1), kv = ks[0].size(1), n = static_cast<int64_t>(ks.size());
   auto qm = q.to(mt), dom = dout.to(mt), om = out.to(mt), l = lse.to(mt);
-  std::vector<at::Tensor> grads(2 * n);
+  auto dq = dq0.to(mt, /*non_blocking=*/false, /*copy=*/true);
+  DiagGrads r;
   for (int64_t m = 0; m < n; ++m) {
     auto km = expand_heads(ks[m].to(mt), heads), vm = expand_heads(vs[m].to(mt), heads);
     auto w = at::exp((qm * km).sum(-1) * scale - l);  // [S, H]
     auto g = w * (dom * (vm - om)).sum(-1);           // dL/dscore
     dq.add_((g * scale).unsqueeze(-1) * km);
-    grads[m] = fold_heads((g * scale).unsqueeze(-1) * qm, kv).to(ks[m].scalar_type());
-    grads[n + m] = fold_heads(w.unsqueeze(-1) * dom, kv).to(vs[m].scalar_type());
+    r.dk.push_back(fold_heads((g * scale).unsqueeze(-1) * qm, kv).to(ks[m].scalar_type()));
+    r.dv.push_back(fold_heads(w.unsqueeze(-1) * dom, kv).to(vs[m].scalar_type()));
   }
-  return grads;
+  r.dq = dq.to(q.scalar_type());
+  return r;
 }
 
 // --- fused (CUDA) -------------------------------------------------------------------------------
 bool fused_runs(const at::Tensor& q, at::TensorList ks, const char* kernel) {
 #ifdef EAGLET_WITH_CUDA
   return own_kernel_runs(q, kernel) && q.size(2) <= kMaxHeadDim &&
-         static_cast<int64_t>(ks.size()) <= kMaxDiagBlocks && q.size(1) % ks[0].size(1) == 0;
+         static_cast<int64_t>(ks.size()) <= kMaxDiagBlocks && q.size(1) % ks[0].size(1) == 0 &&
+         q.size(1) / ks[0].size(1) <= kMaxDiagGroup;
 #else
   (void)q, (void)ks, (void)kernel;
   return false;
@@ -112,46 +114,47 @@ DiagMerge fused_forward(const at::Tensor& q, const at::Tensor& out0, const at::T
   return r;
 }
 
-std::vector<at::Tensor> fused_backward(const at::Tensor& dout, const at::Tensor& q,
-                                       const at::Tensor& out, const at::Tensor& lse,
-                                       at::TensorList ks, at::TensorList vs, at::Tensor& dq,
-                                       double scale) {
+DiagGrads fused_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& out,
+                         const at::Tensor& lse, at::TensorList ks, at::TensorList vs,
+                         const at::Tensor& dq0, double scale) {
   const int64_t S = q.size(0), H = q.size(1), d = q.size(2), KV = ks[0].size(1),
                 n = static_cast<int64_t>(ks.size());
   std::vector<at::Tensor> keep;
   auto p = pointers(keep, ks, vs);
-  std::vector<at::Tensor> grads(2 * n);
+  DiagGrads r;
   for (int64_t m = 0; m < n; ++m) {
-    grads[m] = at::empty({S, KV, d}, q.options());
-    grads[n + m] = at::empty({S, KV, d}, q.options());
-    p.dk[m] = grads[m].data_ptr();
-    p.dv[m] = grads[n + m].data_ptr();
+    r.dk.push_back(at::empty({S, KV, d}, q.options()));
+    r.dv.push_back(at::empty({S, KV, d}, q.options()));
+    p.dk[m] = r.dk.back().data_ptr();
+    p.dv[m] = r.dv.back().data_ptr();
   }
-  if (S == 0) return grads;
-  auto dqc =
-      dq.is_contiguous() && dq.scalar_type() == at::kFloat ? dq : dq.to(at::kFloat).contiguous();
-  auto doc = dout.to(q.scalar_type()).contiguous(), qc = q.contiguous(),
-       oc = out.to(q.scalar_type()).contiguous(), lc = lse.to(at::kFloat).contiguous();
-  launch_diag_backward(doc.data_ptr(), qc.data_ptr(), oc.data_ptr(), lc.data_ptr<float>(), p,
-                       dqc.data_ptr<float>(), S, static_cast<int>(H), static_cast<int>(KV),
-                       static_cast<int>(d), static_cast<float>(scale),
-                       q.scalar_type() == at::kBFloat16, stream_of(q));
+  auto qc = q.contiguous();
+  r.dq = at::empty_like(qc);
+  if (S == 0) return r;
+  // Block 0's dq is read where it lies (cuDNN's layout) as long as its head vectors are contiguous.
+  auto base = dq0.to(q.scalar_type());
+  if (base.stride(2) != 1) base = base.contiguous();
+  auto doc = dout.to(q.scalar_type()).contiguous(), oc = out.to(q.scalar_type()).contiguous(),
+       lc = lse.to(at::kFloat).contiguous();
+  launch_diag_backward(doc.data_ptr(), qc.data_ptr(), oc.data_ptr(), lc.data_ptr<float>(),
+                       base.data_ptr(), base.stride(0), base.stride(1), p, r.dq.data_ptr(), S,
+                       static_cast<int>(H), static_cast<int>(KV), static_cast<int>(d),
+                       static_cast<float>(scale), q.scalar_type() == at::kBFloat16, stream_of(q));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  if (!dqc.is_same(dq)) dq.copy_(dqc);
   for (int64_t m = 0; m < n; ++m) {
-    grads[m] = grads[m].to(ks[m].scalar_type());
-    grads[n + m] = grads[n + m].to(vs[m].scalar_type());
+    r.dk[m] = r.dk[m].to(ks[m].scalar_type());
+    r.dv[m] = r.dv[m].to(vs[m].scalar_type());
   }
-  return grads;
+  return r;
 }
 #else
 DiagMerge fused_forward(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::TensorList,
                         at::TensorList, double) {
   EAGLET_FAIL("the fused TTT diagonal kernel needs a CUDA build");
 }
-std::vector<at::Tensor> fused_backward(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                       const at::Tensor&, at::TensorList, at::TensorList,
-                                       at::Tensor&, double) {
+DiagGrads fused_backward(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                         const at::Tensor&, at::TensorList, at::TensorList, const at::Tensor&,
+                         double) {
   EAGLET_FAIL("the fused TTT diagonal kernel needs a CUDA build");
 }
 #endif
@@ -165,12 +168,11 @@ DiagMerge diag_merge_forward(const at::Tensor& q, const at::Tensor& out0, const 
   return reference_forward(q, out0, lse0, ks, vs, scale);
 }
 
-std::vector<at::Tensor> diag_backward(const at::Tensor& dout, const at::Tensor& q,
-                                      const at::Tensor& out, const at::Tensor& lse,
-                                      at::TensorList ks, at::TensorList vs, at::Tensor& dq,
-                                      double scale, const char* kernel) {
-  if (fused_runs(q, ks, kernel)) return fused_backward(dout, q, out, lse, ks, vs, dq, scale);
-  return reference_backward(dout, q, out, lse, ks, vs, dq, scale);
+DiagGrads diag_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& out,
+                        const at::Tensor& lse, at::TensorList ks, at::TensorList vs,
+                        const at::Tensor& dq0, double scale, const char* kernel) {
+  if (fused_runs(q, ks, kernel)) return fused_backward(dout, q, out, lse, ks, vs, dq0, scale);
+  return reference_backward(dout, q, out, lse, ks, vs, dq0, scale);
 }
 
 }  // namespace eaglet::attention

@@ -1,7 +1,8 @@
 // The diagonal blocks of the TTT attention (query i of step k against the keys of steps 1..k at
 // its own position) and their fp32 log-sum-exp merge with block 0, as a kernel table: the ATen
 // reference (every device and dtype) and one fused CUDA kernel each way for bf16/fp16 on the GPU
-// (attention/ttt_diag.cu), which keeps q·k in fp32 and never expands K/V to the query heads.
+// (attention/ttt_diag.cu, up to kMaxDiagGroup query heads per KV head), which keeps q·k in fp32
+// and never expands K/V to the query heads.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -19,12 +20,16 @@ DiagMerge diag_merge_forward(const at::Tensor& q, const at::Tensor& out0, const 
                              at::TensorList ks, at::TensorList vs, double scale,
                              const char* kernel = "auto");
 
-// Gradients of the diagonal blocks given the merged out and lse: adds their part of dq to `dq`
-// ([S, H, d], fp32/fp64, updated in place) and returns dK then dV of every block, in the blocks'
-// dtype.
-std::vector<at::Tensor> diag_backward(const at::Tensor& dout, const at::Tensor& q,
-                                      const at::Tensor& out, const at::Tensor& lse,
-                                      at::TensorList ks, at::TensorList vs, at::Tensor& dq,
-                                      double scale, const char* kernel = "auto");
+struct DiagGrads {
+  at::Tensor dq;                  // [S, H, d], q's dtype: block 0's dq plus the blocks' part
+  std::vector<at::Tensor> dk, dv;  // every block's, in its dtype
+};
+
+// Gradients of the diagonal blocks given the merged out and lse; dq0 ([S, H, d], q's dtype) is
+// block 0's dq, to which the blocks' part is added in fp32 (fp64 on the fp64 path) before one
+// rounding.
+DiagGrads diag_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& out,
+                        const at::Tensor& lse, at::TensorList ks, at::TensorList vs,
+                        const at::Tensor& dq0, double scale, const char* kernel = "auto");
 
 }  // namespace eaglet::attention
