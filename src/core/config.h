@@ -84,7 +84,7 @@ struct ModelConfig {
   std::string norm_key = "model.norm.weight";
   std::string vocab_mapping;       // safetensors file with t2d/d2t; empty: build from data
   std::string attention = "auto";  // auto | reference | flash
-  int64_t loss_chunk = 4096;       // rows per chunk of the fused lm_head + loss
+  int64_t loss_chunk = 8192;       // rows per chunk of the fused lm_head + loss
   bool recompute_mlp = false;    // recompute the MLP in backward (less memory, ~1 more MLP forward)
   bool recompute_swiglu = true;  // keep only gate/up outputs; silu and product recomputed
 };

@@ -110,10 +110,10 @@ ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
         name.find("v_proj") != std::string::npos || name.find("gate_proj") != std::string::npos ||
         name.find("up_proj") != std::string::npos)
       continue;  // cast into qkv and gate_up below
-    *to[i].second = from[i].second->to(dt);
+    *to[i].second = to_compute(*from[i].second, dt);
   }
-  c.qkv = at::cat({w.q_proj.to(dt), w.k_proj.to(dt), w.v_proj.to(dt)});
-  c.gate_up = at::cat({w.gate_proj.to(dt), w.up_proj.to(dt)});
+  c.qkv = at::cat({to_compute(w.q_proj, dt), to_compute(w.k_proj, dt), to_compute(w.v_proj, dt)});
+  c.gate_up = at::cat({to_compute(w.gate_proj, dt), to_compute(w.up_proj, dt)});
   c.w.embed_tokens = w.embed_tokens;
   return c;
 }

@@ -39,6 +39,8 @@ namespace eaglet::model {
 void launch_rope(const void* x, int64_t row_stride, int64_t head_stride, const float* cos,
                  const float* sin, int64_t table_stride, void* out, int64_t rows, int heads,
                  int half, float sign, bool bf16, cudaStream_t stream);
+// model/widen.cu
+void launch_widen(const void* src, float* dst, int64_t n, bool bf16, cudaStream_t stream);
 #endif
 
 WeightGrad::WeightGrad(int64_t uses) : sum_({at::Tensor()}), count_({uses, 0}) {
@@ -84,6 +86,42 @@ void WeightGrad::save(torch::autograd::AutogradContext* ctx, const std::string& 
 WeightGrad WeightGrad::load(torch::autograd::AutogradContext* ctx, const std::string& key) {
   return {ctx->saved_data.at(key + ".sum").toTensorList(),
           ctx->saved_data.at(key + ".count").toIntList()};
+}
+
+namespace {
+
+struct ToCompute : torch::autograd::Function<ToCompute> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& w,
+                            at::ScalarType dt, bool fused) {
+    ctx->saved_data["dtype"] = static_cast<int64_t>(w.scalar_type());
+    ctx->saved_data["fused"] = fused;
+    return w.to(dt);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto to = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
+    const auto& g = grads[0];
+#ifdef EAGLET_WITH_CUDA
+    if (ctx->saved_data["fused"].toBool() && g.is_contiguous() &&
+        (g.scalar_type() == at::kBFloat16 || g.scalar_type() == at::kHalf)) {
+      auto out = at::empty(g.sizes(), g.options().dtype(at::kFloat));
+      launch_widen(g.data_ptr(), out.data_ptr<float>(), g.numel(),
+                   g.scalar_type() == at::kBFloat16, stream_of(g));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      return {out, at::Tensor(), at::Tensor()};
+    }
+#endif
+    return {g.to(to), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, const char* kernel) {
+  if (w.scalar_type() == dt) return w;
+  const bool fused = own_kernel_runs(w, kernel) && w.scalar_type() == at::kFloat &&
+                     (dt == at::kBFloat16 || dt == at::kHalf);
+  return ToCompute::apply(w, dt, fused);
 }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {

@@ -41,6 +41,11 @@ class WeightGrad {
   c10::List<int64_t> count_;   // {uses, uses finished}
 };
 
+// w cast to the compute dtype dt, as one autograd function whose backward casts the gradient back
+// to w's dtype (the fp32 masters): one vectorised pass on the GPU for bf16/fp16 -> fp32 where the
+// fused entry runs (`kernel` "auto"; ATen's widening copy moves one element at a time there),
+// ATen's cast otherwise. w itself where it already has dtype dt.
+at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, const char* kernel = "auto");
 // y = weight · cast_back(x_f32 · rsqrt(mean(x_f32²) + eps))  (DESIGN §4: statistics in fp32).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // residual + x · wᵀ (x [rows, in], w [out, in] in x's dtype, residual [rows, out] or undefined:

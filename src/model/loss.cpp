@@ -4,9 +4,7 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/grad_mode.h>
-#include <ATen/ops/argmax.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/index_select.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -105,16 +103,14 @@ TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
                at::empty({n}, rows.options().dtype(acc)),
                at::empty({n}, rows.options().dtype(at::kLong)),
                at::empty({n}, rows.options().dtype(at::kBool))};
+  const auto col_of = col_of_draft_ids(ids, head.size(0));
+  const auto t2d_here = t2d.to(rows.device(), at::kBool).contiguous();
   for (int64_t s = 0; s < n; s += chunk) {
     const int64_t len = std::min(chunk, n - s);
     auto full = at::mm(rows.narrow(0, s, len), head.t());  // [len, Vt], freed after the chunk
-    t.in_draft.narrow(0, s, len).copy_(t2d.index_select(0, at::argmax(full, -1)));
-    auto l = t.logits.narrow(0, s, len);
-    if (full.scalar_type() == dtype)
-      at::index_select_out(l, full, 1, ids);
-    else
-      l.copy_(at::index_select(full, 1, ids));
-    row_lse_argmax(l, t.lse.narrow(0, s, len), t.argmax.narrow(0, s, len));
+    target_side_rows(full, ids, col_of, t2d_here, t.logits.narrow(0, s, len),
+                     t.lse.narrow(0, s, len), t.argmax.narrow(0, s, len),
+                     t.in_draft.narrow(0, s, len));
   }
   return t;
 }

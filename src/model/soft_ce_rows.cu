@@ -3,8 +3,9 @@
 // p = exp(logits − lse), and argmax z (first index on ties, as ATen's argmax); sweep 2 writes
 // dz = (exp(z − lse_z) − p)·mask over z. All arithmetic in fp32. Rows whose length, stride and
 // addresses allow it move 8 elements per load and store (16 bytes); others one at a time.
-// Also here: the target rows' lse and argmax (the same online sweep, no second pass), and scaling
-// a tensor in place by a scalar that lives on the device.
+// Also here: the target rows' lse and argmax (the same online sweep, no second pass), the target
+// side of a chunk from its full-vocabulary logits (the same, plus the full argmax and the copy of
+// the draft columns), and scaling a tensor in place by a scalar that lives on the device.
 #include <cuda_runtime.h>
 
 #include <cfloat>
@@ -155,6 +156,55 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The target side of a chunk: one sweep over each full-vocabulary row gives its argmax over all
+// Vt (first index on ties), copies the draft columns (col_of[t] >= 0: the draft column of target
+// id t) into `draft`, and takes their lse and argmax (first draft column on ties) on the way.
+template <typename T, int N>
+__global__ void __launch_bounds__(kThreads)
+    target_side_kernel(const T* __restrict__ full, int64_t full_stride,
+                       const int* __restrict__ col_of, const bool* __restrict__ t2d,
+                       T* __restrict__ draft, int64_t draft_stride, float* __restrict__ lse,
+                       int64_t* __restrict__ argmax, bool* __restrict__ in_draft, int64_t vocab) {
+  const int64_t row = blockIdx.x;
+  const T* fr = full + row * full_stride;
+  T* dr = draft + row * draft_stride;
+  Partial all = empty_partial(), acc = empty_partial();  // all: only its argmax is used
+  for (int64_t j = threadIdx.x * N; j < vocab; j += kThreads * N) {
+    float v[N];
+    load<T, N>(v, fr, j);
+    const auto cols = *reinterpret_cast<const Pack<int, N>*>(col_of + j);
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      if (v[i] > all.best) {
+        all.best = v[i];
+        all.best_index = static_cast<int>(j + i);
+      }
+      const int c = cols.v[i];
+      if (c < 0) continue;
+      dr[c] = from_float<T>(v[i]);
+      if (v[i] > acc.best || (v[i] == acc.best && c < acc.best_index)) {
+        acc.best = v[i];
+        acc.best_index = c;
+      }
+      if (v[i] > acc.max) {
+        acc.sum = acc.sum == 0.f ? 0.f : acc.sum * expf(acc.max - v[i]);
+        acc.max = v[i];
+      }
+      acc.sum += expf(v[i] - acc.max);
+    }
+  }
+  all = block_reduce(all);
+  __shared__ int full_best;
+  if (threadIdx.x == 0) full_best = all.best_index;
+  __syncthreads();  // block_reduce's shared partials are reused below
+  acc = block_reduce(acc);
+  if (threadIdx.x == 0) {
+    lse[row] = acc.max + logf(acc.sum);
+    argmax[row] = acc.best_index;
+    in_draft[row] = t2d[full_best];
+  }
+}
+
 // x[i] *= *g for n elements, N per thread and step (x aligned for Pack<T, N> when N > 1).
 template <typename T, int N>
 __global__ void scale_kernel(T* __restrict__ x, const float* __restrict__ g, int64_t n) {
@@ -198,6 +248,21 @@ void launch_lse_argmax_t(const void* logits, int64_t stride, float* lse, int64_t
 }
 
 template <typename T>
+void launch_target_side_t(const void* full, int64_t full_stride, const int* col_of, const bool* t2d,
+                          void* draft, int64_t draft_stride, float* lse, int64_t* argmax,
+                          bool* in_draft, int64_t rows, int64_t vocab, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(rows)), block(kThreads);
+  auto ft = static_cast<const T*>(full);
+  auto dt = static_cast<T*>(draft);
+  if (vocab % 8 == 0 && full_stride % 8 == 0 && pack_aligned<T, 8>(full))
+    target_side_kernel<T, 8><<<grid, block, 0, stream>>>(ft, full_stride, col_of, t2d, dt,
+                                                         draft_stride, lse, argmax, in_draft, vocab);
+  else
+    target_side_kernel<T, 1><<<grid, block, 0, stream>>>(ft, full_stride, col_of, t2d, dt,
+                                                         draft_stride, lse, argmax, in_draft, vocab);
+}
+
+template <typename T>
 void launch_scale_t(void* x, const float* g, int64_t n, cudaStream_t stream) {
   constexpr int kBlock = 256;
   auto xt = static_cast<T*>(x);
@@ -229,6 +294,18 @@ void launch_lse_argmax(const void* logits, int64_t stride, float* lse, int64_t* 
     launch_lse_argmax_t<__nv_bfloat16>(logits, stride, lse, argmax, rows, vocab, stream);
   else
     launch_lse_argmax_t<__half>(logits, stride, lse, argmax, rows, vocab, stream);
+}
+
+void launch_target_side(const void* full, int64_t full_stride, const int* col_of, const bool* t2d,
+                        void* draft, int64_t draft_stride, float* lse, int64_t* argmax,
+                        bool* in_draft, int64_t rows, int64_t vocab, bool bf16,
+                        cudaStream_t stream) {
+  if (bf16)
+    launch_target_side_t<__nv_bfloat16>(full, full_stride, col_of, t2d, draft, draft_stride, lse,
+                                        argmax, in_draft, rows, vocab, stream);
+  else
+    launch_target_side_t<__half>(full, full_stride, col_of, t2d, draft, draft_stride, lse, argmax,
+                                 in_draft, rows, vocab, stream);
 }
 
 void launch_scale(void* x, const float* g, int64_t n, bool bf16, cudaStream_t stream) {

@@ -10,9 +10,12 @@
 #include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/randperm.h>
 #include <ATen/ops/zeros.h>
 
 #include <cmath>
+#include <tuple>
+#include <vector>
 
 #include "attention/local_attention.h"
 #include "attention/ttt_attention.h"
@@ -289,6 +292,73 @@ TEST_CASE("GPU: the fused target-row lse and argmax equal the ATen reference", "
       INFO("lse rel err " << test::rel_err(lse_got, lse_ref));
       CHECK(test::rel_err(lse_got, lse_ref) <= 1e-5);  // fp32 sums in another order
       CHECK(at::equal(am_got, am_ref));
+    }
+  }
+}
+
+TEST_CASE("GPU: to_compute's backward widens the gradient to fp32 exactly", "[gpu][model]") {
+  if (no_cuda()) return;
+  const c10::Device dev(c10::kCUDA, 0);
+  auto gen = at::detail::createCPUGenerator(17);
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    // 4096 x 8: the 16-byte path; 333 x 7 (odd count) and a gradient starting one element into
+    // its storage: the one-by-one path.
+    for (auto [rows, cols, offset] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {4096, 8, 0}, {333, 7, 0}, {64, 16, 1}}) {
+      INFO("dtype " << c10::toString(dtype) << " shape " << rows << "x" << cols << " offset "
+                    << offset);
+      auto w = at::randn({rows, cols}, gen, at::TensorOptions().dtype(at::kFloat))
+                   .to(dev)
+                   .requires_grad_();
+      auto y = model::to_compute(w, dtype);
+      CHECK(y.scalar_type() == dtype);
+      CHECK(at::equal(y, w.detach().to(dtype)));
+      auto storage = at::randn({rows * cols + offset}, gen, at::TensorOptions().dtype(at::kFloat))
+                         .to(dev, dtype);
+      auto g = storage.narrow(0, offset, rows * cols).view({rows, cols});
+      y.backward(g);
+      CHECK(at::equal(w.grad(), g.to(at::kFloat)));  // widening is exact
+    }
+  }
+}
+
+TEST_CASE("GPU: the fused target side of a chunk equals the ATen reference", "[gpu][loss]") {
+  if (no_cuda()) return;
+  const c10::Device dev(c10::kCUDA, 0);
+  auto gen = at::detail::createCPUGenerator(29);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  auto i64 = at::TensorOptions().dtype(at::kLong);
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    // 1000: 16-byte loads; 1001: one at a time. Draft ids sorted (as vocab mappings are) or not.
+    for (int64_t vt : {1000, 1001}) {
+      for (bool sorted : {true, false}) {
+        INFO("dtype " << c10::toString(dtype) << " Vt " << vt << " sorted " << sorted);
+        const int64_t n = 37, vd = 300;
+        auto ids = at::randperm(vt, gen, i64).narrow(0, 0, vd);
+        if (sorted) ids = std::get<0>(ids.sort());
+        ids = ids.to(dev);
+        auto t2d = at::zeros({vt}, f32.device(dev).dtype(at::kBool)).index_fill_(0, ids, true);
+        // Rounded to a few values: many ties, in the full row and among the draft columns.
+        auto full = (at::randn({n, vt}, gen, f32) * 2).round().to(dev, dtype);
+        auto col_of = model::col_of_draft_ids(ids, vt);
+        auto run = [&](const char* kernel) {
+          std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> r{
+              at::empty({n, vd}, full.options()), at::empty({n}, f32.device(dev)),
+              at::empty({n}, i64.device(dev)), at::empty({n}, i64.device(dev).dtype(at::kBool))};
+          model::target_side_rows(full, ids, col_of, t2d, std::get<0>(r), std::get<1>(r),
+                                  std::get<2>(r), std::get<3>(r), kernel);
+          return r;
+        };
+        auto [d_ref, lse_ref, am_ref, in_ref] = run("reference");
+        auto [d_got, lse_got, am_got, in_got] = run("auto");
+        CHECK(at::equal(d_got, d_ref));  // copies
+        INFO("lse rel err " << test::rel_err(lse_got, lse_ref));
+        CHECK(test::rel_err(lse_got, lse_ref) <= 1e-5);  // fp32 sums in another order
+        CHECK(at::equal(am_got, am_ref));
+        CHECK(at::equal(in_got, in_ref));
+        CHECK(in_ref.any().item<bool>());  // both outcomes occur
+        CHECK(!in_ref.all().item<bool>());
+      }
     }
   }
 }
