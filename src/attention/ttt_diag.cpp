@@ -152,9 +152,8 @@ DiagMerge fused_forward(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                         at::TensorList, double) {
   EAGLET_FAIL("the fused TTT diagonal kernel needs a CUDA build");
 }
-DiagGrads fused_backward(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                         const at::Tensor&, at::TensorList, at::TensorList, const at::Tensor&,
-                         double) {
+DiagGrads fused_backward(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                         at::TensorList, at::TensorList, const at::Tensor&, double) {
   EAGLET_FAIL("the fused TTT diagonal kernel needs a CUDA build");
 }
 #endif

@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         qk += __shfl_xor_sync(0xffffffffu, qk, o);
         dov_v += __shfl_xor_sync(0xffffffffu, dov_v, o);
       }
-      const float p = expf(qk * scale - l[j]);      // this block's weight in the merged softmax
+      const float p = expf(qk * scale - l[j]);     // this block's weight in the merged softmax
       const float g = p * (dov_v - D[j]) * scale;  // d loss / d (q·k)
 #pragma unroll
       for (int i = 0; i < L; ++i) {
@@ -207,8 +207,8 @@ void backward(const void* dout, const void* q, const void* out, const float* lse
     diag_backward_kernel<T, decltype(g)::value, decltype(l)::value>
         <<<grid_for(S * KV), kWarps * 32, 0, stream>>>(
             static_cast<const T*>(dout), static_cast<const T*>(q), static_cast<const T*>(out), lse,
-            static_cast<const T*>(dq0), dq0_row, dq0_head, blocks, static_cast<T*>(dq), S, H, KV,
-            d, scale);
+            static_cast<const T*>(dq0), dq0_row, dq0_head, blocks, static_cast<T*>(dq), S, H, KV, d,
+            scale);
   });
 }
 

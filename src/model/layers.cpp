@@ -105,8 +105,8 @@ struct ToCompute : torch::autograd::Function<ToCompute> {
     if (ctx->saved_data["fused"].toBool() && g.is_contiguous() &&
         (g.scalar_type() == at::kBFloat16 || g.scalar_type() == at::kHalf)) {
       auto out = at::empty(g.sizes(), g.options().dtype(at::kFloat));
-      launch_widen(g.data_ptr(), out.data_ptr<float>(), g.numel(),
-                   g.scalar_type() == at::kBFloat16, stream_of(g));
+      launch_widen(g.data_ptr(), out.data_ptr<float>(), g.numel(), g.scalar_type() == at::kBFloat16,
+                   stream_of(g));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       return {out, at::Tensor(), at::Tensor()};
     }
@@ -119,8 +119,9 @@ struct ToCompute : torch::autograd::Function<ToCompute> {
 
 at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, const char* kernel) {
   if (w.scalar_type() == dt) return w;
-  const bool fused = own_kernel_runs(w, kernel) && w.scalar_type() == at::kFloat &&
-                     (dt == at::kBFloat16 || dt == at::kHalf);
+  // The fused entry is decided on the gradient's side of the cast (bf16/fp16 on the GPU).
+  const bool fused = w.scalar_type() == at::kFloat &&
+                     own_kernel_runs(at::empty({0}, w.options().dtype(dt)), kernel);
   return ToCompute::apply(w, dt, fused);
 }
 
