@@ -87,35 +87,13 @@ __device__ __forceinline__ Partial block_reduce(Partial acc) {
   return acc;
 }
 
-// N consecutive elements of the row at element j (N = 1 or 8), as stored.
+// N consecutive elements of the row at element j into fp32 (N = 1 or 8).
 template <typename T, int N>
-__device__ __forceinline__ Pack<T, N> pack(const T* row, int64_t j) {
-  return *reinterpret_cast<const Pack<T, N>*>(row + j);
-}
-
-// Each thread's packs of a row: N elements at j, j + kThreads·N, ... in increasing j (so a strict
-// ">" keeps the first maximum), kUnroll packs loaded before any is used (loads in flight).
-constexpr int kUnroll = 4;
-template <int N, typename Load, typename Use>
-__device__ __forceinline__ void sweep(int64_t vocab, Load&& load_at, Use&& use) {
-  constexpr int64_t step = static_cast<int64_t>(kThreads) * N;
-  for (int64_t j0 = threadIdx.x * N; j0 < vocab; j0 += step * kUnroll) {
-    decltype(load_at(j0)) packs[kUnroll];
+__device__ __forceinline__ void load(float (&dst)[N], const T* row, int64_t j) {
+  const auto p = *reinterpret_cast<const Pack<T, N>*>(row + j);
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (j0 + u * step < vocab) packs[u] = load_at(j0 + u * step);
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      if (j0 + u * step < vocab) use(packs[u], j0 + u * step);
-  }
+  for (int i = 0; i < N; ++i) dst[i] = to_float(p.v[i]);
 }
-
-// Two packs loaded together (converted to fp32 when used).
-template <typename A, typename B>
-struct Both {
-  A a;
-  B b;
-};
 
 template <typename T, int N>
 __global__ void __launch_bounds__(kThreads)
@@ -128,18 +106,14 @@ __global__ void __launch_bounds__(kThreads)
   const float t_lse = lse[row];
 
   Partial acc = empty_partial();
-  auto both = [&](int64_t j) {
-    return Both<Pack<T, N>, Pack<T, N>>{pack<T, N>(zr, j), pack<T, N>(tr, j)};
-  };
-  sweep<N>(vocab, both, [&](const Both<Pack<T, N>, Pack<T, N>>& p, int64_t j) {
-    float zv[N];
+  for (int64_t j = threadIdx.x * N; j < vocab; j += kThreads * N) {
+    float zv[N], tv[N];
+    load<T, N>(zv, zr, j);
+    load<T, N>(tv, tr, j);
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-      zv[i] = to_float(p.a.v[i]);
-      acc.pz += expf(to_float(p.b.v[i]) - t_lse) * zv[i];
-    }
+    for (int i = 0; i < N; ++i) acc.pz += expf(tv[i] - t_lse) * zv[i];
     accumulate<N>(acc, zv, j);
-  });
+  }
   acc = block_reduce(acc);
   __shared__ float row_lse;
   if (threadIdx.x == 0) {
@@ -150,14 +124,16 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   const float l = row_lse, msk = mask[row];
-  sweep<N>(vocab, both, [&](const Both<Pack<T, N>, Pack<T, N>>& p, int64_t j) {
+  for (int64_t j = threadIdx.x * N; j < vocab; j += kThreads * N) {
+    float zv[N], tv[N];
+    load<T, N>(zv, zr, j);
+    load<T, N>(tv, tr, j);
     Pack<T, N> out;
 #pragma unroll
     for (int i = 0; i < N; ++i)
-      out.v[i] =
-          from_float<T>((expf(to_float(p.a.v[i]) - l) - expf(to_float(p.b.v[i]) - t_lse)) * msk);
+      out.v[i] = from_float<T>((expf(zv[i] - l) - expf(tv[i] - t_lse)) * msk);
     *reinterpret_cast<Pack<T, N>*>(zr + j) = out;
-  });
+  }
 }
 
 // The target side's rows: lse (fp32) and argmax (first index on ties) of each row of logits.
@@ -168,14 +144,11 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row = blockIdx.x;
   const T* lr = logits + row * stride;
   Partial acc = empty_partial();
-  sweep<N>(
-      vocab, [&](int64_t j) { return pack<T, N>(lr, j); },
-      [&](const Pack<T, N>& p, int64_t j) {
-        float v[N];
-#pragma unroll
-        for (int i = 0; i < N; ++i) v[i] = to_float(p.v[i]);
-        accumulate<N>(acc, v, j);
-      });
+  for (int64_t j = threadIdx.x * N; j < vocab; j += kThreads * N) {
+    float v[N];
+    load<T, N>(v, lr, j);
+    accumulate<N>(acc, v, j);
+  }
   acc = block_reduce(acc);
   if (threadIdx.x == 0) {
     lse[row] = acc.max + logf(acc.sum);
@@ -196,32 +169,30 @@ __global__ void __launch_bounds__(kThreads)
   const T* fr = full + row * full_stride;
   T* dr = draft + row * draft_stride;
   Partial all = empty_partial(), acc = empty_partial();  // all: only its argmax is used
-  auto both = [&](int64_t j) {
-    return Both<Pack<T, N>, Pack<int, N>>{pack<T, N>(fr, j),
-                                          *reinterpret_cast<const Pack<int, N>*>(col_of + j)};
-  };
-  sweep<N>(vocab, both, [&](const Both<Pack<T, N>, Pack<int, N>>& p, int64_t j) {
+  for (int64_t j = threadIdx.x * N; j < vocab; j += kThreads * N) {
+    float v[N];
+    load<T, N>(v, fr, j);
+    const auto cols = *reinterpret_cast<const Pack<int, N>*>(col_of + j);
 #pragma unroll
     for (int i = 0; i < N; ++i) {
-      const float v = to_float(p.a.v[i]);
-      if (v > all.best) {
-        all.best = v;
+      if (v[i] > all.best) {
+        all.best = v[i];
         all.best_index = static_cast<int>(j + i);
       }
-      const int c = p.b.v[i];
+      const int c = cols.v[i];
       if (c < 0) continue;
-      dr[c] = from_float<T>(v);
-      if (v > acc.best || (v == acc.best && c < acc.best_index)) {
-        acc.best = v;
+      dr[c] = from_float<T>(v[i]);
+      if (v[i] > acc.best || (v[i] == acc.best && c < acc.best_index)) {
+        acc.best = v[i];
         acc.best_index = c;
       }
-      if (v > acc.max) {
-        acc.sum = acc.sum == 0.f ? 0.f : acc.sum * expf(acc.max - v);
-        acc.max = v;
+      if (v[i] > acc.max) {
+        acc.sum = acc.sum == 0.f ? 0.f : acc.sum * expf(acc.max - v[i]);
+        acc.max = v[i];
       }
-      acc.sum += expf(v - acc.max);
+      acc.sum += expf(v[i] - acc.max);
     }
-  });
+  }
   all = block_reduce(all);
   __shared__ int full_best;
   if (threadIdx.x == 0) full_best = all.best_index;
@@ -284,11 +255,11 @@ void launch_target_side_t(const void* full, int64_t full_stride, const int* col_
   auto ft = static_cast<const T*>(full);
   auto dt = static_cast<T*>(draft);
   if (vocab % 8 == 0 && full_stride % 8 == 0 && pack_aligned<T, 8>(full))
-    target_side_kernel<T, 8><<<grid, block, 0, stream>>>(
-        ft, full_stride, col_of, t2d, dt, draft_stride, lse, argmax, in_draft, vocab);
+    target_side_kernel<T, 8><<<grid, block, 0, stream>>>(ft, full_stride, col_of, t2d, dt,
+                                                         draft_stride, lse, argmax, in_draft, vocab);
   else
-    target_side_kernel<T, 1><<<grid, block, 0, stream>>>(
-        ft, full_stride, col_of, t2d, dt, draft_stride, lse, argmax, in_draft, vocab);
+    target_side_kernel<T, 1><<<grid, block, 0, stream>>>(ft, full_stride, col_of, t2d, dt,
+                                                         draft_stride, lse, argmax, in_draft, vocab);
 }
 
 template <typename T>
