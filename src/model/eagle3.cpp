@@ -119,16 +119,6 @@ ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
 }
 }  // namespace
 
-LossTarget loss_target(const at::Tensor& full_head, const VocabMap& vocab, c10::Device device) {
-  const auto ids = vocab.draft_to_target().cpu();
-  const int64_t n = ids.size(0);
-  const auto marked = at::arange(vocab.t2d.size(0), ids.options()).masked_select(vocab.t2d.cpu());
-  const bool ascending =
-      at::equal(ids, marked) &&
-      (n < 2 || (ids.narrow(0, 1, n - 1) > ids.narrow(0, 0, n - 1)).all().item<bool>());
-  return {full_head.to(device), ids.to(device), vocab.t2d.to(device), ascending};
-}
-
 Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const LossTarget& target,
                       const ShardInput& shard, const TttOptions& opt) {
   const int64_t T = opt.ttt_length;
@@ -177,7 +167,7 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   // (Across a run's end into the next run's rows is never read: step k reads rows up to n+k−1.)
   const int64_t rows = lhs.size(0);
   auto targets = target_rows(lhs.narrow(0, 1, rows - 1), target.full_head, target.draft_ids,
-                             target.t2d, target.draft_ids_ascending, opt.loss_chunk, dt);
+                             target.t2d, opt.loss_chunk, dt);
   // Row-i mask (DESIGN §4): loss_mask[i] × t2d[argmax(lhs[i+1] · Wtᵀ)]; past the shard lhs is the
   // zero row, whose logits are all 0 and whose argmax is token 0.
   auto mask_rows = loss_mask.to(at::kFloat) *

@@ -14,7 +14,6 @@
 #include "core/config.h"
 #include "model/loss.h"
 #include "model/recompute.h"
-#include "model/vocab.h"
 
 namespace eaglet {
 class Communicator;
@@ -49,13 +48,7 @@ struct LossTarget {
   at::Tensor full_head;  // [Vt, Ht]
   at::Tensor draft_ids;  // int64 [Vd]: target id of each draft token (Vocab::draft_to_target)
   at::Tensor t2d;        // bool [Vt]
-  // draft_ids ascend and are t2d's ids (checked once on the host by loss_target): the fused target
-  // side then finds a target id's draft column by counting the t2d ids below it.
-  bool draft_ids_ascending = false;
 };
-
-// The loss target on `device` from the target's head and the vocabulary mapping.
-LossTarget loss_target(const at::Tensor& full_head, const VocabMap& vocab, c10::Device device);
 
 // One rank's shard (DESIGN §3): C own rows plus a T-row halo.
 struct ShardInput {

@@ -32,10 +32,10 @@ struct TargetRows {
 // rows [N, Ht], full_head [Vt, Ht], draft_ids [Vd] (target id of each draft token), t2d [Vt]:
 // `chunk` rows at a time, one GEMM against the full head per chunk in the rows' dtype (the
 // stored hidden states'); the draft vocabulary's logits are its draft_ids columns, kept in
-// `dtype` (the compute dtype). `ascending`: draft_ids ascend and are t2d's ids (LossTarget).
+// `dtype` (the compute dtype).
 TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
-                       const at::Tensor& draft_ids, const at::Tensor& t2d, bool ascending,
-                       int64_t chunk, at::ScalarType dtype);
+                       const at::Tensor& draft_ids, const at::Tensor& t2d, int64_t chunk,
+                       at::ScalarType dtype);
 
 // `rows` consecutive target rows from row `target` on.
 struct RowSpan {

@@ -7,6 +7,7 @@
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/exp.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/log_softmax.h>
 #include <ATen/ops/logsumexp.h>
@@ -27,9 +28,9 @@ void launch_soft_ce_rows(void* z, const void* logits, int64_t logits_stride, con
                          int64_t vocab, bool bf16, cudaStream_t stream);
 void launch_lse_argmax(const void* logits, int64_t stride, float* lse, int64_t* argmax,
                        int64_t rows, int64_t vocab, bool bf16, cudaStream_t stream);
-void launch_target_side(const void* full, int64_t full_stride, const uint8_t* bits,
-                        const int* before, void* draft, int64_t draft_stride, float* lse,
-                        int64_t* argmax, bool* in_draft, int64_t rows, int64_t vocab, bool bf16,
+void launch_target_side(const void* full, int64_t full_stride, const int* col_of, const bool* t2d,
+                        void* draft, int64_t draft_stride, float* lse, int64_t* argmax,
+                        bool* in_draft, int64_t rows, int64_t vocab, bool bf16,
                         cudaStream_t stream);
 void launch_scale(void* x, const float* g, int64_t n, bool bf16, cudaStream_t stream);
 #endif
@@ -93,41 +94,39 @@ void row_lse_argmax(const at::Tensor& logits, at::Tensor lse, at::Tensor argmax,
   argmax.copy_(at::argmax(logits, -1));
 }
 
-DraftColumns::DraftColumns(const at::Tensor& draft_ids, const at::Tensor& marks, bool ascending)
-    : ids(draft_ids.to(at::kLong)), t2d(marks.to(at::kBool)) {
-  if (!ascending) return;
-  const int64_t vt = t2d.size(0), bytes = (vt + 7) / 8;
-  auto marked = at::zeros({bytes * 8}, t2d.options().dtype(at::kInt));
-  marked.narrow(0, 0, vt).copy_(t2d);
-  auto per_byte = marked.view({bytes, 8});
-  bits = (per_byte * at::arange(8, per_byte.options()).exp2().to(at::kInt)).sum(1).to(at::kByte);
-  auto count = per_byte.sum(1);
-  before = (count.cumsum(0) - count).to(at::kInt);
+at::Tensor col_of_draft_ids(const at::Tensor& draft_ids, int64_t target_vocab) {
+  const auto ids = draft_ids.to(at::kLong);
+  auto col = at::full({target_vocab}, -1, ids.options().dtype(at::kInt));
+  col.index_copy_(0, ids, at::arange(ids.size(0), col.options()));
+  return col;
 }
 
-void target_side_rows(const at::Tensor& full, const DraftColumns& columns, at::Tensor draft,
-                      at::Tensor lse, at::Tensor argmax, at::Tensor in_draft, const char* kernel) {
+void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const at::Tensor& col_of,
+                      const at::Tensor& t2d, at::Tensor draft, at::Tensor lse, at::Tensor argmax,
+                      at::Tensor in_draft, const char* kernel) {
 #ifdef EAGLET_WITH_CUDA
-  if (own_kernel_runs(full, kernel) && columns.bits.defined() &&
-      full.scalar_type() == draft.scalar_type() && full.stride(1) == 1 && draft.stride(1) == 1 &&
-      lse.scalar_type() == at::kFloat && lse.is_contiguous() && argmax.scalar_type() == at::kLong &&
-      argmax.is_contiguous() && in_draft.scalar_type() == at::kBool && in_draft.is_contiguous() &&
-      columns.t2d.size(0) == full.size(1)) {
+  if (own_kernel_runs(full, kernel) && full.scalar_type() == draft.scalar_type() &&
+      full.stride(1) == 1 && draft.stride(1) == 1 && lse.scalar_type() == at::kFloat &&
+      lse.is_contiguous() && argmax.scalar_type() == at::kLong && argmax.is_contiguous() &&
+      in_draft.scalar_type() == at::kBool && in_draft.is_contiguous() &&
+      col_of.scalar_type() == at::kInt && col_of.is_contiguous() &&
+      col_of.numel() == full.size(1) && t2d.scalar_type() == at::kBool && t2d.is_contiguous()) {
     const int64_t n = full.size(0);
     if (n == 0) return;
-    launch_target_side(full.data_ptr(), full.stride(0), columns.bits.data_ptr<uint8_t>(),
-                       columns.before.data_ptr<int>(), draft.data_ptr(), draft.stride(0),
+    launch_target_side(full.data_ptr(), full.stride(0), col_of.data_ptr<int>(),
+                       t2d.data_ptr<bool>(), draft.data_ptr(), draft.stride(0),
                        lse.data_ptr<float>(), argmax.data_ptr<int64_t>(), in_draft.data_ptr<bool>(),
                        n, full.size(1), full.scalar_type() == at::kBFloat16, stream_of(full));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
 #endif
-  in_draft.copy_(columns.t2d.index_select(0, at::argmax(full, -1)));
+  (void)col_of;
+  in_draft.copy_(t2d.index_select(0, at::argmax(full, -1)));
   if (full.scalar_type() == draft.scalar_type() && draft.is_contiguous())
-    at::index_select_out(draft, full, 1, columns.ids);
+    at::index_select_out(draft, full, 1, draft_ids);
   else
-    draft.copy_(at::index_select(full, 1, columns.ids));
+    draft.copy_(at::index_select(full, 1, draft_ids));
   row_lse_argmax(draft, lse, argmax, kernel);
 }
 

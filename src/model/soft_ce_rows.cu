@@ -159,13 +159,12 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // The target side of a chunk: one sweep over each full-vocabulary row gives its argmax over all
-// Vt (first index on ties), copies the draft columns into `draft` and takes their lse and argmax
-// (first draft column on ties) on the way. Target id j is a draft column when bit j%8 of
-// bits[j/8] is set; its column is before[j/8] + the bits set below it (draft ids ascend).
+// Vt (first index on ties), copies the draft columns (col_of[t] >= 0: the draft column of target
+// id t) into `draft`, and takes their lse and argmax (first draft column on ties) on the way.
 template <typename T, int N>
 __global__ void __launch_bounds__(kThreads)
     target_side_kernel(const T* __restrict__ full, int64_t full_stride,
-                       const uint8_t* __restrict__ bits, const int* __restrict__ before,
+                       const int* __restrict__ col_of, const bool* __restrict__ t2d,
                        T* __restrict__ draft, int64_t draft_stride, float* __restrict__ lse,
                        int64_t* __restrict__ argmax, bool* __restrict__ in_draft, int64_t vocab) {
   const int64_t row = blockIdx.x;
@@ -175,21 +174,17 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t j = threadIdx.x * N; j < vocab; j += kThreads * N) {
     float v[N];
     load<T, N>(v, fr, j);
+    const auto cols = *reinterpret_cast<const Pack<int, N>*>(col_of + j);
 #pragma unroll
     for (int i = 0; i < N; ++i) {
       if (v[i] > all.best) {
         all.best = v[i];
         all.best_index = static_cast<int>(j + i);
       }
-    }
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-      const int64_t e = j + i, b = N == 8 ? j >> 3 : e >> 3;  // N = 8: one byte covers the pack
-      const unsigned byte = bits[b], bit = static_cast<unsigned>(e & 7);
-      if (!((byte >> bit) & 1u)) continue;
-      const int c = before[b] + __popc(byte & ((1u << bit) - 1u));
+      const int c = cols.v[i];
+      if (c < 0) continue;
       dr[c] = from_float<T>(v[i]);
-      if (v[i] > acc.best) {  // columns ascend with j: the first maximum stays
+      if (v[i] > acc.best || (v[i] == acc.best && c < acc.best_index)) {
         acc.best = v[i];
         acc.best_index = c;
       }
@@ -208,7 +203,7 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) {
     lse[row] = acc.max + logf(acc.sum);
     argmax[row] = acc.best_index;
-    in_draft[row] = (bits[full_best >> 3] >> (full_best & 7)) & 1u;
+    in_draft[row] = t2d[full_best];
   }
 }
 
@@ -255,19 +250,18 @@ void launch_lse_argmax_t(const void* logits, int64_t stride, float* lse, int64_t
 }
 
 template <typename T>
-void launch_target_side_t(const void* full, int64_t full_stride, const uint8_t* bits,
-                          const int* before, void* draft, int64_t draft_stride, float* lse,
-                          int64_t* argmax, bool* in_draft, int64_t rows, int64_t vocab,
-                          cudaStream_t stream) {
+void launch_target_side_t(const void* full, int64_t full_stride, const int* col_of, const bool* t2d,
+                          void* draft, int64_t draft_stride, float* lse, int64_t* argmax,
+                          bool* in_draft, int64_t rows, int64_t vocab, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(rows)), block(kThreads);
   auto ft = static_cast<const T*>(full);
   auto dt = static_cast<T*>(draft);
   if (vocab % 8 == 0 && full_stride % 8 == 0 && pack_aligned<T, 8>(full))
-    target_side_kernel<T, 8><<<grid, block, 0, stream>>>(
-        ft, full_stride, bits, before, dt, draft_stride, lse, argmax, in_draft, vocab);
+    target_side_kernel<T, 8><<<grid, block, 0, stream>>>(ft, full_stride, col_of, t2d, dt,
+                                                         draft_stride, lse, argmax, in_draft, vocab);
   else
-    target_side_kernel<T, 1><<<grid, block, 0, stream>>>(
-        ft, full_stride, bits, before, dt, draft_stride, lse, argmax, in_draft, vocab);
+    target_side_kernel<T, 1><<<grid, block, 0, stream>>>(ft, full_stride, col_of, t2d, dt,
+                                                         draft_stride, lse, argmax, in_draft, vocab);
 }
 
 template <typename T>
@@ -304,15 +298,15 @@ void launch_lse_argmax(const void* logits, int64_t stride, float* lse, int64_t* 
     launch_lse_argmax_t<__half>(logits, stride, lse, argmax, rows, vocab, stream);
 }
 
-void launch_target_side(const void* full, int64_t full_stride, const uint8_t* bits,
-                        const int* before, void* draft, int64_t draft_stride, float* lse,
-                        int64_t* argmax, bool* in_draft, int64_t rows, int64_t vocab, bool bf16,
+void launch_target_side(const void* full, int64_t full_stride, const int* col_of, const bool* t2d,
+                        void* draft, int64_t draft_stride, float* lse, int64_t* argmax,
+                        bool* in_draft, int64_t rows, int64_t vocab, bool bf16,
                         cudaStream_t stream) {
   if (bf16)
-    launch_target_side_t<__nv_bfloat16>(full, full_stride, bits, before, draft, draft_stride, lse,
+    launch_target_side_t<__nv_bfloat16>(full, full_stride, col_of, t2d, draft, draft_stride, lse,
                                         argmax, in_draft, rows, vocab, stream);
   else
-    launch_target_side_t<__half>(full, full_stride, bits, before, draft, draft_stride, lse, argmax,
+    launch_target_side_t<__half>(full, full_stride, col_of, t2d, draft, draft_stride, lse, argmax,
                                  in_draft, rows, vocab, stream);
 }
 

@@ -23,28 +23,17 @@ SoftCeRows soft_ce_rows(at::Tensor& z, const at::Tensor& logits, const at::Tenso
 void row_lse_argmax(const at::Tensor& logits, at::Tensor lse, at::Tensor argmax,
                     const char* kernel = "auto");
 
-// The draft vocabulary's columns within the target vocabulary, for the target side of a chunk.
-struct DraftColumns {
-  // draft_ids int64 [Vd] (the target id of each draft column), t2d bool [Vt]; `ascending`: the
-  // ids ascend and are t2d's ids (LossTarget::draft_ids_ascending), which the fused entry needs.
-  DraftColumns(const at::Tensor& draft_ids, const at::Tensor& t2d, bool ascending);
-  // (the draft ids and t2d as given, int64 and bool)
-  at::Tensor ids, t2d;
-  // Where ascending: t2d as bits (uint8 [ceil(Vt/8)], bit j%8 of byte j/8) and the draft columns
-  // before each byte (int32 [ceil(Vt/8)]), so target id j is draft column before[j/8] + the bits
-  // set below j in its byte. Undefined otherwise.
-  at::Tensor bits, before;
-};
-
 // The target side of a chunk from its full-vocabulary logits full [n, Vt] (row-contiguous):
-// the draft columns copied into draft [n, Vd], their lse (accumulation dtype) and argmax (int64,
-// first draft column on ties) into lse [n] and argmax [n], and in_draft [n] (bool) = t2d[argmax
-// of the full row] (first index on ties). Fused (full and draft bf16/fp16 of one dtype on the
-// GPU, ascending columns): one sweep per row; otherwise ATen's argmax, index_select and
-// row_lse_argmax.
-void target_side_rows(const at::Tensor& full, const DraftColumns& columns, at::Tensor draft,
-                      at::Tensor lse, at::Tensor argmax, at::Tensor in_draft,
-                      const char* kernel = "auto");
+// the draft columns (draft_ids [Vd], int64: the target id of each draft column) copied into
+// draft [n, Vd], their lse (accumulation dtype) and argmax (int64, first draft column on ties)
+// into lse [n] and argmax [n], and in_draft [n] (bool) = t2d[argmax of the full row] (first index
+// on ties). col_of [Vt] (int32) is draft_ids inverted: the draft column of each target id, −1
+// for none (col_of_draft_ids). Fused (full and draft bf16/fp16 of one dtype on the GPU): one
+// sweep per row; otherwise ATen's argmax, index_select and row_lse_argmax.
+void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const at::Tensor& col_of,
+                      const at::Tensor& t2d, at::Tensor draft, at::Tensor lse, at::Tensor argmax,
+                      at::Tensor in_draft, const char* kernel = "auto");
+at::Tensor col_of_draft_ids(const at::Tensor& draft_ids, int64_t target_vocab);
 
 // x *= g in place, g a scalar tensor on x's device (the upstream gradient: no host sync). The
 // fused entry (contiguous bf16/fp16 x on the GPU, fp32 g) is one vectorised pass; ATen's mul_ by

@@ -266,7 +266,8 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
   else if (opt.resume == "auto")
     spdlog::info("no checkpoint under {}/checkpoints: starting from scratch", cfg.output_dir);
 
-  auto target = model::loss_target(head.lm_head.to(device, dtype), vocab, device);
+  model::LossTarget target{head.lm_head.to(device, dtype), vocab.draft_to_target().to(device),
+                           vocab.t2d.to(device)};
   head = {};  // the CPU copies are no longer needed
 
   // --- schedule --------------------------------------------------------------------------------

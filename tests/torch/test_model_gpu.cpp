@@ -5,7 +5,6 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
 #include <ATen/ops/arange.h>
-#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/equal.h>
 #include <ATen/ops/full.h>
@@ -131,7 +130,7 @@ TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same
       auto t2d = at::ones({vocab}, at::TensorOptions().dtype(at::kBool).device(dev));
       auto target = model::target_rows((at::randn({n, 16}, gen, f32)).to(dev, dtype),
                                        (at::randn({vocab, 16}, gen, f32)).to(dev, dtype), ids, t2d,
-                                       /*ascending=*/true, 16, dtype);
+                                       16, dtype);
       auto mask = (at::randn({n}, gen, f32) > 0).to(at::kFloat).to(dev);
       auto z_ref = z0.clone(), z_got = z0.clone();
       auto ref = model::soft_ce_rows(z_ref, target.logits, target.lse, mask, "reference");
@@ -330,33 +329,36 @@ TEST_CASE("GPU: the fused target side of a chunk equals the ATen reference", "[g
   auto f32 = at::TensorOptions().dtype(at::kFloat);
   auto i64 = at::TensorOptions().dtype(at::kLong);
   for (auto dtype : {at::kBFloat16, at::kHalf}) {
-    // 1000: 16-byte loads; 1001: one at a time, the last byte of t2d's bits partly used.
+    // 1000: 16-byte loads; 1001: one at a time. Draft ids sorted (as vocab mappings are) or not.
     for (int64_t vt : {1000, 1001}) {
-      INFO("dtype " << c10::toString(dtype) << " Vt " << vt);
-      const int64_t n = 37, vd = 300;
-      auto ids = std::get<0>(at::randperm(vt - 1, gen, i64).narrow(0, 0, vd - 1).sort());
-      ids = at::cat({ids, at::full({1}, vt - 1, i64)}).to(dev);  // the last target id is drafted
-      auto t2d = at::zeros({vt}, f32.device(dev).dtype(at::kBool)).index_fill_(0, ids, true);
-      // Rounded to a few values: many ties, in the full row and among the draft columns.
-      auto full = (at::randn({n, vt}, gen, f32) * 2).round().to(dev, dtype);
-      const model::DraftColumns columns(ids, t2d, /*ascending=*/true);
-      auto run = [&](const char* kernel) {
-        std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> r{
-            at::empty({n, vd}, full.options()), at::empty({n}, f32.device(dev)),
-            at::empty({n}, i64.device(dev)), at::empty({n}, i64.device(dev).dtype(at::kBool))};
-        model::target_side_rows(full, columns, std::get<0>(r), std::get<1>(r), std::get<2>(r),
-                                std::get<3>(r), kernel);
-        return r;
-      };
-      auto [d_ref, lse_ref, am_ref, in_ref] = run("reference");
-      auto [d_got, lse_got, am_got, in_got] = run("auto");
-      CHECK(at::equal(d_got, d_ref));  // copies
-      INFO("lse rel err " << test::rel_err(lse_got, lse_ref));
-      CHECK(test::rel_err(lse_got, lse_ref) <= 1e-5);  // fp32 sums in another order
-      CHECK(at::equal(am_got, am_ref));
-      CHECK(at::equal(in_got, in_ref));
-      CHECK(in_ref.any().item<bool>());  // both outcomes occur
-      CHECK(!in_ref.all().item<bool>());
+      for (bool sorted : {true, false}) {
+        INFO("dtype " << c10::toString(dtype) << " Vt " << vt << " sorted " << sorted);
+        const int64_t n = 37, vd = 300;
+        auto ids = at::randperm(vt, gen, i64).narrow(0, 0, vd);
+        if (sorted) ids = std::get<0>(ids.sort());
+        ids = ids.to(dev);
+        auto t2d = at::zeros({vt}, f32.device(dev).dtype(at::kBool)).index_fill_(0, ids, true);
+        // Rounded to a few values: many ties, in the full row and among the draft columns.
+        auto full = (at::randn({n, vt}, gen, f32) * 2).round().to(dev, dtype);
+        auto col_of = model::col_of_draft_ids(ids, vt);
+        auto run = [&](const char* kernel) {
+          std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> r{
+              at::empty({n, vd}, full.options()), at::empty({n}, f32.device(dev)),
+              at::empty({n}, i64.device(dev)), at::empty({n}, i64.device(dev).dtype(at::kBool))};
+          model::target_side_rows(full, ids, col_of, t2d, std::get<0>(r), std::get<1>(r),
+                                  std::get<2>(r), std::get<3>(r), kernel);
+          return r;
+        };
+        auto [d_ref, lse_ref, am_ref, in_ref] = run("reference");
+        auto [d_got, lse_got, am_got, in_got] = run("auto");
+        CHECK(at::equal(d_got, d_ref));  // copies
+        INFO("lse rel err " << test::rel_err(lse_got, lse_ref));
+        CHECK(test::rel_err(lse_got, lse_ref) <= 1e-5);  // fp32 sums in another order
+        CHECK(at::equal(am_got, am_ref));
+        CHECK(at::equal(in_got, in_ref));
+        CHECK(in_ref.any().item<bool>());  // both outcomes occur
+        CHECK(!in_ref.all().item<bool>());
+      }
     }
   }
 }
