@@ -19,7 +19,7 @@ EAGLET_NO_APT=1 scripts/build.sh >/tmp/eaglet_bench_build.log 2>&1 || { tail -30
 gpus=$(nvidia-smi -L | grep -c '^GPU')
 card=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)
 # The device copy of the tree may carry a stale .git: a .eaglet_commit file written by whoever
-# launched the run wins.
+# launched the run wins (git-ignored: `git rev-parse --short HEAD > .eaglet_commit`, then carry it).
 commit=$(cat .eaglet_commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
 bench=(build/eaglet bench --config configs/bench/qwen3-8b.yaml --set output_dir=/tmp/eaglet_bench --set model.attention=${ATTN:-auto})
 echo "card: $gpus x $card, commit: $commit"
