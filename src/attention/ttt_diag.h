@@ -21,7 +21,7 @@ DiagMerge diag_merge_forward(const at::Tensor& q, const at::Tensor& out0, const 
                              const char* kernel = "auto");
 
 struct DiagGrads {
-  at::Tensor dq;                  // [S, H, d], q's dtype: block 0's dq plus the blocks' part
+  at::Tensor dq;                   // [S, H, d], q's dtype: block 0's dq plus the blocks' part
   std::vector<at::Tensor> dk, dv;  // every block's, in its dtype
 };
 

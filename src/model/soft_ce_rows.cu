@@ -257,11 +257,11 @@ void launch_target_side_t(const void* full, int64_t full_stride, const int* col_
   auto ft = static_cast<const T*>(full);
   auto dt = static_cast<T*>(draft);
   if (vocab % 8 == 0 && full_stride % 8 == 0 && pack_aligned<T, 8>(full))
-    target_side_kernel<T, 8><<<grid, block, 0, stream>>>(ft, full_stride, col_of, t2d, dt,
-                                                         draft_stride, lse, argmax, in_draft, vocab);
+    target_side_kernel<T, 8><<<grid, block, 0, stream>>>(
+        ft, full_stride, col_of, t2d, dt, draft_stride, lse, argmax, in_draft, vocab);
   else
-    target_side_kernel<T, 1><<<grid, block, 0, stream>>>(ft, full_stride, col_of, t2d, dt,
-                                                         draft_stride, lse, argmax, in_draft, vocab);
+    target_side_kernel<T, 1><<<grid, block, 0, stream>>>(
+        ft, full_stride, col_of, t2d, dt, draft_stride, lse, argmax, in_draft, vocab);
 }
 
 template <typename T>
