@@ -21,14 +21,18 @@ int64_t cuda_device_count() {
 #endif
 }
 
-bool own_kernel_runs(const at::Tensor& x, const char* kernel) {
+bool own_kernel_runs(c10::Device device, at::ScalarType dtype, const char* kernel) {
 #ifdef EAGLET_WITH_CUDA
-  return std::strcmp(kernel, "reference") != 0 && x.is_cuda() &&
-         (x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kHalf);
+  return std::strcmp(kernel, "reference") != 0 && device.is_cuda() &&
+         (dtype == at::kBFloat16 || dtype == at::kHalf);
 #else
-  (void)x, (void)kernel;
+  (void)device, (void)dtype, (void)kernel;
   return false;
 #endif
+}
+
+bool own_kernel_runs(const at::Tensor& x, const char* kernel) {
+  return own_kernel_runs(x.device(), x.scalar_type(), kernel);
 }
 
 c10::Device select_device(const std::string& requested, int64_t local_rank, int64_t local_size) {

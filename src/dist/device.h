@@ -22,5 +22,7 @@ std::string device_description(c10::Device device);
 // build, x on a GPU in bf16 or fp16, and `kernel` not "reference". Tables add their own shape
 // limits.
 bool own_kernel_runs(const at::Tensor& x, const char* kernel);
+// The same for a tensor of `dtype` on `device` that does not exist yet.
+bool own_kernel_runs(c10::Device device, at::ScalarType dtype, const char* kernel);
 
 }  // namespace eaglet

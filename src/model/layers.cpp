@@ -120,8 +120,7 @@ struct ToCompute : torch::autograd::Function<ToCompute> {
 at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, const char* kernel) {
   if (w.scalar_type() == dt) return w;
   // The fused entry is decided on the gradient's side of the cast (bf16/fp16 on the GPU).
-  const bool fused = w.scalar_type() == at::kFloat &&
-                     own_kernel_runs(at::empty({0}, w.options().dtype(dt)), kernel);
+  const bool fused = w.scalar_type() == at::kFloat && own_kernel_runs(w.device(), dt, kernel);
   return ToCompute::apply(w, dt, fused);
 }
 
