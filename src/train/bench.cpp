@@ -159,7 +159,7 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   auto counts = at::randint(0, 1000, {arch.vocab_size}, gen, at::TensorOptions().dtype(at::kLong));
   auto vocab = model::vocab_from_counts(counts, arch.draft_vocab_size);
   auto full = (at::randn({arch.vocab_size, arch.target_hidden_size}, on.dtype(dtype)) * 0.02);
-  model::LossTarget target{full, vocab.draft_to_target().to(device), vocab.t2d.to(device)};
+  auto target = model::loss_target(full, vocab, device);
   model::ShardInput in;
   in.hs = at::randn({local, 3 * arch.target_hidden_size}, on.dtype(dtype));
   in.lhs = at::randn({local, arch.target_hidden_size}, on.dtype(dtype));

@@ -266,8 +266,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
   else if (opt.resume == "auto")
     spdlog::info("no checkpoint under {}/checkpoints: starting from scratch", cfg.output_dir);
 
-  model::LossTarget target{head.lm_head.to(device, dtype), vocab.draft_to_target().to(device),
-                           vocab.t2d.to(device)};
+  auto target = model::loss_target(head.lm_head.to(device, dtype), vocab, device);
   head = {};  // the CPU copies are no longer needed
 
   // --- schedule --------------------------------------------------------------------------------

@@ -75,8 +75,7 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
   auto counts = at::randint(0, 1000, {vt}, gen, f32.dtype(at::kLong));
   auto vocab = model::vocab_from_counts(counts, arch.draft_vocab_size);
   auto full_head = at::randn({vt, ht}, gen, f32);
-  model::LossTarget target{full_head.to(device), vocab.draft_to_target().to(device),
-                           vocab.t2d.to(device)};
+  auto target = model::loss_target(full_head, vocab, device);
   auto weights = model::init_weights(arch, cfg.training.seed, device);
   const auto step_w = model::step_weights(cfg.training);
   const auto& kernel = attention::local_kernel(cfg.model.attention, device, dtype);

@@ -65,9 +65,7 @@ inline Problem make_problem(int64_t C, int64_t T, uint64_t seed) {
   const int64_t n = C + T, vt = p.cfg.vocab_size, ht = p.cfg.target_hidden_size;
   auto counts = at::randint(0, 100, {vt}, gen, at::TensorOptions().dtype(at::kLong));
   p.vocab = vocab_from_counts(counts, p.cfg.draft_vocab_size);
-  p.target.full_head = at::randn({vt, ht}, gen, f32);
-  p.target.t2d = p.vocab.t2d;
-  p.target.draft_ids = p.vocab.draft_to_target();
+  p.target = loss_target(at::randn({vt, ht}, gen, f32), p.vocab, c10::kCPU);
   p.in.hs = at::randn({n, 3 * ht}, gen, f32);
   p.in.lhs = at::randn({n, ht}, gen, f32);
   p.in.ids = at::randint(0, vt, {n}, gen, at::TensorOptions().dtype(at::kLong));
@@ -116,7 +114,7 @@ inline Problem to_device(const Problem& p, c10::Device dev) {
     *q.w.trainable()[i].second =
         p.w.trainable()[i].second->detach().to(dev).set_requires_grad(true);
   q.w.embed_tokens = p.w.embed_tokens.to(dev);
-  q.target = {p.target.full_head.to(dev), p.target.draft_ids.to(dev), p.target.t2d.to(dev)};
+  q.target = loss_target(p.target.full_head, p.vocab, dev);
   q.in = {p.in.hs.to(dev), p.in.ids.to(dev), p.in.lhs.to(dev), p.in.loss_mask.to(dev),
           p.in.positions.to(dev)};
   return q;

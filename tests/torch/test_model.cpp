@@ -39,6 +39,7 @@
 #include "model/eagle3.h"
 #include "model/layers.h"
 #include "model/loss.h"
+#include "model/soft_ce_rows.h"
 #include "model/vocab.h"
 #include "torch/model_fixture.h"
 
@@ -259,7 +260,8 @@ TEST_CASE("Target rows: draft columns of one full-head GEMM, lse, argmax and the
   auto vocab = vocab_from_counts(counts, 20);
   auto rows = at::randn({n, ht}, gen, f64), head = at::randn({vt, ht}, gen, f64);
   auto ids = vocab.draft_to_target();
-  auto t = target_rows(rows, head, ids, vocab.t2d, /*chunk=*/5, at::kDouble);  // last one short
+  auto t = target_rows(rows, head, ids, col_of_draft_ids(ids, vt), vocab.t2d, /*chunk=*/5,
+                       at::kDouble);  // last chunk short
   auto want_logits = at::matmul(rows, head.index_select(0, ids).t());
   CHECK(rel_err(t.logits, want_logits) <= 1e-12);
   CHECK(rel_err(t.lse, at::logsumexp(want_logits, {-1})) <= 1e-12);

@@ -129,8 +129,8 @@ TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same
       auto ids = at::arange(vocab, at::TensorOptions().dtype(at::kLong).device(dev));
       auto t2d = at::ones({vocab}, at::TensorOptions().dtype(at::kBool).device(dev));
       auto target = model::target_rows((at::randn({n, 16}, gen, f32)).to(dev, dtype),
-                                       (at::randn({vocab, 16}, gen, f32)).to(dev, dtype), ids, t2d,
-                                       16, dtype);
+                                       (at::randn({vocab, 16}, gen, f32)).to(dev, dtype), ids,
+                                       model::col_of_draft_ids(ids, vocab), t2d, 16, dtype);
       auto mask = (at::randn({n}, gen, f32) > 0).to(at::kFloat).to(dev);
       auto z_ref = z0.clone(), z_got = z0.clone();
       auto ref = model::soft_ce_rows(z_ref, target.logits, target.lse, mask, "reference");
