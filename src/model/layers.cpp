@@ -8,6 +8,7 @@
 #include <ATen/ops/cat.h>
 #include <ATen/ops/cos.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/outer.h>
 #include <ATen/ops/pow.h>
@@ -21,6 +22,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 
 #include "core/error.h"
@@ -41,6 +43,12 @@ void launch_rope(const void* x, int64_t row_stride, int64_t head_stride, const f
                  int half, float sign, bool bf16, cudaStream_t stream);
 // model/widen.cu
 void launch_widen(const void* src, float* dst, int64_t n, bool bf16, cudaStream_t stream);
+// model/rms_norm.cu
+int rms_norm_backward_max_dim();
+int rms_norm_backward_blocks(int64_t rows, int H, bool bf16);
+void launch_rms_norm_backward(const void* x, const void* dy, const void* w, float eps, void* dx,
+                              float* partial, int blocks, void* dw, int64_t rows, int H, bool bf16,
+                              cudaStream_t stream);
 #endif
 
 WeightGrad::WeightGrad(int64_t uses) : sum_({at::Tensor()}), count_({uses, 0}) {
@@ -124,9 +132,61 @@ at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, const char* kernel
   return ToCompute::apply(w, dt, fused);
 }
 
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+namespace {
+
+#ifdef EAGLET_WITH_CUDA
+bool aligned16(const at::Tensor& t) {
+  return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
+}
+
+// ATen's forward; the backward in one pass (model/rms_norm.cu). Saves x and w only: the kernel
+// recomputes each row's rsqrt from x.
+struct FusedRmsNorm : torch::autograd::Function<FusedRmsNorm> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
+                            const at::Tensor& w, double eps) {
+    ctx->save_for_backward({x, w});
+    ctx->saved_data["eps"] = eps;
+    return at::rms_norm(x, {x.size(1)}, w, eps);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &w = saved[1];
+    auto dy = grads[0].contiguous();
+    if (dy.scalar_type() != x.scalar_type()) dy = dy.to(x.scalar_type());
+    if (!aligned16(dy)) dy = dy.clone();
+    const int64_t rows = x.size(0);
+    const int H = static_cast<int>(x.size(1));
+    const bool bf16 = x.scalar_type() == at::kBFloat16;
+    auto dx = at::empty_like(x), dw = at::empty_like(w);
+    const int blocks = rms_norm_backward_blocks(rows, H, bf16);
+    auto partial = at::empty({blocks, H}, x.options().dtype(at::kFloat));
+    launch_rms_norm_backward(x.data_ptr(), dy.data_ptr(), w.data_ptr(),
+                             static_cast<float>(ctx->saved_data["eps"].toDouble()), dx.data_ptr(),
+                             partial.data_ptr<float>(), blocks, dw.data_ptr(), rows, H, bf16,
+                             stream_of(x));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return {dx, dw, at::Tensor()};
+  }
+};
+
+bool fused_rms_norm_runs(const at::Tensor& x, const at::Tensor& w, const char* kernel) {
+  return own_kernel_runs(x, kernel) && x.dim() == 2 && x.is_contiguous() && x.size(0) > 0 &&
+         x.size(1) % 8 == 0 && x.size(1) <= rms_norm_backward_max_dim() && aligned16(x) &&
+         w.is_contiguous() && aligned16(w) && at::GradMode::is_enabled();
+}
+#endif
+
+}  // namespace
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, const char* kernel) {
   // ATen's RMSNorm: statistics in fp32 (fp64 on the fp64 path), one fused kernel on CUDA.
-  return at::rms_norm(x, {x.size(-1)}, weight.to(x.scalar_type()), eps);
+  const auto w = weight.to(x.scalar_type());
+#ifdef EAGLET_WITH_CUDA
+  if (fused_rms_norm_runs(x, w, kernel)) return FusedRmsNorm::apply(x, w, eps);
+#endif
+  (void)kernel;
+  return at::rms_norm(x, {x.size(-1)}, w, eps);
 }
 
 namespace {

@@ -47,7 +47,11 @@ class WeightGrad {
 // ATen's cast otherwise. w itself where it already has dtype dt.
 at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, const char* kernel = "auto");
 // y = weight · cast_back(x_f32 · rsqrt(mean(x_f32²) + eps))  (DESIGN §4: statistics in fp32).
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+// Forward: ATen's fused RMSNorm. Backward: ATen's, or where the fused entry runs (contiguous
+// bf16/fp16 [rows, H] on the GPU, H a multiple of 8 up to 16384) one pass over x and dy giving dx
+// and dw together (model/rms_norm.cu).
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps,
+                    const char* kernel = "auto");
 // residual + x · wᵀ (x [rows, in], w [out, in] in x's dtype, residual [rows, out] or undefined:
 // added by the GEMM's epilogue; no bias anywhere in the draft) as one autograd function whose
 // weight gradient goes through `grad`; x's gradient is formed only where x needs one.

@@ -1,0 +1,179 @@
+// RMSNorm backward on the GPU (model/layers.h, rms_norm): for y = w ⊙ x·r, r = (mean(x²) + eps)^-½,
+// dx = r·g − x·r³·mean(g ⊙ x) with g = w ⊙ dy, and dw = Σ_rows dy ⊙ x·r. One pass over x and dy:
+// each block takes rows blockIdx.x, blockIdx.x + gridDim.x, ...; a thread holds up to P packs of
+// 8 columns of the row in registers (H ≤ 8·P·threads) and its columns' dw sum over the block's
+// rows, written as one fp32 row of partials; a second kernel sums the partials per column. r is
+// recomputed from x (nothing saved by the forward but x). All arithmetic in fp32.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "core/cuda_half.cuh"
+
+namespace eaglet::model {
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kMaxPacks = 4;  // H ≤ 4·8·512 = 16384
+
+__device__ __forceinline__ float2 block_sum2(float2 v) {
+  for (int o = 16; o > 0; o /= 2) {
+    v.x += __shfl_xor_sync(0xffffffffu, v.x, o);
+    v.y += __shfl_xor_sync(0xffffffffu, v.y, o);
+  }
+  __shared__ float2 warps[kThreads / 32];
+  __shared__ float2 total;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __syncthreads();  // the previous row's readers of `total` are done
+  if (lane == 0) warps[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float2 s = lane < kThreads / 32 ? warps[lane] : make_float2(0.f, 0.f);
+    for (int o = 16; o > 0; o /= 2) {
+      s.x += __shfl_xor_sync(0xffffffffu, s.x, o);
+      s.y += __shfl_xor_sync(0xffffffffu, s.y, o);
+    }
+    if (lane == 0) total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
+template <typename T, int P>
+__global__ void __launch_bounds__(kThreads)
+    rms_norm_backward_kernel(const T* __restrict__ x, const T* __restrict__ dy,
+                             const T* __restrict__ w, float eps, T* __restrict__ dx,
+                             float* __restrict__ partial, int64_t rows, int H) {
+  constexpr int N = 8;
+  float wv[P][N], dw[P][N];
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int c = (p * kThreads + threadIdx.x) * N;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      wv[p][i] = 0.f;
+      dw[p][i] = 0.f;
+    }
+    if (c < H) {
+      const auto pw = *reinterpret_cast<const Pack<T, N>*>(w + c);
+#pragma unroll
+      for (int i = 0; i < N; ++i) wv[p][i] = to_float(pw.v[i]);
+    }
+  }
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    float xv[P][N], dv[P][N];
+    float2 sums = make_float2(0.f, 0.f);  // Σ x², Σ g·x
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const int c = (p * kThreads + threadIdx.x) * N;
+      if (c < H) {
+        const auto px = *reinterpret_cast<const Pack<T, N>*>(x + r * H + c);
+        const auto pd = *reinterpret_cast<const Pack<T, N>*>(dy + r * H + c);
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+          xv[p][i] = to_float(px.v[i]);
+          dv[p][i] = to_float(pd.v[i]);
+          sums.x += xv[p][i] * xv[p][i];
+          sums.y += wv[p][i] * dv[p][i] * xv[p][i];
+        }
+      }
+    }
+    sums = block_sum2(sums);
+    const float rr = rsqrtf(sums.x / H + eps);
+    const float k = rr * rr * rr * sums.y / H;
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const int c = (p * kThreads + threadIdx.x) * N;
+      if (c < H) {
+        Pack<T, N> out;
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+          out.v[i] = from_float<T>(rr * wv[p][i] * dv[p][i] - k * xv[p][i]);
+          dw[p][i] += dv[p][i] * xv[p][i] * rr;
+        }
+        *reinterpret_cast<Pack<T, N>*>(dx + r * H + c) = out;
+      }
+    }
+  }
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int c = (p * kThreads + threadIdx.x) * N;
+    if (c < H) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) partial[static_cast<int64_t>(blockIdx.x) * H + c + i] = dw[p][i];
+    }
+  }
+}
+
+// dw[c] = Σ_b partial[b, c], in w's dtype.
+template <typename T>
+__global__ void column_sum_kernel(const float* __restrict__ partial, int blocks, int H,
+                                  T* __restrict__ dw) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= H) return;
+  float s = 0.f;
+  for (int b = 0; b < blocks; ++b) s += partial[static_cast<int64_t>(b) * H + c];
+  dw[c] = from_float<T>(s);
+}
+
+template <typename T>
+void backward(const void* x, const void* dy, const void* w, float eps, void* dx, float* partial,
+              int blocks, void* dw, int64_t rows, int H, cudaStream_t stream) {
+  auto xt = static_cast<const T*>(x);
+  auto dyt = static_cast<const T*>(dy);
+  auto wt = static_cast<const T*>(w);
+  auto dxt = static_cast<T*>(dx);
+  const int packs = (H / 8 + kThreads - 1) / kThreads;
+  if (packs <= 1)
+    rms_norm_backward_kernel<T, 1>
+        <<<blocks, kThreads, 0, stream>>>(xt, dyt, wt, eps, dxt, partial, rows, H);
+  else if (packs <= 2)
+    rms_norm_backward_kernel<T, 2>
+        <<<blocks, kThreads, 0, stream>>>(xt, dyt, wt, eps, dxt, partial, rows, H);
+  else
+    rms_norm_backward_kernel<T, kMaxPacks>
+        <<<blocks, kThreads, 0, stream>>>(xt, dyt, wt, eps, dxt, partial, rows, H);
+  column_sum_kernel<T>
+      <<<(H + 255) / 256, 256, 0, stream>>>(partial, blocks, H, static_cast<T*>(dw));
+}
+
+}  // namespace
+
+int rms_norm_backward_max_dim() {
+  return kMaxPacks * 8 * kThreads;
+}
+
+// Blocks for the backward kernel: as many as run at once on the current device (each keeps its
+// rows' dw in registers, so a second wave would only lengthen the tail), at most one per row.
+int rms_norm_backward_blocks(int64_t rows, int H, bool bf16) {
+  int device = 0, sms = 0, per_sm = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const int packs = (H / 8 + kThreads - 1) / kThreads;
+  auto occupancy = [&](auto kernel) {
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0);
+  };
+  if (bf16)
+    occupancy(packs <= 1   ? rms_norm_backward_kernel<__nv_bfloat16, 1>
+              : packs <= 2 ? rms_norm_backward_kernel<__nv_bfloat16, 2>
+                           : rms_norm_backward_kernel<__nv_bfloat16, kMaxPacks>);
+  else
+    occupancy(packs <= 1   ? rms_norm_backward_kernel<__half, 1>
+              : packs <= 2 ? rms_norm_backward_kernel<__half, 2>
+                           : rms_norm_backward_kernel<__half, kMaxPacks>);
+  const int64_t most = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
+  return static_cast<int>(rows < most ? (rows > 0 ? rows : 1) : most);
+}
+
+// x, dy, dx: contiguous [rows, H] (H a multiple of 8, ≤ rms_norm_backward_max_dim(), 16-byte
+// aligned); w, dw: [H]; partial: fp32 [blocks, H] scratch.
+void launch_rms_norm_backward(const void* x, const void* dy, const void* w, float eps, void* dx,
+                              float* partial, int blocks, void* dw, int64_t rows, int H, bool bf16,
+                              cudaStream_t stream) {
+  if (bf16)
+    backward<__nv_bfloat16>(x, dy, w, eps, dx, partial, blocks, dw, rows, H, stream);
+  else
+    backward<__half>(x, dy, w, eps, dx, partial, blocks, dw, rows, H, stream);
+}
+
+}  // namespace eaglet::model
