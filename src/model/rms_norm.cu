@@ -99,21 +99,36 @@ __global__ void __launch_bounds__(kThreads)
   for (int p = 0; p < P; ++p) {
     const int c = (p * kThreads + threadIdx.x) * N;
     if (c < H) {
-#pragma unroll
-      for (int i = 0; i < N; ++i) partial[static_cast<int64_t>(blockIdx.x) * H + c + i] = dw[p][i];
+      auto out = reinterpret_cast<float4*>(partial + static_cast<int64_t>(blockIdx.x) * H + c);
+      out[0] = make_float4(dw[p][0], dw[p][1], dw[p][2], dw[p][3]);
+      out[1] = make_float4(dw[p][4], dw[p][5], dw[p][6], dw[p][7]);
     }
   }
 }
 
-// dw[c] = Σ_b partial[b, c], in w's dtype.
+// dw[c] = Σ_b partial[b, c], in w's dtype. A block takes 32 columns; its 32 × kSumLanes threads
+// each sum every kSumLanes-th row of partials (coalesced across a warp's columns), then the lanes
+// are summed through shared memory: many loads in flight instead of one thread per column
+// walking all the rows.
+constexpr int kSumLanes = 16;
+
 template <typename T>
-__global__ void column_sum_kernel(const float* __restrict__ partial, int blocks, int H,
-                                  T* __restrict__ dw) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= H) return;
+__global__ void __launch_bounds__(32 * kSumLanes)
+    column_sum_kernel(const float* __restrict__ partial, int blocks, int H, T* __restrict__ dw) {
+  __shared__ float lanes[kSumLanes][33];
+  const int c = blockIdx.x * 32 + threadIdx.x;
   float s = 0.f;
-  for (int b = 0; b < blocks; ++b) s += partial[static_cast<int64_t>(b) * H + c];
-  dw[c] = from_float<T>(s);
+  if (c < H)
+    for (int b = threadIdx.y; b < blocks; b += kSumLanes)
+      s += partial[static_cast<int64_t>(b) * H + c];
+  lanes[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < H) {
+    float total = 0.f;
+#pragma unroll
+    for (int l = 0; l < kSumLanes; ++l) total += lanes[l][threadIdx.x];
+    dw[c] = from_float<T>(total);
+  }
 }
 
 template <typename T>
@@ -134,7 +149,7 @@ void backward(const void* x, const void* dy, const void* w, float eps, void* dx,
     rms_norm_backward_kernel<T, kMaxPacks>
         <<<blocks, kThreads, 0, stream>>>(xt, dyt, wt, eps, dxt, partial, rows, H);
   column_sum_kernel<T>
-      <<<(H + 255) / 256, 256, 0, stream>>>(partial, blocks, H, static_cast<T*>(dw));
+      <<<(H + 31) / 32, dim3(32, kSumLanes), 0, stream>>>(partial, blocks, H, static_cast<T*>(dw));
 }
 
 }  // namespace
