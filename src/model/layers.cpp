@@ -49,6 +49,8 @@ int rms_norm_backward_blocks(int64_t rows, int H, bool bf16);
 void launch_rms_norm_backward(const void* x, const void* dy, const void* w, float eps, void* dx,
                               float* partial, int blocks, void* dw, int64_t rows, int H, bool bf16,
                               cudaStream_t stream);
+void launch_rms_norm_rows(const void* src, const int64_t* ids, const void* w, float eps, void* out,
+                          int64_t out_stride, int64_t rows, int H, bool bf16, cudaStream_t stream);
 #endif
 
 WeightGrad::WeightGrad(int64_t uses) : sum_({at::Tensor()}), count_({uses, 0}) {
@@ -218,21 +220,83 @@ struct Linear : torch::autograd::Function<Linear> {
   }
 };
 
+#ifdef EAGLET_WITH_CUDA
+// Whether rows of src (contiguous [*, H], bf16/fp16 on the GPU) normalise by the fused kernel
+// into out (a [rows, H] view of src's dtype whose rows may be strided) with weight w (or none).
+bool fused_norm_rows_runs(const at::Tensor& src, const at::Tensor& w, const at::Tensor& out,
+                          const char* kernel) {
+  const int64_t H = src.size(-1);
+  auto aligned_view = [&](const at::Tensor& t) {
+    return t.dim() == 2 && t.size(1) == H && t.stride(1) == 1 && t.stride(0) % 8 == 0 &&
+           t.scalar_type() == src.scalar_type() && aligned16(t);
+  };
+  return own_kernel_runs(src, kernel) && src.dim() == 2 && src.is_contiguous() && H % 8 == 0 &&
+         H <= rms_norm_backward_max_dim() && aligned16(src) && aligned_view(out) &&
+         (!w.defined() || (w.dim() == 1 && w.is_contiguous() && w.size(0) == H &&
+                           w.scalar_type() == src.scalar_type() && aligned16(w)));
+}
+
+// out = rms_norm(src rows [ids], w) by the fused kernel (fused_norm_rows_runs holds).
+void fused_norm_rows(const at::Tensor& src, const at::Tensor& ids, const at::Tensor& w, double eps,
+                     const at::Tensor& out) {
+  const auto idx = ids.defined() ? ids.to(at::kLong).contiguous() : at::Tensor();
+  launch_rms_norm_rows(src.data_ptr(), idx.defined() ? idx.data_ptr<int64_t>() : nullptr,
+                       w.defined() ? w.data_ptr() : nullptr, static_cast<float>(eps),
+                       out.data_ptr(), out.stride(0), out.size(0), static_cast<int>(src.size(1)),
+                       src.scalar_type() == at::kBFloat16, stream_of(src));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+#endif
+
+// The embedding rows of ids normalised without their weight (x̂), in h's dtype.
+at::Tensor embedding_rows_normalised(const at::Tensor& embed, const at::Tensor& ids,
+                                     const at::Tensor& h, double eps, const char* kernel) {
+#ifdef EAGLET_WITH_CUDA
+  if (own_kernel_runs(h, kernel)) {
+    auto out = at::empty({ids.size(0), embed.size(1)}, h.options());
+    if (fused_norm_rows_runs(embed, at::Tensor(), out, kernel)) {
+      fused_norm_rows(embed, ids, at::Tensor(), eps, out);
+      return out;
+    }
+  }
+#endif
+  (void)kernel;
+  return at::rms_norm(embed.index_select(0, ids).to(h.scalar_type()), {embed.size(1)}, std::nullopt,
+                      eps);
+}
+
+// x = [rms_norm(embed[ids], w_emb) | rms_norm(h, w_hidden)]: on the GPU both halves written in
+// place by the fused kernel, the embedding rows read by id (no gathered copy, no cat).
 at::Tensor layer_input(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
-                       const at::Tensor& w_emb, const at::Tensor& w_hidden, double eps) {
+                       const at::Tensor& w_emb, const at::Tensor& w_hidden, double eps,
+                       const char* kernel) {
+#ifdef EAGLET_WITH_CUDA
+  if (own_kernel_runs(h, kernel)) {
+    const int64_t H = h.size(1);
+    auto x = at::empty({h.size(0), 2 * H}, h.options());
+    const auto we = w_emb.to(h.scalar_type()), wh = w_hidden.to(h.scalar_type());
+    if (fused_norm_rows_runs(embed, we, x.narrow(1, 0, H), kernel) &&
+        fused_norm_rows_runs(h, wh, x.narrow(1, H, H), kernel)) {
+      fused_norm_rows(embed, ids, we, eps, x.narrow(1, 0, H));
+      fused_norm_rows(h, at::Tensor(), wh, eps, x.narrow(1, H, H));
+      return x;
+    }
+  }
+#endif
   auto emb = embed.index_select(0, ids).to(h.scalar_type());
-  return at::cat({rms_norm(emb, w_emb, eps), rms_norm(h, w_hidden, eps)}, -1);
+  return at::cat({rms_norm(emb, w_emb, eps, kernel), rms_norm(h, w_hidden, eps, kernel)}, -1);
 }
 
 struct InputProjection : torch::autograd::Function<InputProjection> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& embed,
                             const at::Tensor& ids, const at::Tensor& h, const at::Tensor& w_emb,
                             const at::Tensor& w_hidden, const at::Tensor& w, double eps,
-                            const WeightGrad& grad) {
+                            const WeightGrad& grad, const char* kernel) {
     ctx->save_for_backward({embed, ids, h, w_emb, w_hidden, w});
     ctx->saved_data["eps"] = eps;
+    ctx->saved_data["kernel"] = std::string(kernel);
     grad.save(ctx, "w");
-    return at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps), w.t());
+    return at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps, kernel), w.t());
   }
   // With x̂ = the embedding rows normalised without their weight (e_n = x̂ · w_emb) and
   // G = dyᵀ x̂: dW_emb = G · diag(w_emb) and d w_emb = colsum(W_emb ⊙ G), so the embedding half
@@ -245,15 +309,15 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
     auto saved = ctx->get_saved_variables();
     const auto &embed = saved[0], &ids = saved[1], &w_emb = saved[3], &w = saved[5];
     const double eps = ctx->saved_data["eps"].toDouble();
+    const auto kernel = ctx->saved_data["kernel"].toStringRef();
     auto h = saved[2].detach().requires_grad_(true),
          w_hidden = saved[4].detach().requires_grad_(true);
     const int64_t H = w_emb.size(0);
-    auto x_hat =
-        at::rms_norm(embed.index_select(0, ids).to(h.scalar_type()), {H}, std::nullopt, eps);
+    auto x_hat = embedding_rows_normalised(embed, ids, h, eps, kernel.c_str());
     at::Tensor h_n;
     {
       c10::AutoGradMode enable(true);
-      h_n = rms_norm(h, w_hidden, eps);
+      h_n = rms_norm(h, w_hidden, eps, kernel.c_str());
     }
     const auto& dy = grads[0];
     auto grad = WeightGrad::load(ctx, "w");
@@ -268,7 +332,8 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
       g.mul_(w_emb);  // G -> dW_emb
     }
     auto dh = torch::autograd::grad({h_n}, {h, w_hidden}, {at::mm(dy, w.narrow(1, H, H))});
-    return {at::Tensor(), at::Tensor(), dh[0], d_w_emb, dh[1], dw, at::Tensor(), at::Tensor()};
+    return {at::Tensor(), at::Tensor(), dh[0],        d_w_emb,     dh[1],
+            dw,           at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -276,13 +341,14 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
 
 at::Tensor input_projection(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
                             const at::Tensor& w_emb, const at::Tensor& w_hidden,
-                            const at::Tensor& w, double eps, const WeightGrad& grad) {
+                            const at::Tensor& w, double eps, const WeightGrad& grad,
+                            const char* kernel) {
   EAGLET_CHECK(h.dim() == 2 && ids.dim() == 1 && ids.size(0) == h.size(0),
                "input_projection: h {} and ids {} must be [rows, H] and [rows]", tensor_text(h),
                tensor_text(ids));
   if (!at::GradMode::is_enabled())
-    return at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps), w.t());
-  return InputProjection::apply(embed, ids, h, w_emb, w_hidden, w, eps, grad);
+    return at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps, kernel), w.t());
+  return InputProjection::apply(embed, ids, h, w_emb, w_hidden, w, eps, grad, kernel);
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const WeightGrad& grad,

@@ -62,10 +62,13 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const WeightGrad& gr
 // emb ([rows, 2H] and [rows, H]) are not kept for backward: it re-gathers emb from ids and
 // recomputes x (two norms, one pass each) from h, which the unroll keeps anyway. The embedding
 // table gets no gradient (frozen). Weights in h's dtype; w's gradient (and w_emb's, derived from
-// it) goes through `grad`.
+// it) goes through `grad`. Kernel table for the norms: "reference" (gather, ATen's RMSNorm, cat)
+// and on the GPU (bf16/fp16, embed in h's dtype) the fused rows kernel (model/rms_norm.cu): the
+// embedding rows read by id and both halves of x written in place; "auto" takes it where it runs.
 at::Tensor input_projection(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
                             const at::Tensor& w_emb, const at::Tensor& w_hidden,
-                            const at::Tensor& w, double eps, const WeightGrad& grad = {});
+                            const at::Tensor& w, double eps, const WeightGrad& grad = {},
+                            const char* kernel = "auto");
 
 // inv_freq_i = θ^(−2i/d) with rope scaling applied, fp32 [d/2].
 at::Tensor rope_inv_freq(const DraftArchConfig& cfg, c10::Device device);

@@ -1,9 +1,10 @@
-// RMSNorm backward on the GPU (model/layers.h, rms_norm): for y = w ⊙ x·r, r = (mean(x²) + eps)^-½,
-// dx = r·g − x·r³·mean(g ⊙ x) with g = w ⊙ dy, and dw = Σ_rows dy ⊙ x·r. One pass over x and dy:
-// each block takes rows blockIdx.x, blockIdx.x + gridDim.x, ...; a thread holds up to P packs of
-// 8 columns of the row in registers (H ≤ 8·P·threads) and its columns' dw sum over the block's
-// rows, written as one fp32 row of partials; a second kernel sums the partials per column. r is
-// recomputed from x (nothing saved by the forward but x). All arithmetic in fp32.
+// RMSNorm on the GPU (model/layers.h). Forward for the midlayer's input (rms_norm_rows_kernel:
+// rows gathered by id, written into a strided half of x). Backward (rms_norm): for y = w ⊙ x·r, r =
+// (mean(x²) + eps)^-½, dx = r·g − x·r³·mean(g ⊙ x) with g = w ⊙ dy, and dw = Σ_rows dy ⊙ x·r. One
+// pass over x and dy: each block takes rows blockIdx.x, blockIdx.x + gridDim.x, ...; a thread holds
+// up to P packs of 8 columns of the row in registers (H ≤ 8·P·threads) and its columns' dw sum over
+// the block's rows, written as one fp32 row of partials; a second kernel sums the partials per
+// column. r is recomputed from x (nothing saved by the forward but x). All arithmetic in fp32.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -106,6 +107,66 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Forward, for rows gathered or written strided: y_r = w ⊙ x_r · r_r with x_r = src[ids[r]] (or
+// src[r] without ids) and y_r at out + r·out_stride (w = 1 where null). One block per row, its
+// threads holding up to P packs of 8 columns; fp32 arithmetic, one rounding on the way out (as
+// ATen's fused CUDA RMSNorm).
+template <typename T, int P>
+__global__ void __launch_bounds__(kThreads)
+    rms_norm_rows_kernel(const T* __restrict__ src, const int64_t* __restrict__ ids,
+                         const T* __restrict__ w, float eps, T* __restrict__ out,
+                         int64_t out_stride, int H) {
+  constexpr int N = 8;
+  const int64_t r = blockIdx.x;
+  const T* x = src + (ids != nullptr ? ids[r] : r) * H;
+  float xv[P][N];
+  float2 sums = make_float2(0.f, 0.f);
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int c = (p * kThreads + threadIdx.x) * N;
+    if (c < H) {
+      const auto px = *reinterpret_cast<const Pack<T, N>*>(x + c);
+#pragma unroll
+      for (int i = 0; i < N; ++i) {
+        xv[p][i] = to_float(px.v[i]);
+        sums.x += xv[p][i] * xv[p][i];
+      }
+    }
+  }
+  sums = block_sum2(sums);
+  const float rr = rsqrtf(sums.x / H + eps);
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int c = (p * kThreads + threadIdx.x) * N;
+    if (c < H) {
+      Pack<T, N> wp;
+      if (w != nullptr) wp = *reinterpret_cast<const Pack<T, N>*>(w + c);
+      Pack<T, N> y;
+#pragma unroll
+      for (int i = 0; i < N; ++i)
+        y.v[i] = from_float<T>(w != nullptr ? xv[p][i] * rr * to_float(wp.v[i]) : xv[p][i] * rr);
+      *reinterpret_cast<Pack<T, N>*>(out + r * out_stride + c) = y;
+    }
+  }
+}
+
+template <typename T>
+void rows_forward(const void* src, const int64_t* ids, const void* w, float eps, void* out,
+                  int64_t out_stride, int64_t rows, int H, cudaStream_t stream) {
+  auto s = static_cast<const T*>(src);
+  auto wt = static_cast<const T*>(w);
+  auto o = static_cast<T*>(out);
+  const int packs = (H / 8 + kThreads - 1) / kThreads;
+  const auto grid = static_cast<unsigned>(rows);
+  if (packs <= 1)
+    rms_norm_rows_kernel<T, 1><<<grid, kThreads, 0, stream>>>(s, ids, wt, eps, o, out_stride, H);
+  else if (packs <= 2)
+    rms_norm_rows_kernel<T, 2><<<grid, kThreads, 0, stream>>>(s, ids, wt, eps, o, out_stride, H);
+  else
+    rms_norm_rows_kernel<T, kMaxPacks>
+        <<<grid, kThreads, 0, stream>>>(s, ids, wt, eps, o, out_stride, H);
+}
+
 // dw[c] = Σ_b partial[b, c], in w's dtype. A block takes 32 columns; its 32 × kSumLanes threads
 // each sum every kSumLanes-th row of partials (coalesced across a warp's columns), then the lanes
 // are summed through shared memory: many loads in flight instead of one thread per column
@@ -178,6 +239,18 @@ int rms_norm_backward_blocks(int64_t rows, int H, bool bf16) {
                            : rms_norm_backward_kernel<__half, kMaxPacks>);
   const int64_t most = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
   return static_cast<int>(rows < most ? (rows > 0 ? rows : 1) : most);
+}
+
+// src: contiguous [*, H]; ids: [rows] int64 row indices into src, or null for src's first rows;
+// w: [H] or null; out: rows at out + r·out_stride. H a multiple of 8 up to
+// rms_norm_backward_max_dim(); src, w, out and out_stride·element size 16-byte aligned.
+void launch_rms_norm_rows(const void* src, const int64_t* ids, const void* w, float eps, void* out,
+                          int64_t out_stride, int64_t rows, int H, bool bf16, cudaStream_t stream) {
+  if (rows == 0) return;
+  if (bf16)
+    rows_forward<__nv_bfloat16>(src, ids, w, eps, out, out_stride, rows, H, stream);
+  else
+    rows_forward<__half>(src, ids, w, eps, out, out_stride, rows, H, stream);
 }
 
 // x, dy, dx: contiguous [rows, H] (H a multiple of 8, ≤ rms_norm_backward_max_dim(), 16-byte

@@ -9,6 +9,7 @@
 #include <ATen/ops/equal.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/ones.h>
+#include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/randperm.h>
 #include <ATen/ops/zeros.h>
@@ -390,6 +391,45 @@ TEST_CASE("GPU: the fused RMSNorm backward equals the fp32 reference", "[gpu][mo
       CHECK(test::rel_err(yg, yr) <= 8e-3);
       CHECK(test::rel_err(xg.grad(), xr.grad()) <= 8e-3);
       CHECK(test::rel_err(wg.grad(), wr.grad()) <= 8e-3);
+    }
+  }
+}
+
+TEST_CASE("GPU: the fused input norms (embedding rows by id, x in place) equal the fp32 reference",
+          "[gpu][model]") {
+  if (no_cuda()) return;
+  const c10::Device dev(c10::kCUDA, 0);
+  auto gen = at::detail::createCPUGenerator(41);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  for (auto dtype : {at::kBFloat16, at::kHalf}) {
+    // 64: most threads idle; 4104: a second, partly used pack per thread.
+    for (int64_t H : {64, 4104}) {
+      INFO("dtype " << c10::toString(dtype) << " H " << H);
+      const int64_t rows = 257, vocab = 1000, out = 96;
+      auto embed = at::randn({vocab, H}, gen, f32) * 2;
+      auto ids = at::randint(0, vocab, {rows}, gen, at::TensorOptions().dtype(at::kLong));
+      auto h = at::randn({rows, H}, gen, f32) * 3;
+      auto w_emb = 1 + at::randn({H}, gen, f32) * 0.1;
+      auto w_hidden = 1 + at::randn({H}, gen, f32) * 0.1;
+      auto w = at::randn({out, 2 * H}, gen, f32) / std::sqrt(2.0 * H);
+      auto dy = at::randn({rows, out}, gen, f32);
+      // The reference table in fp32 on the rounded inputs, then the fused one in dtype.
+      auto run = [&](at::ScalarType dt, const char* kernel) {
+        auto on = [&](const at::Tensor& t) { return t.to(dtype).to(dev, dt); };
+        auto hv = on(h).requires_grad_(), we = on(w_emb).requires_grad_(),
+             wh = on(w_hidden).requires_grad_(), wv = on(w).requires_grad_();
+        auto y = model::input_projection(on(embed), ids.to(dev), hv, we, wh, wv, 1e-6, {}, kernel);
+        y.backward(on(dy));
+        return std::vector<at::Tensor>{y, hv.grad(), we.grad(), wh.grad(), wv.grad()};
+      };
+      auto want = run(at::kFloat, "reference");
+      auto got = run(dtype, "auto");
+      const char* names[] = {"y", "dh", "d w_emb", "d w_hidden", "dW"};
+      for (size_t i = 0; i < want.size(); ++i) {
+        INFO(names[i] << " rel err " << test::rel_err(got[i].to(at::kFloat), want[i]));
+        // bf16 GEMMs and norms over 2H-long rows: within a few ulp of the largest (2^-7).
+        CHECK(test::rel_err(got[i].to(at::kFloat), want[i]) <= 2e-2);
+      }
     }
   }
 }
