@@ -4,12 +4,14 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_fused_adamw.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/GradMode.h>
 
 #include <cmath>
+#include <optional>
 
 #include "core/error.h"
 #include "core/tensor_text.h"
@@ -85,14 +87,16 @@ StepStats AdamW::step(double lr) {
     return s;
   }
   skipped_in_row_ = 0;
-  if (cfg_.max_grad_norm > 0 && s.grad_norm > cfg_.max_grad_norm) {
-    const double factor = cfg_.max_grad_norm / (s.grad_norm + 1e-6);
-    for (auto& g : grads) g.mul_(factor);
-  }
+  // Clipping by the fused kernel's grad_scale (it divides each gradient as it reads it): no
+  // separate pass over the gradients.
+  std::optional<at::Tensor> divide_by;
+  if (cfg_.max_grad_norm > 0 && s.grad_norm > cfg_.max_grad_norm)
+    divide_by = at::full({}, (s.grad_norm + 1e-6) / cfg_.max_grad_norm,
+                         params.front().options().dtype(at::kFloat));
   for (auto& count : step_count_) count.add_(1);  // the fused kernel reads, not bumps, the step
   at::_fused_adamw_(params, grads, exp_avg_, exp_avg_sq_, {}, step_count_, lr, 0.9, 0.999,
                     cfg_.weight_decay, 1e-8,
-                    /*amsgrad=*/false, /*maximize=*/false);
+                    /*amsgrad=*/false, /*maximize=*/false, divide_by);
   ++steps_;
   zero_grad();
   return s;
