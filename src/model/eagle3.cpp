@@ -225,15 +225,18 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
     if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
     // Both residual adds happen in the GEMMs' epilogues.
     auto h1 = linear(a.reshape({C, nH * d}), c.o_proj, o_grad, h);
-    auto out = swiglu_mlp(rms_norm(h1, c.post_norm, eps), cw.gate_up, c.down_proj,
-                          opt.mlp_recompute, mlp_grads, h1);
-    auto s = loss.step(rms_norm(out, c.norm, eps), targets, spans(k), take(mask_rows, k),
+    // Each norm's input reaches its residual consumer through the norm (rms_norm_and_residual):
+    // its two gradients are summed by the norm's backward.
+    auto [h1_n, h1_res] = rms_norm_and_residual(h1, c.post_norm, eps);
+    auto out = swiglu_mlp(h1_n, cw.gate_up, c.down_proj, opt.mlp_recompute, mlp_grads, h1_res);
+    auto [out_n, out_res] = rms_norm_and_residual(out, c.norm, eps);
+    auto s = loss.step(out_n, targets, spans(k), take(mask_rows, k),
                        inv_counts[k] * opt.loss_weights[k], k == T - 1);
     // Connectivity (DESIGN §5): the fused loss is itself the hidden·0 term: its gradient in h
     // exists (zero on masked rows) whatever the local mask, so every rank's backward runs.
     total = total.defined() ? total + s.weighted : s.weighted;
     sums.push_back(at::stack({s.loss, s.correct}));
-    h = out;
+    h = out_res;
   }
   auto global = at::stack(sums).contiguous();  // [T, 2]: loss and correct sums
   if (spread) opt.sp->all_reduce(global, ReduceOp::sum);

@@ -46,9 +46,9 @@ void launch_widen(const void* src, float* dst, int64_t n, bool bf16, cudaStream_
 // model/rms_norm.cu
 int rms_norm_backward_max_dim();
 int rms_norm_backward_blocks(int64_t rows, int H, bool bf16);
-void launch_rms_norm_backward(const void* x, const void* dy, const void* w, float eps, void* dx,
-                              float* partial, int blocks, void* dw, int64_t rows, int H, bool bf16,
-                              cudaStream_t stream);
+void launch_rms_norm_backward(const void* x, const void* dy, const void* dres, const void* w,
+                              float eps, void* dx, float* partial, int blocks, void* dw,
+                              int64_t rows, int H, bool bf16, cudaStream_t stream);
 void launch_rms_norm_rows(const void* src, const int64_t* ids, const void* w, float eps, void* out,
                           int64_t out_stride, int64_t rows, int H, bool bf16, cudaStream_t stream);
 #endif
@@ -141,32 +141,40 @@ bool aligned16(const at::Tensor& t) {
   return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0;
 }
 
-// ATen's forward; the backward in one pass (model/rms_norm.cu). Saves x and w only: the kernel
-// recomputes each row's rsqrt from x.
+// A contiguous, 16-byte aligned gradient in dtype dt (a copy only where g is not one).
+at::Tensor kernel_grad(const at::Tensor& g, at::ScalarType dt) {
+  auto out = g.scalar_type() == dt ? g.contiguous() : g.to(dt).contiguous();
+  return aligned16(out) ? out : out.clone();
+}
+
+// ATen's forward; the backward in one pass (model/rms_norm.cu). Outputs y and x itself (an alias
+// for x's residual use, whose gradient the backward kernel adds to dx as it writes it). Saves x
+// and w only: the kernel recomputes each row's rsqrt from x.
 struct FusedRmsNorm : torch::autograd::Function<FusedRmsNorm> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& w, double eps) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& x, const at::Tensor& w,
+                                                double eps) {
     ctx->save_for_backward({x, w});
     ctx->saved_data["eps"] = eps;
-    return at::rms_norm(x, {x.size(1)}, w, eps);
+    return {at::rms_norm(x, {x.size(1)}, w, eps), x};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    if (!grads[0].defined()) return {grads[1], at::Tensor(), at::Tensor()};
     auto saved = ctx->get_saved_variables();
     const auto &x = saved[0], &w = saved[1];
-    auto dy = grads[0].contiguous();
-    if (dy.scalar_type() != x.scalar_type()) dy = dy.to(x.scalar_type());
-    if (!aligned16(dy)) dy = dy.clone();
+    const auto dy = kernel_grad(grads[0], x.scalar_type());
+    const auto dres = grads[1].defined() ? kernel_grad(grads[1], x.scalar_type()) : at::Tensor();
     const int64_t rows = x.size(0);
     const int H = static_cast<int>(x.size(1));
     const bool bf16 = x.scalar_type() == at::kBFloat16;
     auto dx = at::empty_like(x), dw = at::empty_like(w);
     const int blocks = rms_norm_backward_blocks(rows, H, bf16);
     auto partial = at::empty({blocks, H}, x.options().dtype(at::kFloat));
-    launch_rms_norm_backward(x.data_ptr(), dy.data_ptr(), w.data_ptr(),
-                             static_cast<float>(ctx->saved_data["eps"].toDouble()), dx.data_ptr(),
-                             partial.data_ptr<float>(), blocks, dw.data_ptr(), rows, H, bf16,
-                             stream_of(x));
+    launch_rms_norm_backward(
+        x.data_ptr(), dy.data_ptr(), dres.defined() ? dres.data_ptr() : nullptr, w.data_ptr(),
+        static_cast<float>(ctx->saved_data["eps"].toDouble()), dx.data_ptr(),
+        partial.data_ptr<float>(), blocks, dw.data_ptr(), rows, H, bf16, stream_of(x));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return {dx, dw, at::Tensor()};
   }
@@ -181,14 +189,23 @@ bool fused_rms_norm_runs(const at::Tensor& x, const at::Tensor& w, const char* k
 
 }  // namespace
 
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, const char* kernel) {
+std::pair<at::Tensor, at::Tensor> rms_norm_and_residual(const at::Tensor& x,
+                                                        const at::Tensor& weight, double eps,
+                                                        const char* kernel) {
   // ATen's RMSNorm: statistics in fp32 (fp64 on the fp64 path), one fused kernel on CUDA.
   const auto w = weight.to(x.scalar_type());
 #ifdef EAGLET_WITH_CUDA
-  if (fused_rms_norm_runs(x, w, kernel)) return FusedRmsNorm::apply(x, w, eps);
+  if (fused_rms_norm_runs(x, w, kernel)) {
+    auto out = FusedRmsNorm::apply(x, w, eps);
+    return {out[0], out[1]};
+  }
 #endif
   (void)kernel;
-  return at::rms_norm(x, {x.size(-1)}, w, eps);
+  return {at::rms_norm(x, {x.size(-1)}, w, eps), x};
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, const char* kernel) {
+  return rms_norm_and_residual(x, weight, eps, kernel).first;
 }
 
 namespace {

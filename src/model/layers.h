@@ -52,6 +52,12 @@ at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, const char* kernel
 // and dw together (model/rms_norm.cu).
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps,
                     const char* kernel = "auto");
+// {rms_norm(x, weight), x} where x's other (residual) consumers take the second: on the fused path
+// an alias of x whose gradient the norm's backward adds to dx in its own pass (no separate
+// gradient add); elsewhere x itself.
+std::pair<at::Tensor, at::Tensor> rms_norm_and_residual(const at::Tensor& x,
+                                                        const at::Tensor& weight, double eps,
+                                                        const char* kernel = "auto");
 // residual + x · wᵀ (x [rows, in], w [out, in] in x's dtype, residual [rows, out] or undefined:
 // added by the GEMM's epilogue; no bias anywhere in the draft) as one autograd function whose
 // weight gradient goes through `grad`; x's gradient is formed only where x needs one.

@@ -4,7 +4,8 @@
 // pass over x and dy: each block takes rows blockIdx.x, blockIdx.x + gridDim.x, ...; a thread holds
 // up to P packs of 8 columns of the row in registers (H ≤ 8·P·threads) and its columns' dw sum over
 // the block's rows, written as one fp32 row of partials; a second kernel sums the partials per
-// column. r is recomputed from x (nothing saved by the forward but x). All arithmetic in fp32.
+// column. r is recomputed from x (nothing saved by the forward but x). A residual use of x adds
+// its gradient (dres) into dx in the same pass. All arithmetic in fp32, one rounding per output.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -43,8 +44,8 @@ __device__ __forceinline__ float2 block_sum2(float2 v) {
 template <typename T, int P>
 __global__ void __launch_bounds__(kThreads)
     rms_norm_backward_kernel(const T* __restrict__ x, const T* __restrict__ dy,
-                             const T* __restrict__ w, float eps, T* __restrict__ dx,
-                             float* __restrict__ partial, int64_t rows, int H) {
+                             const T* __restrict__ dres, const T* __restrict__ w, float eps,
+                             T* __restrict__ dx, float* __restrict__ partial, int64_t rows, int H) {
   constexpr int N = 8;
   float wv[P][N], dw[P][N];
 #pragma unroll
@@ -63,6 +64,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     float xv[P][N], dv[P][N];
+    Pack<T, N> pr[P];                     // the residual gradient, loaded with x and dy
     float2 sums = make_float2(0.f, 0.f);  // Σ x², Σ g·x
 #pragma unroll
     for (int p = 0; p < P; ++p) {
@@ -70,6 +72,7 @@ __global__ void __launch_bounds__(kThreads)
       if (c < H) {
         const auto px = *reinterpret_cast<const Pack<T, N>*>(x + r * H + c);
         const auto pd = *reinterpret_cast<const Pack<T, N>*>(dy + r * H + c);
+        if (dres != nullptr) pr[p] = *reinterpret_cast<const Pack<T, N>*>(dres + r * H + c);
 #pragma unroll
         for (int i = 0; i < N; ++i) {
           xv[p][i] = to_float(px.v[i]);
@@ -89,7 +92,8 @@ __global__ void __launch_bounds__(kThreads)
         Pack<T, N> out;
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-          out.v[i] = from_float<T>(rr * wv[p][i] * dv[p][i] - k * xv[p][i]);
+          const float add = dres != nullptr ? to_float(pr[p].v[i]) : 0.f;
+          out.v[i] = from_float<T>(rr * wv[p][i] * dv[p][i] - k * xv[p][i] + add);
           dw[p][i] += dv[p][i] * xv[p][i] * rr;
         }
         *reinterpret_cast<Pack<T, N>*>(dx + r * H + c) = out;
@@ -193,22 +197,23 @@ __global__ void __launch_bounds__(32 * kSumLanes)
 }
 
 template <typename T>
-void backward(const void* x, const void* dy, const void* w, float eps, void* dx, float* partial,
-              int blocks, void* dw, int64_t rows, int H, cudaStream_t stream) {
+void backward(const void* x, const void* dy, const void* dres, const void* w, float eps, void* dx,
+              float* partial, int blocks, void* dw, int64_t rows, int H, cudaStream_t stream) {
   auto xt = static_cast<const T*>(x);
   auto dyt = static_cast<const T*>(dy);
+  auto rt = static_cast<const T*>(dres);
   auto wt = static_cast<const T*>(w);
   auto dxt = static_cast<T*>(dx);
   const int packs = (H / 8 + kThreads - 1) / kThreads;
   if (packs <= 1)
     rms_norm_backward_kernel<T, 1>
-        <<<blocks, kThreads, 0, stream>>>(xt, dyt, wt, eps, dxt, partial, rows, H);
+        <<<blocks, kThreads, 0, stream>>>(xt, dyt, rt, wt, eps, dxt, partial, rows, H);
   else if (packs <= 2)
     rms_norm_backward_kernel<T, 2>
-        <<<blocks, kThreads, 0, stream>>>(xt, dyt, wt, eps, dxt, partial, rows, H);
+        <<<blocks, kThreads, 0, stream>>>(xt, dyt, rt, wt, eps, dxt, partial, rows, H);
   else
     rms_norm_backward_kernel<T, kMaxPacks>
-        <<<blocks, kThreads, 0, stream>>>(xt, dyt, wt, eps, dxt, partial, rows, H);
+        <<<blocks, kThreads, 0, stream>>>(xt, dyt, rt, wt, eps, dxt, partial, rows, H);
   column_sum_kernel<T>
       <<<(H + 31) / 32, dim3(32, kSumLanes), 0, stream>>>(partial, blocks, H, static_cast<T*>(dw));
 }
@@ -253,15 +258,15 @@ void launch_rms_norm_rows(const void* src, const int64_t* ids, const void* w, fl
     rows_forward<__half>(src, ids, w, eps, out, out_stride, rows, H, stream);
 }
 
-// x, dy, dx: contiguous [rows, H] (H a multiple of 8, ≤ rms_norm_backward_max_dim(), 16-byte
-// aligned); w, dw: [H]; partial: fp32 [blocks, H] scratch.
-void launch_rms_norm_backward(const void* x, const void* dy, const void* w, float eps, void* dx,
-                              float* partial, int blocks, void* dw, int64_t rows, int H, bool bf16,
-                              cudaStream_t stream) {
+// x, dy, dx and dres (or null): contiguous [rows, H] (H a multiple of 8, ≤
+// rms_norm_backward_max_dim(), 16-byte aligned); w, dw: [H]; partial: fp32 [blocks, H] scratch.
+void launch_rms_norm_backward(const void* x, const void* dy, const void* dres, const void* w,
+                              float eps, void* dx, float* partial, int blocks, void* dw,
+                              int64_t rows, int H, bool bf16, cudaStream_t stream) {
   if (bf16)
-    backward<__nv_bfloat16>(x, dy, w, eps, dx, partial, blocks, dw, rows, H, stream);
+    backward<__nv_bfloat16>(x, dy, dres, w, eps, dx, partial, blocks, dw, rows, H, stream);
   else
-    backward<__half>(x, dy, w, eps, dx, partial, blocks, dw, rows, H, stream);
+    backward<__half>(x, dy, dres, w, eps, dx, partial, blocks, dw, rows, H, stream);
 }
 
 }  // namespace eaglet::model

@@ -14,8 +14,11 @@
 #include <ATen/ops/randperm.h>
 #include <ATen/ops/zeros.h>
 
+#include <torch/csrc/autograd/autograd.h>
+
 #include <cmath>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "attention/local_attention.h"
@@ -364,27 +367,31 @@ TEST_CASE("GPU: the fused target side of a chunk equals the ATen reference", "[g
   }
 }
 
-TEST_CASE("GPU: the fused RMSNorm backward equals the fp32 reference", "[gpu][model]") {
+TEST_CASE("GPU: the fused RMSNorm backward (with a residual gradient) equals the fp32 reference",
+          "[gpu][model]") {
   if (no_cuda()) return;
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(37);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
   for (auto dtype : {at::kBFloat16, at::kHalf}) {
     // 4096: one pack of 8 per thread; 4104: two (the second partly used); 64: most threads idle.
-    for (int64_t H : {64, 4096, 4104}) {
-      INFO("dtype " << c10::toString(dtype) << " H " << H);
-      const int64_t rows = 333;
+    // 2100 rows: more than one wave of blocks, so blocks walk several rows.
+    for (auto [H, rows] :
+         {std::pair<int64_t, int64_t>{64, 333}, {4096, 333}, {4104, 333}, {4096, 2100}}) {
+      INFO("dtype " << c10::toString(dtype) << " H " << H << " rows " << rows);
       auto x = at::randn({rows, H}, gen, f32) * 3;
       auto w = 1 + at::randn({H}, gen, f32) * 0.1;
-      auto dy = at::randn({rows, H}, gen, f32);
+      auto dy = at::randn({rows, H}, gen, f32), dres = at::randn({rows, H}, gen, f32);
       // Reference: autograd through ATen's RMSNorm in fp32 on the rounded inputs.
       auto xr = x.to(dtype).to(f32).to(dev).requires_grad_(),
            wr = w.to(dtype).to(f32).to(dev).requires_grad_();
-      auto yr = model::rms_norm(xr, wr, 1e-6, "reference");
-      yr.backward(dy.to(dtype).to(f32).to(dev));
+      // The residual alias gets its own gradient, added to dx by the fused backward.
+      auto [yr, rr] = model::rms_norm_and_residual(xr, wr, 1e-6, "reference");
+      torch::autograd::backward({yr, rr},
+                                {dy.to(dtype).to(f32).to(dev), dres.to(dtype).to(f32).to(dev)});
       auto xg = x.to(dev, dtype).requires_grad_(), wg = w.to(dev, dtype).requires_grad_();
-      auto yg = model::rms_norm(xg, wg, 1e-6, "auto");
-      yg.backward(dy.to(dev, dtype));
+      auto [yg, rg] = model::rms_norm_and_residual(xg, wg, 1e-6, "auto");
+      torch::autograd::backward({yg, rg}, {dy.to(dev, dtype), dres.to(dev, dtype)});
       INFO("y " << test::rel_err(yg, yr) << " dx " << test::rel_err(xg.grad(), xr.grad()) << " dw "
                 << test::rel_err(wg.grad(), wr.grad()));
       // Outputs rounded to bf16/fp16 once: within 2 ulp of the largest (2^-7).
