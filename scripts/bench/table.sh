@@ -6,14 +6,15 @@
 # GEMM and causal-attention rates times the step's FLOPs, single-GPU floor / P) with the ratio,
 # and for USP rows block 0's own time against one GPU's causal attention / P (--attention).
 # One-GPU rows with `model.recompute_mlp` at MEM_SEQS follow the default ones.
-# usage: [SEQS="8192 16384"] [MEM_SEQS="8192 16384"] (empty: none) [USP_SEQS="65536 131072"] [LONG_SEQ=262144]
+# usage: [SEQS="8192 16384"] [MEM_SEQS="8192 16384"] [USP_SEQS="65536 131072"] [LONG_SEQ=262144]
+#        [EXCHANGE_ROW=1] (SEQS, MEM_SEQS, LONG_SEQ empty or EXCHANGE_ROW=0: those rows skipped)
 #        scripts/bench/table.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export NCCL_NVLS_ENABLE=0
 seqs=${SEQS-8192 16384 32768 65536}
 usp_seqs=${USP_SEQS:-65536 131072}
-long_seq=${LONG_SEQ:-262144}
+long_seq=${LONG_SEQ-262144}
 mem_seqs=${MEM_SEQS-8192 16384}
 EAGLET_NO_APT=1 scripts/build.sh >/tmp/eaglet_bench_build.log 2>&1 || { tail -30 /tmp/eaglet_bench_build.log; exit 1; }
 gpus=$(nvidia-smi -L | grep -c '^GPU')
@@ -67,7 +68,7 @@ if [ "$gpus" -ge 4 ]; then
     done
   done
   first=${usp_seqs%% *}
-  [ -n "$first" ] && row "$first" 4 2 2 2 "zigzag_exchange" --attention --set parallel.ring_balance=zigzag_exchange
+  [ -n "$first" ] && [ "${EXCHANGE_ROW:-1}" = 1 ] && row "$first" 4 2 2 2 "zigzag_exchange" --attention --set parallel.ring_balance=zigzag_exchange
   if [ -n "$long_seq" ]; then
     row "$long_seq" 4 4 1 1 "default"
     row "$long_seq" 4 4 1 1 "recompute_mlp" --set model.recompute_mlp=true
