@@ -2,6 +2,8 @@
 #include "train/optimizer.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/_foreach_add.h>
+#include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/_fused_adamw.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
@@ -66,15 +68,15 @@ StepStats AdamW::step(double lr) {
   c10::NoGradGuard no_grad;
   StepStats s;
   s.lr = lr;
-  std::vector<at::Tensor> params, grads, norms;
+  std::vector<at::Tensor> params, grads;
   for (auto& [name, p] : params_) {
     if (!p->grad().defined()) p->mutable_grad() = at::zeros_like(*p);
     params.push_back(*p);
     grads.push_back(p->grad());
-    norms.push_back(p->grad().norm());
   }
-  // One host sync per optimizer step: the skip decision and the logged norm need the value.
-  s.grad_norm = at::stack(norms).norm().item<double>();
+  // One host sync per optimizer step: the skip decision and the logged norm need the value. The
+  // per-tensor norms and the step counts below are one multi-tensor launch each on the GPU.
+  s.grad_norm = at::stack(at::_foreach_norm(grads)).norm().item<double>();
   if (!std::isfinite(s.grad_norm)) {
     s.skipped = true;
     ++skipped_total_;
@@ -93,7 +95,7 @@ StepStats AdamW::step(double lr) {
   if (cfg_.max_grad_norm > 0 && s.grad_norm > cfg_.max_grad_norm)
     divide_by = at::full({}, (s.grad_norm + 1e-6) / cfg_.max_grad_norm,
                          params.front().options().dtype(at::kFloat));
-  for (auto& count : step_count_) count.add_(1);  // the fused kernel reads, not bumps, the step
+  at::_foreach_add_(step_count_, 1);  // the fused kernel reads, not bumps, the step
   at::_fused_adamw_(params, grads, exp_avg_, exp_avg_sq_, {}, step_count_, lr, 0.9, 0.999,
                     cfg_.weight_decay, 1e-8,
                     /*amsgrad=*/false, /*maximize=*/false, divide_by);
