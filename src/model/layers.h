@@ -64,7 +64,8 @@ std::pair<at::Tensor, at::Tensor> rms_norm_and_residual(const at::Tensor& x,
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const WeightGrad& grad = {},
                   const at::Tensor& residual = {});
 // The midlayer's input and its q|k|v projection as one autograd function: x = cat(rms_norm(emb,
-// w_emb), rms_norm(h, w_hidden)) with emb = embed[ids] (embeddings first), returns x · wᵀ. x and
+// w_emb), rms_norm(h, w_hidden)) with emb = embed[ids] (embeddings first; ids in [0, embed rows):
+// the fused kernel reads them unchecked, the caller clamps), returns x · wᵀ. x and
 // emb ([rows, 2H] and [rows, H]) are not kept for backward: it re-gathers emb from ids and
 // recomputes x (two norms, one pass each) from h, which the unroll keeps anyway. The embedding
 // table gets no gradient (frozen). Weights in h's dtype; w's gradient (and w_emb's, derived from
