@@ -218,6 +218,33 @@ void backward(const void* x, const void* dy, const void* dres, const void* w, fl
       <<<(H + 31) / 32, dim3(32, kSumLanes), 0, stream>>>(partial, blocks, H, static_cast<T*>(dw));
 }
 
+// Backward blocks resident at once on the current device for one instantiation: asked of the
+// runtime once per device (cached), not on every backward call.
+template <typename T, int P>
+int64_t resident_backward_blocks() {
+  constexpr int kDevices = 64;
+  static int cached[kDevices] = {};  // 0: not asked yet
+  int device = 0;
+  cudaGetDevice(&device);
+  int& most = cached[device < kDevices ? device : 0];
+  if (most == 0) {
+    int sms = 0, per_sm = 0;
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, rms_norm_backward_kernel<T, P>, kThreads,
+                                                  0);
+    most = sms * (per_sm > 0 ? per_sm : 1);
+  }
+  return most;
+}
+
+template <typename T>
+int64_t resident_backward_blocks(int H) {
+  const int packs = (H / 8 + kThreads - 1) / kThreads;
+  if (packs <= 1) return resident_backward_blocks<T, 1>();
+  if (packs <= 2) return resident_backward_blocks<T, 2>();
+  return resident_backward_blocks<T, kMaxPacks>();
+}
+
 }  // namespace
 
 int rms_norm_backward_max_dim() {
@@ -227,22 +254,8 @@ int rms_norm_backward_max_dim() {
 // Blocks for the backward kernel: as many as run at once on the current device (each keeps its
 // rows' dw in registers, so a second wave would only lengthen the tail), at most one per row.
 int rms_norm_backward_blocks(int64_t rows, int H, bool bf16) {
-  int device = 0, sms = 0, per_sm = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  const int packs = (H / 8 + kThreads - 1) / kThreads;
-  auto occupancy = [&](auto kernel) {
-    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0);
-  };
-  if (bf16)
-    occupancy(packs <= 1   ? rms_norm_backward_kernel<__nv_bfloat16, 1>
-              : packs <= 2 ? rms_norm_backward_kernel<__nv_bfloat16, 2>
-                           : rms_norm_backward_kernel<__nv_bfloat16, kMaxPacks>);
-  else
-    occupancy(packs <= 1   ? rms_norm_backward_kernel<__half, 1>
-              : packs <= 2 ? rms_norm_backward_kernel<__half, 2>
-                           : rms_norm_backward_kernel<__half, kMaxPacks>);
-  const int64_t most = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
+  const int64_t most =
+      bf16 ? resident_backward_blocks<__nv_bfloat16>(H) : resident_backward_blocks<__half>(H);
   return static_cast<int>(rows < most ? (rows > 0 ? rows : 1) : most);
 }
 
