@@ -143,7 +143,7 @@ bool aligned16(const at::Tensor& t) {
 
 // A contiguous, 16-byte aligned gradient in dtype dt (a copy only where g is not one).
 at::Tensor kernel_grad(const at::Tensor& g, at::ScalarType dt) {
-  auto out = g.scalar_type() == dt ? g.contiguous() : g.to(dt).contiguous();
+  auto out = g.to(dt).contiguous();
   return aligned16(out) ? out : out.clone();
 }
 
