@@ -205,9 +205,9 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   for (int64_t k = 0; k < T; ++k) {
     // q and k stay views of the fused output (RoPE reads them strided); v is copied out so the
     // K/V cache does not keep the whole [C, (nH + 2·nKV)·d] output alive.
-    auto qkv = input_projection(c.embed_tokens, take(ids, k + 1), h, c.input_layernorm,
-                                c.hidden_norm, cw.qkv, eps, qkv_grad)
-                   .split_with_sizes({nH * d, nKV * d, nKV * d}, -1);
+    auto [qkv_out, h_res] = input_projection_and_residual(
+        c.embed_tokens, take(ids, k + 1), h, c.input_layernorm, c.hidden_norm, cw.qkv, eps, qkv_grad);
+    auto qkv = qkv_out.split_with_sizes({nH * d, nKV * d, nKV * d}, -1);
     auto q = qkv[0].view({C, nH, d});
     auto kk = qkv[1].view({C, nKV, d});
     auto v = qkv[2].contiguous().view({C, nKV, d});
@@ -224,9 +224,9 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
     auto a = attention::ttt_attention(q, ks, vs, opt.block0, scale);
     if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
     // Both residual adds happen in the GEMMs' epilogues.
-    auto h1 = linear(a.reshape({C, nH * d}), c.o_proj, o_grad, h);
-    // Each norm's input reaches its residual consumer through the norm (rms_norm_and_residual):
-    // its two gradients are summed by the norm's backward.
+    auto h1 = linear(a.reshape({C, nH * d}), c.o_proj, o_grad, h_res);
+    // Each norm's input reaches its residual consumer through the norm (rms_norm_and_residual,
+    // input_projection_and_residual for h): its two gradients are summed by the norm's backward.
     auto [h1_n, h1_res] = rms_norm_and_residual(h1, c.post_norm, eps);
     auto out = swiglu_mlp(h1_n, cw.gate_up, c.down_proj, opt.mlp_recompute, mlp_grads, h1_res);
     auto [out_n, out_res] = rms_norm_and_residual(out, c.norm, eps);

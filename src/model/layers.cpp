@@ -24,6 +24,8 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include "core/error.h"
 #include "core/tensor_text.h"
@@ -305,15 +307,19 @@ at::Tensor layer_input(const at::Tensor& embed, const at::Tensor& ids, const at:
 }
 
 struct InputProjection : torch::autograd::Function<InputProjection> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& embed,
-                            const at::Tensor& ids, const at::Tensor& h, const at::Tensor& w_emb,
-                            const at::Tensor& w_hidden, const at::Tensor& w, double eps,
-                            const WeightGrad& grad, const char* kernel) {
+  // Returns x · wᵀ and h itself (an alias for h's residual use, whose gradient joins dh in the
+  // hidden norm's backward).
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& embed, const at::Tensor& ids,
+                                                const at::Tensor& h, const at::Tensor& w_emb,
+                                                const at::Tensor& w_hidden, const at::Tensor& w,
+                                                double eps, const WeightGrad& grad,
+                                                const char* kernel) {
     ctx->save_for_backward({embed, ids, h, w_emb, w_hidden, w});
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["kernel"] = std::string(kernel);
     grad.save(ctx, "w");
-    return at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps, kernel), w.t());
+    return {at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps, kernel), w.t()), h};
   }
   // With x̂ = the embedding rows normalised without their weight (e_n = x̂ · w_emb) and
   // G = dyᵀ x̂: dW_emb = G · diag(w_emb) and d w_emb = colsum(W_emb ⊙ G), so the embedding half
@@ -331,12 +337,14 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
          w_hidden = saved[4].detach().requires_grad_(true);
     const int64_t H = w_emb.size(0);
     auto x_hat = embedding_rows_normalised(embed, ids, h, eps, kernel.c_str());
-    at::Tensor h_n;
+    at::Tensor h_n, h_res;
     {
       c10::AutoGradMode enable(true);
-      h_n = rms_norm(h, w_hidden, eps, kernel.c_str());
+      std::tie(h_n, h_res) = rms_norm_and_residual(h, w_hidden, eps, kernel.c_str());
     }
-    const auto& dy = grads[0];
+    const auto &dy = grads[0], &dres = grads[1];
+    if (!dy.defined()) return {at::Tensor(), at::Tensor(), dres, at::Tensor(), at::Tensor(),
+                               at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     auto grad = WeightGrad::load(ctx, "w");
     grad.add(dy, x_hat, 2 * H, 0);
     grad.add(dy, h_n.detach(), 2 * H, H);
@@ -348,7 +356,13 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
       d_w_emb = at::sum(w.narrow(1, 0, H) * g, {0}, false, acc).to(w_emb.scalar_type());
       g.mul_(w_emb);  // G -> dW_emb
     }
-    auto dh = torch::autograd::grad({h_n}, {h, w_hidden}, {at::mm(dy, w.narrow(1, H, H))});
+    // h's residual gradient: through the fused norm's alias (added in its backward pass), else
+    // added here.
+    const bool alias = dres.defined() && !h_res.is_same(h);
+    auto dh = alias ? torch::autograd::grad({h_n, h_res}, {h, w_hidden},
+                                            {at::mm(dy, w.narrow(1, H, H)), dres})
+                    : torch::autograd::grad({h_n}, {h, w_hidden}, {at::mm(dy, w.narrow(1, H, H))});
+    if (dres.defined() && !alias) dh[0] = dh[0] + dres;
     return {at::Tensor(), at::Tensor(), dh[0],        d_w_emb,     dh[1],
             dw,           at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -356,16 +370,24 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
 
 }  // namespace
 
-at::Tensor input_projection(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
-                            const at::Tensor& w_emb, const at::Tensor& w_hidden,
-                            const at::Tensor& w, double eps, const WeightGrad& grad,
-                            const char* kernel) {
+std::pair<at::Tensor, at::Tensor> input_projection_and_residual(
+    const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h, const at::Tensor& w_emb,
+    const at::Tensor& w_hidden, const at::Tensor& w, double eps, const WeightGrad& grad,
+    const char* kernel) {
   EAGLET_CHECK(h.dim() == 2 && ids.dim() == 1 && ids.size(0) == h.size(0),
                "input_projection: h {} and ids {} must be [rows, H] and [rows]", tensor_text(h),
                tensor_text(ids));
   if (!at::GradMode::is_enabled())
-    return at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps, kernel), w.t());
-  return InputProjection::apply(embed, ids, h, w_emb, w_hidden, w, eps, grad, kernel);
+    return {at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps, kernel), w.t()), h};
+  auto out = InputProjection::apply(embed, ids, h, w_emb, w_hidden, w, eps, grad, kernel);
+  return {out[0], out[1]};
+}
+
+at::Tensor input_projection(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
+                            const at::Tensor& w_emb, const at::Tensor& w_hidden,
+                            const at::Tensor& w, double eps, const WeightGrad& grad,
+                            const char* kernel) {
+  return input_projection_and_residual(embed, ids, h, w_emb, w_hidden, w, eps, grad, kernel).first;
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const WeightGrad& grad,

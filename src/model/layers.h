@@ -76,6 +76,13 @@ at::Tensor input_projection(const at::Tensor& embed, const at::Tensor& ids, cons
                             const at::Tensor& w_emb, const at::Tensor& w_hidden,
                             const at::Tensor& w, double eps, const WeightGrad& grad = {},
                             const char* kernel = "auto");
+// {input_projection(...), h} where h's other (residual) consumer takes the second: an alias of h
+// whose gradient the backward adds to dh, on the fused path inside the hidden norm's backward pass
+// (no separate gradient add).
+std::pair<at::Tensor, at::Tensor> input_projection_and_residual(
+    const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h, const at::Tensor& w_emb,
+    const at::Tensor& w_hidden, const at::Tensor& w, double eps, const WeightGrad& grad = {},
+    const char* kernel = "auto");
 
 // inv_freq_i = θ^(−2i/d) with rope scaling applied, fp32 [d/2].
 at::Tensor rope_inv_freq(const DraftArchConfig& cfg, c10::Device device);

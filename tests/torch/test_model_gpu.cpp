@@ -125,7 +125,9 @@ TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same
   auto gen = at::detail::createCPUGenerator(5);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
   for (auto dtype : {at::kBFloat16, at::kHalf}) {
-    for (int64_t vocab : {7, 1000, 32000}) {
+    // 7: one element per load; 1000, 32000, 32768: 8-element packs held in registers (the most
+    // a block holds: 32768); 40000: packs streamed twice.
+    for (int64_t vocab : {7, 1000, 32000, 32768, 40000}) {
       INFO("dtype " << c10::toString(dtype) << " vocab " << vocab);
       const int64_t n = 37;
       auto z0 = (at::randn({n, vocab}, gen, f32) * 3).to(dev, dtype);
@@ -419,14 +421,16 @@ TEST_CASE("GPU: the fused input norms (embedding rows by id, x in place) equal t
       auto w_emb = 1 + at::randn({H}, gen, f32) * 0.1;
       auto w_hidden = 1 + at::randn({H}, gen, f32) * 0.1;
       auto w = at::randn({out, 2 * H}, gen, f32) / std::sqrt(2.0 * H);
-      auto dy = at::randn({rows, out}, gen, f32);
-      // The reference table in fp32 on the rounded inputs, then the fused one in dtype.
+      auto dy = at::randn({rows, out}, gen, f32), dres = at::randn({rows, H}, gen, f32);
+      // The reference table in fp32 on the rounded inputs, then the fused one in dtype; h's
+      // residual alias carries a gradient of its own (added to dh inside the norm's backward).
       auto run = [&](at::ScalarType dt, const char* kernel) {
         auto on = [&](const at::Tensor& t) { return t.to(dtype).to(dev, dt); };
         auto hv = on(h).requires_grad_(), we = on(w_emb).requires_grad_(),
              wh = on(w_hidden).requires_grad_(), wv = on(w).requires_grad_();
-        auto y = model::input_projection(on(embed), ids.to(dev), hv, we, wh, wv, 1e-6, {}, kernel);
-        y.backward(on(dy));
+        auto [y, res] = model::input_projection_and_residual(on(embed), ids.to(dev), hv, we, wh,
+                                                             wv, 1e-6, {}, kernel);
+        torch::autograd::backward({y, res}, {on(dy), on(dres)});
         return std::vector<at::Tensor>{y, hv.grad(), we.grad(), wh.grad(), wv.grad()};
       };
       auto want = run(at::kFloat, "reference");
