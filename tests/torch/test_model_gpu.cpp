@@ -125,9 +125,8 @@ TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same
   auto gen = at::detail::createCPUGenerator(5);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
   for (auto dtype : {at::kBFloat16, at::kHalf}) {
-    // 7: one element per load; 1000, 32000, 32768: 8-element packs held in registers (the most
-    // a block holds: 32768); 40000: packs streamed twice.
-    for (int64_t vocab : {7, 1000, 32000, 32768, 40000}) {
+    // 7: one element per load; the others 8-element packs (40000: rows longer than L2's share).
+    for (int64_t vocab : {7, 1000, 32000, 40000}) {
       INFO("dtype " << c10::toString(dtype) << " vocab " << vocab);
       const int64_t n = 37;
       auto z0 = (at::randn({n, vocab}, gen, f32) * 3).to(dev, dtype);
