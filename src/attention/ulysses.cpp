@@ -1,6 +1,7 @@
 // The two all-to-all layouts and their autograd wrappers.
 #include "attention/ulysses.h"
 
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -34,6 +35,32 @@ at::Tensor gather_raw(const at::Tensor& x, Communicator& comm) {
   return recv.permute({1, 0, 2, 3}).reshape({L / U, U * h, d});
 }
 
+// The send buffer of scatter_qkv: [U, C, g, d] with g = (nq + 2·nkv)/U, chunk j holding rank j's
+// q | k | v heads, copied out of x3 [C, nq + 2·nkv, d] in one pass per part.
+at::Tensor qkv_send_buffer(const at::Tensor& x3, int64_t nq, int64_t nkv, int64_t U) {
+  const int64_t C = x3.size(0), d = x3.size(2), hq = nq / U, hk = nkv / U;
+  auto send = at::empty({U, C, hq + 2 * hk, d}, x3.options());
+  const int64_t firsts[] = {0, nq, nq + nkv}, widths[] = {hq, hk, hk}, at_g[] = {0, hq, hq + hk};
+  for (int p = 0; p < 3; ++p)
+    send.narrow(2, at_g[p], widths[p])
+        .copy_(x3.narrow(1, firsts[p], widths[p] * U).view({C, U, widths[p], d}).permute({1, 0, 2, 3}));
+  return send;
+}
+
+Qkv scatter_qkv_raw(const at::Tensor& x, int64_t nq, int64_t nkv, int64_t d, Communicator& comm) {
+  const int64_t U = comm.size(), C = x.size(0);
+  EAGLET_CHECK(x.dim() == 2 && x.size(1) == (nq + 2 * nkv) * d && nq % U == 0 && nkv % U == 0,
+               "ulysses scatter: q|k|v {} of {} + 2 x {} heads of {} do not split over {} ranks",
+               tensor_text(x), nq, nkv, d, U);
+  auto send = qkv_send_buffer(x.view({C, nq + 2 * nkv, d}), nq, nkv, U);
+  auto recv = at::empty_like(send);
+  comm.all_to_all(send, recv);  // chunk i of recv: rank i's rows, my heads
+  const int64_t hq = nq / U, hk = nkv / U;
+  auto all = recv.view({U * C, hq + 2 * hk, d});
+  // v goes to the K/V cache: its own copy, so the cache does not keep q's part alive.
+  return {all.narrow(1, 0, hq), all.narrow(1, hq, hk), all.narrow(1, hq + hk, hk).contiguous()};
+}
+
 struct Comm : torch::CustomClassHolder {
   Communicator* comm = nullptr;
 };
@@ -64,6 +91,22 @@ struct Gather : torch::autograd::Function<Gather> {
   }
 };
 
+struct ScatterQkv : torch::autograd::Function<ScatterQkv> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& x, int64_t nq, int64_t nkv,
+                                                int64_t d, c10::intrusive_ptr<Comm> c) {
+    ctx->saved_data["comm"] = c10::IValue::make_capsule(c);
+    auto r = scatter_qkv_raw(x, nq, nkv, d, *c->comm);
+    return {r.q, r.k, r.v};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list g) {
+    auto c = c10::static_intrusive_pointer_cast<Comm>(ctx->saved_data["comm"].toCapsule());
+    return {gather_qkv(g[0], g[1], g[2], *c->comm), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
 c10::intrusive_ptr<Comm> wrap(Communicator& comm) {
   auto c = c10::make_intrusive<Comm>();
   c->comm = &comm;
@@ -80,6 +123,43 @@ at::Tensor scatter_heads(const at::Tensor& x, Communicator& ulysses) {
 at::Tensor gather_heads(const at::Tensor& x, Communicator& ulysses) {
   if (ulysses.size() == 1) return x;
   return Gather::apply(x, wrap(ulysses));
+}
+
+Qkv scatter_qkv(const at::Tensor& x, int64_t nq, int64_t nkv, int64_t d, Communicator* ulysses) {
+  if (ulysses == nullptr || ulysses->size() == 1) {
+    auto parts = x.split_with_sizes({nq * d, nkv * d, nkv * d}, -1);
+    const int64_t C = x.size(0);
+    return {parts[0].view({C, nq, d}), parts[1].view({C, nkv, d}),
+            parts[2].contiguous().view({C, nkv, d})};
+  }
+  auto out = ScatterQkv::apply(x, nq, nkv, d, wrap(*ulysses));
+  return {out[0], out[1], out[2]};
+}
+
+at::Tensor gather_qkv(const at::Tensor& dq, const at::Tensor& dk, const at::Tensor& dv,
+                      Communicator& ulysses) {
+  const int64_t U = ulysses.size(), L = dq.size(0), hq = dq.size(1), hk = dk.size(1),
+                d = dq.size(2), C = L / U, g = hq + 2 * hk;
+  EAGLET_CHECK(dq.defined() && dk.defined() && dv.defined() && L % U == 0 && dk.size(0) == L &&
+                   dv.sizes() == dk.sizes(),
+               "ulysses gather: dq {}, dk {}, dv {} over {} ranks", tensor_text(dq),
+               tensor_text(dk), tensor_text(dv), U);
+  auto send = at::empty({L, g, d}, dq.options());  // chunk j: rank j's rows, my heads
+  const at::Tensor* parts[] = {&dq, &dk, &dv};
+  const int64_t at_g[] = {0, hq, hq + hk};
+  for (int p = 0; p < 3; ++p) send.narrow(1, at_g[p], parts[p]->size(1)).copy_(*parts[p]);
+  auto recv = at::empty_like(send);
+  if (U > 1) ulysses.all_to_all(send.view({U, C, g, d}), recv.view({U, C, g, d}));
+  else recv = send;
+  // chunk i of recv: my rows, rank i's heads -> [C, nq + 2·nkv, d] in q | k | v head order.
+  auto dx = at::empty({C, U * g, d}, dq.options());
+  const int64_t firsts[] = {0, U * hq, U * (hq + hk)}, widths[] = {hq, hk, hk};
+  auto r4 = recv.view({U, C, g, d});
+  for (int p = 0; p < 3; ++p)
+    dx.narrow(1, firsts[p], widths[p] * U)
+        .view({C, U, widths[p], d})
+        .copy_(r4.narrow(2, at_g[p], widths[p]).permute({1, 0, 2, 3}));
+  return dx.view({C, U * g * d});
 }
 
 }  // namespace eaglet::attention

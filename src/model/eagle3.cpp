@@ -203,19 +203,12 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   const MlpGrads mlp_grads{WeightGrad(T), WeightGrad(T)};
   at::Tensor total;
   for (int64_t k = 0; k < T; ++k) {
-    // q and k stay views of the fused output (RoPE reads them strided); v is copied out so the
-    // K/V cache does not keep the whole [C, (nH + 2·nKV)·d] output alive.
     auto [qkv_out, h_res] = input_projection_and_residual(
         c.embed_tokens, take(ids, k + 1), h, c.input_layernorm, c.hidden_norm, cw.qkv, eps, qkv_grad);
-    auto qkv = qkv_out.split_with_sizes({nH * d, nKV * d, nKV * d}, -1);
-    auto q = qkv[0].view({C, nH, d});
-    auto kk = qkv[1].view({C, nKV, d});
-    auto v = qkv[2].contiguous().view({C, nKV, d});
-    if (U > 1) {  // Ulysses: scatter heads, gather the ring chunk's sequence ([C·U, n/U, d])
-      q = attention::scatter_heads(q, *opt.ulysses);
-      kk = attention::scatter_heads(kk, *opt.ulysses);
-      v = attention::scatter_heads(v, *opt.ulysses);
-    }
+    // q and k stay strided views (RoPE reads them so); v is copied out so the K/V cache does not
+    // keep the whole buffer alive. Ulysses (U > 1): one all-to-all scatters the q, k and v heads
+    // and gathers the ring chunk's sequence ([C·U, heads/U, d]).
+    auto [q, kk, v] = attention::scatter_qkv(qkv_out, nH, nKV, d, opt.ulysses);
     // RoPE after the all-to-all, with the chunk's global positions; TTT step k uses positions + k.
     auto [cos, sin] = rope_tables(inv_freq, in.positions + k);
     q = apply_rope(q, cos, sin);

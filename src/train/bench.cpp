@@ -100,8 +100,8 @@ std::pair<double, double> measure_rates(const DraftArchConfig& a, int64_t n, int
   const double attn = 3.5 * 2.0 * L * L * heads * d / attn_s;
   return {gemm, attn};
 }
-// Block 0 alone, forward + backward, as the TTT step runs it (q, k, v scattered by Ulysses, the
-// ring provider, out gathered; backward: dout scattered, dq/dk/dv gathered), against one GPU's
+// Block 0 alone, forward + backward, as the TTT step runs it (q|k|v scattered by one Ulysses
+// all-to-all, the ring provider, out gathered; backward: dout scattered, dq|dk|dv gathered by one), against one GPU's
 // causal attention over all S rows and all heads. Returns {usp ms, local ms}; collective.
 std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups& groups, int64_t C,
                                          int64_t S, at::ScalarType dtype) {
@@ -121,17 +121,16 @@ std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups&
   auto ga = [&](const at::Tensor& x) {
     return uly.size() > 1 ? attention::gather_heads(x, uly) : x;
   };
-  auto q = at::randn({C, H, d}, on), k = at::randn({C, KV, d}, on), v = at::randn({C, KV, d}, on),
-       dout = at::randn({C, H, d}, on);
+  auto qkv = at::randn({C, (H + 2 * KV) * d}, on), dout = at::randn({C, H, d}, on);
   const double usp = time_it(device, 2, [&] {
-    auto qs = sc(q), ks = sc(k), vs = sc(v);
+    auto parts = attention::scatter_qkv(qkv, H, KV, d, &uly);
+    // RoPE's out-of-place write in the step, here a plain copy: q and k reach attention contiguous.
+    auto qs = parts.q.contiguous(), ks = parts.k.contiguous(), vs = parts.v;
     auto r = block0->forward(to_k(qs), to_k(ks), to_k(vs), scale);
     (void)ga(from_k(r.out));
     auto g = block0->backward(to_k(sc(dout)), to_k(qs), to_k(ks), to_k(vs), r.out, r.lse, r.state,
                               scale);
-    (void)ga(from_k(g[0]));
-    (void)ga(from_k(g[1]));
-    (void)ga(from_k(g[2]));
+    if (uly.size() > 1) (void)attention::gather_qkv(from_k(g[0]), from_k(g[1]), from_k(g[2]), uly);
   });
   auto qf = at::randn({1, H, S, d}, on), kf = at::randn({1, KV, S, d}, on),
        vf = at::randn({1, KV, S, d}, on), df = at::randn({1, H, S, d}, on);
