@@ -180,7 +180,8 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   device_sync(device);
   MPI_Barrier(MPI_COMM_WORLD);
   const auto t0 = std::chrono::steady_clock::now();
-  // Per step: time between the returns of consecutive steps (each waits for its gradient norm).
+  // Per step: time between the returns of consecutive steps (each reads its gradient norm back
+  // after launching the optimizer step, as the trainer reads its metrics: one host sync a step).
   double fastest = 1e30, slowest = 0;
   auto last = t0;
   for (int64_t i = 0; i < opt.steps; ++i) {

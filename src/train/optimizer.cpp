@@ -4,10 +4,13 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/_foreach_norm.h>
+#include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/_fused_adamw.h>
 #include <ATen/ops/cat.h>
-#include <ATen/ops/full.h>
+#include <ATen/ops/isfinite.h>
+#include <ATen/ops/logical_not.h>
 #include <ATen/ops/stack.h>
+#include <ATen/ops/where.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/GradMode.h>
@@ -64,44 +67,53 @@ void AdamW::sync_gradients(Communicator* world, int64_t dp_size) {
   }
 }
 
-StepStats AdamW::step(double lr) {
+at::Tensor AdamW::launch_step(double lr) {
   c10::NoGradGuard no_grad;
-  StepStats s;
-  s.lr = lr;
   std::vector<at::Tensor> params, grads;
   for (auto& [name, p] : params_) {
     if (!p->grad().defined()) p->mutable_grad() = at::zeros_like(*p);
     params.push_back(*p);
     grads.push_back(p->grad());
   }
-  // One host sync per optimizer step: the skip decision and the logged norm need the value. The
-  // per-tensor norms and the step counts below are one multi-tensor launch each on the GPU.
-  s.grad_norm = at::stack(at::_foreach_norm(grads)).norm().item<double>();
-  if (!std::isfinite(s.grad_norm)) {
-    s.skipped = true;
-    ++skipped_total_;
-    constexpr int64_t kMaxInRow = 10;
-    EAGLET_CHECK(
-        ++skipped_in_row_ < kMaxInRow,
-        "{} optimizer steps in a row had a non-finite gradient norm; stopping (lower training.lr?)",
-        skipped_in_row_);
-    zero_grad();
-    return s;
-  }
-  skipped_in_row_ = 0;
-  // Clipping by the fused kernel's grad_scale (it divides each gradient as it reads it): no
-  // separate pass over the gradients.
+  // Everything on the device, nothing waited for: the per-tensor norms and the step counts are
+  // one multi-tensor launch each on the GPU, the skip (found_inf: a non-finite norm leaves
+  // weights, moments and step counts as they were) and the clipping (grad_scale: the fused kernel
+  // divides each gradient as it reads it, no separate pass) are device scalars.
+  auto norm = at::stack(at::_foreach_norm(grads)).norm();
+  auto found_inf = at::logical_not(at::isfinite(norm)).to(at::kFloat);
   std::optional<at::Tensor> divide_by;
-  if (cfg_.max_grad_norm > 0 && s.grad_norm > cfg_.max_grad_norm)
-    divide_by = at::full({}, (s.grad_norm + 1e-6) / cfg_.max_grad_norm,
-                         params.front().options().dtype(at::kFloat));
+  if (cfg_.max_grad_norm > 0)
+    divide_by = at::where(norm > cfg_.max_grad_norm, (norm + 1e-6) / cfg_.max_grad_norm, 1.0);
   at::_foreach_add_(step_count_, 1);  // the fused kernel reads, not bumps, the step
   at::_fused_adamw_(params, grads, exp_avg_, exp_avg_sq_, {}, step_count_, lr, 0.9, 0.999,
                     cfg_.weight_decay, 1e-8,
-                    /*amsgrad=*/false, /*maximize=*/false, divide_by);
-  ++steps_;
+                    /*amsgrad=*/false, /*maximize=*/false, divide_by, found_inf);
+  at::_foreach_sub_(step_count_, std::vector<at::Tensor>(step_count_.size(), found_inf));
   zero_grad();
+  return norm;
+}
+
+StepStats AdamW::account(double grad_norm, double lr) {
+  StepStats s;
+  s.grad_norm = grad_norm;
+  s.lr = lr;
+  if (std::isfinite(grad_norm)) {
+    skipped_in_row_ = 0;
+    ++steps_;
+    return s;
+  }
+  s.skipped = true;
+  ++skipped_total_;
+  constexpr int64_t kMaxInRow = 10;
+  EAGLET_CHECK(
+      ++skipped_in_row_ < kMaxInRow,
+      "{} optimizer steps in a row had a non-finite gradient norm; stopping (lower training.lr?)",
+      skipped_in_row_);
   return s;
+}
+
+StepStats AdamW::step(double lr) {
+  return account(launch_step(lr).item<double>(), lr);
 }
 
 std::vector<std::pair<std::string, at::Tensor>> AdamW::state() const {

@@ -1,7 +1,8 @@
 // The optimizer step of DESIGN §6 on fp32 master weights: gradient sync (sum over the world, then
 // ÷ D: summed over SP ranks, averaged over DP), global-norm clipping, AdamW (β 0.9/0.999, ε 1e-8,
 // decoupled weight decay) through LibTorch's fused kernel, and the warm-up + cosine schedule.
-// A non-finite gradient norm skips the step (counted); too many in a row stop the run.
+// A non-finite gradient norm skips the step (counted); too many in a row stop the run. Nothing in
+// the step waits for the device.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -34,7 +35,14 @@ class AdamW {
 
   // All-reduces every gradient over `world` (sum) and divides by `dp_size`; one flat buffer.
   void sync_gradients(Communicator* world, int64_t dp_size);
-  // Clips, steps at `lr` and zeroes the gradients. Throws after too many non-finite steps in a row.
+  // Clips, steps at `lr` and zeroes the gradients without waiting for the device; returns the
+  // global gradient norm (before clipping) as a 0-dim fp32 tensor on the device. A non-finite
+  // norm makes the fused kernel skip the update (weights, moments and step counts unchanged).
+  at::Tensor launch_step(double lr);
+  // The launched step's statistics from its norm, read back with the step's other metrics (one
+  // host sync per step): counts the skipped steps, throws after too many in a row.
+  StepStats account(double grad_norm, double lr);
+  // launch_step, then account with the norm read back at once.
   StepStats step(double lr);
   void zero_grad();
 

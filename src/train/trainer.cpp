@@ -3,6 +3,7 @@
 #include "train/trainer.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
@@ -389,20 +390,24 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
       break;
     }
     cursor += D * accum;
-    // Gradient sync and the optimizer step, timed on the host; the step's norm read-back waits for
-    // the device, so on GPU this is the sync's real cost, not just its launch.
+    // Gradient sync and the optimizer step, timed on the host. Neither waits for the device: on
+    // GPU this is their launch, and the device's work is waited for at the metrics' read-back
+    // below (counted in compute_s).
     const double ts = now_s();
     optimizer.sync_gradients(&groups.group(GroupKind::world), D);
     const double lr = learning_rate(cfg.training, step, total_steps);
-    auto stats = optimizer.step(lr);
+    auto norm = optimizer.launch_step(lr);
     const double sync_s = now_s() - ts;
-    skipped_steps += stats.skipped ? 1 : 0;
-    ++step;
 
-    // Metrics: token-weighted over micro-batches and replicas.
+    // Metrics, token-weighted over micro-batches and replicas, and the gradient norm (the same on
+    // every rank): the step's one read-back.
     auto packed = at::stack({m.loss_k, m.acc_k, m.count_k}).to(at::kFloat).contiguous();
     groups.group(GroupKind::dp).all_reduce(packed, ReduceOp::sum);
-    auto host = packed.cpu();
+    auto flat = at::cat({packed.view({-1}), norm.to(at::kFloat).view({1})}).cpu();
+    auto stats = optimizer.account(flat[3 * T].item<double>(), lr);
+    auto host = flat.narrow(0, 0, 3 * T).view({3, T});
+    skipped_steps += stats.skipped ? 1 : 0;
+    ++step;
     const double step_s = now_s() - t0;
     if (rank0) {
       std::vector<double> loss_k, acc_k;

@@ -30,6 +30,7 @@
 #include "model/loss.h"
 #include "model/recompute.h"
 #include "model/soft_ce_rows.h"
+#include "train/optimizer.h"
 #include "torch/model_fixture.h"
 
 using namespace eaglet;
@@ -441,5 +442,39 @@ TEST_CASE("GPU: the fused input norms (embedding rows by id, x in place) equal t
         CHECK(test::rel_err(got[i].to(at::kFloat), want[i]) <= 2e-2);
       }
     }
+  }
+}
+
+TEST_CASE("GPU: AdamW clips and steps like the CPU, and skips a non-finite step on the device",
+          "[gpu][train]") {
+  if (no_cuda()) return;
+  const c10::Device dev(c10::kCUDA, 0);
+  auto gen = at::detail::createCPUGenerator(43);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  TrainingConfig cfg;
+  cfg.weight_decay = 0.1;
+  cfg.max_grad_norm = 0.5;  // the random gradients' norm is ~9: every step clips
+  at::Tensor a_cpu = at::randn({33, 17}, gen, f32), b_cpu = at::randn({40}, gen, f32);
+  at::Tensor a_gpu = a_cpu.to(dev), b_gpu = b_cpu.to(dev);
+  train::AdamW on_cpu({{"a", &a_cpu}, {"b", &b_cpu}}, cfg), on_gpu({{"a", &a_gpu}, {"b", &b_gpu}}, cfg);
+  for (int step = 1; step <= 3; ++step) {
+    auto ga = at::randn({33, 17}, gen, f32), gb = at::randn({40}, gen, f32);
+    if (step == 2) ga[0][0] = NAN;  // skipped by both
+    a_cpu.mutable_grad() = ga.clone();
+    b_cpu.mutable_grad() = gb.clone();
+    a_gpu.mutable_grad() = ga.to(dev);
+    b_gpu.mutable_grad() = gb.to(dev);
+    auto want = on_cpu.step(0.01), got = on_gpu.step(0.01);
+    CHECK(want.skipped == (step == 2));
+    CHECK(got.skipped == want.skipped);
+    // fp32 on both devices, sums in another order: rel 1e-6 (5 ulp).
+    INFO("step " << step << " a " << test::rel_err(a_gpu.cpu(), a_cpu) << " b "
+                 << test::rel_err(b_gpu.cpu(), b_cpu));
+    CHECK(test::rel_err(a_gpu.cpu(), a_cpu) <= 1e-6);
+    CHECK(test::rel_err(b_gpu.cpu(), b_cpu) <= 1e-6);
+  }
+  CHECK(on_gpu.steps_taken() == 2);
+  for (const auto& [key, t] : on_gpu.state()) {
+    if (key.rfind("step.", 0) == 0) CHECK(t.item<double>() == 2.0);
   }
 }

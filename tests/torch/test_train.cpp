@@ -76,6 +76,12 @@ TEST_CASE("a non-finite gradient norm skips the step; ten in a row stop the run"
     CHECK(s.skipped);
     CHECK(at::equal(a, at::zeros({3}, a.options())));
   }
+  // The skip happens on the device (the fused kernel's found_inf): moments and step count stay.
+  for (const auto& [key, t] : opt.state()) {
+    INFO(key);
+    CHECK(at::equal(t, at::zeros_like(t)));
+  }
+  CHECK(opt.steps_taken() == 0);
   a.mutable_grad() = at::full({3}, INFINITY, a.options());
   CHECK_THROWS_AS(opt.step(0.1), Error);
   CHECK(opt.skipped_total() == 10);
