@@ -25,8 +25,8 @@ namespace eaglet::model {
 // model/swiglu.cu
 void launch_swiglu_forward(const void* ab, void* p, int64_t rows, int64_t inter, bool bf16,
                            cudaStream_t stream);
-void launch_swiglu_backward(const void* dp, const void* ab, void* dab, int64_t rows, int64_t inter,
-                            bool bf16, cudaStream_t stream);
+void launch_swiglu_backward(const void* dp, const void* ab, void* dab, void* p, int64_t rows,
+                            int64_t inter, bool bf16, cudaStream_t stream);
 #endif
 
 namespace {
@@ -61,8 +61,9 @@ struct SwigluMlp : torch::autograd::Function<SwigluMlp> {
     const auto& dy = grads[0];
     auto ab = saved[3].defined() ? saved[3] : at::mm(n, gu.t());
     auto d_down = WeightGrad::load(ctx, "down"), d_gate_up = WeightGrad::load(ctx, "gate_up");
-    d_down.add(dy, saved[4].defined() ? saved[4] : swiglu_rows(ab), d.size(1));
-    auto dab = swiglu_rows_backward(at::mm(dy, d), ab);
+    auto p = saved[4];  // recomputed (where not kept) by the backward's own pass over ab
+    auto dab = swiglu_rows_backward(at::mm(dy, d), ab, "auto", p.defined() ? nullptr : &p);
+    d_down.add(dy, p, d.size(1));
     d_gate_up.add(dab, n, gu.size(1));
     return {at::mm(dab, gu), d_gate_up.finish(),
             d_down.finish(), ctx->saved_data["residual"].toBool() ? dy : at::Tensor(),
@@ -89,7 +90,8 @@ at::Tensor swiglu_rows(const at::Tensor& ab, const char* kernel) {
   return at::silu(ab.narrow(1, 0, inter)) * ab.narrow(1, inter, inter);
 }
 
-at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab, const char* kernel) {
+at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab, const char* kernel,
+                                at::Tensor* p) {
   const int64_t inter = inter_size(ab);
   EAGLET_CHECK(dp.dim() == 2 && dp.size(0) == ab.size(0) && dp.size(1) == inter,
                "swiglu backward: dp {} for ab {}", tensor_text(dp), tensor_text(ab));
@@ -97,14 +99,15 @@ at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab, cons
   if (own_kernel_runs(ab, kernel) && dp.scalar_type() == ab.scalar_type()) {
     auto x = ab.contiguous(), g = dp.contiguous();
     auto dab = at::empty(x.sizes(), x.options());
-    launch_swiglu_backward(g.data_ptr(), x.data_ptr(), dab.data_ptr(), x.size(0), inter,
+    if (p != nullptr) *p = at::empty({x.size(0), inter}, x.options());
+    launch_swiglu_backward(g.data_ptr(), x.data_ptr(), dab.data_ptr(),
+                           p != nullptr ? p->data_ptr() : nullptr, x.size(0), inter,
                            x.scalar_type() == at::kBFloat16, stream_of(x));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return dab;
   }
-#else
-  (void)kernel;
 #endif
+  if (p != nullptr) *p = swiglu_rows(ab, kernel);
   auto a = ab.narrow(1, 0, inter), b = ab.narrow(1, inter, inter);
   return at::cat({at::silu_backward(dp * b, a), dp * at::silu(a)}, 1);
 }

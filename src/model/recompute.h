@@ -2,8 +2,8 @@
 // activation recomputation. gate and up run as one GEMM (gate_up = cat(gate, up), [2I, H]); its
 // output ab = [tokens, 2I] holds a = gate(n) | b = up(n). One autograd function; three levels of
 // what it keeps, all exact (the same kernels): `none` keeps ab and p = silu(a)·b; `swiglu` keeps
-// ab only and recomputes p in backward (one elementwise pass); `full` keeps only n and reruns
-// the gate|up GEMM too.
+// ab only and recomputes p in backward (in the backward kernel's pass over ab); `full` keeps only
+// n and reruns the gate|up GEMM too.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -19,8 +19,10 @@ enum class MlpRecompute { none, swiglu, full };
 // fused CUDA kernels (model/swiglu.cu: bf16/fp16 on the GPU, fp32 arithmetic, one pass each);
 // "auto" takes the fused one where it runs.
 at::Tensor swiglu_rows(const at::Tensor& ab, const char* kernel = "auto");
+// With p given, *p = swiglu_rows(ab) too: the fused kernel writes it in the same pass (the
+// recomputation for the down weight's gradient).
 at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab,
-                                const char* kernel = "auto");
+                                const char* kernel = "auto", at::Tensor* p = nullptr);
 
 // Where the two weights' gradients go (model/layers.h: summed over the TTT steps).
 struct MlpGrads {

@@ -274,6 +274,11 @@ TEST_CASE("GPU: the fused SwiGLU kernels equal the fp32 reference on the same in
                         << test::rel_err(d_got, d_ref));
       CHECK(test::rel_err(p_got, p_ref) <= 8e-3);
       CHECK(test::rel_err(d_got, d_ref) <= 8e-3);
+      // The backward that recomputes p on the way: the forward kernel's p, the same d[a|b].
+      at::Tensor p_again;
+      auto d_again = model::swiglu_rows_backward(dp, ab, "auto", &p_again);
+      CHECK(at::equal(p_again, p_got));
+      CHECK(at::equal(d_again, d_got));
     }
   }
 }
