@@ -127,7 +127,7 @@ LossTarget loss_target(const at::Tensor& full_head, const VocabMap& vocab, c10::
 }
 
 Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const LossTarget& target,
-                      const ShardInput& shard, const TttOptions& opt) {
+                      ShardInput shard, const TttOptions& opt) {
   const int64_t T = opt.ttt_length;
   const int64_t nH = cfg.num_attention_heads, nKV = cfg.num_key_value_heads, d = cfg.head_dim;
   const double eps = cfg.rms_norm_eps, scale = 1.0 / std::sqrt(static_cast<double>(d));
@@ -143,6 +143,7 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   if (opt.zigzag_layout) {
     EAGLET_CHECK(opt.sp != nullptr, "the zigzag layout needs the SP group");
     in = attention::to_zigzag_layout(*opt.sp, U, T, in.tensors, shard.positions.options());
+    shard = {};  // the rows as read have moved: no second copy of the shard through the step
   }
   const auto &hs = in.tensors[0], &lhs = in.tensors[2], &loss_mask = in.tensors[3];
   int64_t C = 0;

@@ -86,9 +86,11 @@ struct Objective {
 };
 
 // The unroll, normalised as in DESIGN §4: N_k (each step's masked rows over the SP group) is
-// known before the first step, so every step's loss gradients come out already weighted.
+// known before the first step, so every step's loss gradients come out already weighted. The
+// shard is taken by value: under the zigzag layout its rows as read are let go once moved (pass it
+// with std::move where the caller has no further use for it, or that copy stays alive).
 Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const LossTarget& target,
-                      const ShardInput& in, const TttOptions& opt);
+                      ShardInput shard, const TttOptions& opt);
 
 // Step weights: ttt_weights if given, else ttt_decay^k.
 std::vector<double> step_weights(const TrainingConfig& t);

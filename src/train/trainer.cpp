@@ -151,7 +151,7 @@ EvalResult evaluate(data::ShardReader& reader, data::ManifestReader& manifest,
   at::Tensor sums;  // [3, T]: loss·count, acc·count, count
   for (int64_t i = dp; i < manifest.size(); i += D) {
     auto sample = reader.read(manifest.at(i), i);
-    auto obj = model::ttt_forward(w, arch, target, sample.input, topt);
+    auto obj = model::ttt_forward(w, arch, target, std::move(sample.input), topt);
     auto row =
         at::stack({obj.loss_k * obj.count_k, obj.acc_k * obj.count_k, obj.count_k}).to(at::kFloat);
     sums = sums.defined() ? sums + row : row;
@@ -378,7 +378,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
       }
       m.neutralised += sample->neutralised ? 1 : 0;
       m.tokens += sample->geometry.length;
-      auto obj = model::ttt_forward(weights, arch, target, sample->input, topt);
+      auto obj = model::ttt_forward(weights, arch, target, std::move(sample->input), topt);
       obj.total.backward();
       m.loss_k =
           m.loss_k.defined() ? m.loss_k + obj.loss_k * obj.count_k : obj.loss_k * obj.count_k;
