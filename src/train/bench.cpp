@@ -159,12 +159,16 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   auto vocab = model::vocab_from_counts(counts, arch.draft_vocab_size);
   auto full = (at::randn({arch.vocab_size, arch.target_hidden_size}, on.dtype(dtype)) * 0.02);
   auto target = model::loss_target(full, vocab, device);
-  model::ShardInput in;
-  in.hs = at::randn({local, 3 * arch.target_hidden_size}, on.dtype(dtype));
-  in.lhs = at::randn({local, arch.target_hidden_size}, on.dtype(dtype));
-  in.ids = at::randint(0, arch.vocab_size, {local}, on.dtype(at::kLong));
-  in.loss_mask = at::ones({local}, on.dtype(at::kFloat));
-  in.positions = at::arange(c.ring * C * U, (c.ring + 1) * C * U, on.dtype(at::kLong));
+  auto make_input = [&] {
+    model::ShardInput in;
+    in.hs = at::randn({local, 3 * arch.target_hidden_size}, on.dtype(dtype));
+    in.lhs = at::randn({local, arch.target_hidden_size}, on.dtype(dtype));
+    in.ids = at::randint(0, arch.vocab_size, {local}, on.dtype(at::kLong));
+    in.loss_mask = at::ones({local}, on.dtype(at::kFloat));
+    in.positions = at::arange(c.ring * C * U, (c.ring + 1) * C * U, on.dtype(at::kLong));
+    return in;
+  };
+  auto in = make_input();
 
   auto weights = model::init_weights(arch, cfg.training.seed, device);
   weights.embed_tokens = weights.embed_tokens.to(dtype);  // as the trainer keeps it
@@ -172,7 +176,15 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   const auto topt = ttt_options(cfg, groups, dtype);
 
   auto one_step = [&] {
-    model::ttt_forward(weights, arch, target, in, topt).total.backward();
+    if (topt.zigzag_layout) {
+      // As in training, the step lets its shard go once the rows have moved to the zigzag
+      // layout; a fresh one (made on the device, timed with the step) stands in for the next
+      // sample.
+      model::ttt_forward(weights, arch, target, std::move(in), topt).total.backward();
+      in = make_input();
+    } else {
+      model::ttt_forward(weights, arch, target, in, topt).total.backward();
+    }
     optimizer.sync_gradients(&groups.group(GroupKind::world), layout.dp());
     optimizer.step(cfg.training.lr);
   };
