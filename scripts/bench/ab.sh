@@ -28,8 +28,10 @@ for seq in $seqs; do
     for side in base new; do
       bin=build/eaglet
       [ $side = base ] && bin=$base/build/eaglet
+      split=()  # no time split (an extra step) where the binary has it: older bases do not
+      "$bin" bench --help 2>&1 | grep -q -- --no-split && split=(--no-split)
       line=$(timeout 300 "$bin" bench --config configs/bench/qwen3-8b.yaml --set output_dir="$log/run" \
-        --seq "$seq" --steps "$steps" --no-floor "$@" 2>&1 | grep -E "^bench:|rror|out of memory" | tail -1)
+        --seq "$seq" --steps "$steps" --no-floor "${split[@]}" "$@" 2>&1 | grep -E "^bench:|rror|out of memory" | tail -1)
       echo "$seq $side round $round: $line"
       ms=$(echo "$line" | sed -nE 's/.*: ([0-9.]+) ms\/step.*/\1/p')
       gib=$(echo "$line" | sed -nE 's/.*peak ([0-9.]+) GiB.*/\1/p')

@@ -21,13 +21,17 @@ Command bench_command() {
                   "(Chrome trace JSON; rank 0); scripts/bench/profile_summary.py sums it up"});
   opts.push_back({"--no-floor", "",
                   "skip timing this GPU's GEMM and attention rates (the floor and ratio columns)"});
+  opts.push_back({"--no-split", "",
+                  "skip the time split (one more step after timing, the device waited for after "
+                  "each phase: forward, backward, gradient sync, clip + AdamW)"});
   opts.push_back({"--attention", "",
                   "also time block 0 alone (Ulysses all-to-alls + ring + merges, forward and "
                   "backward) against one GPU's causal attention over the sequence / (U x R)"});
   return {"bench",
           "time full optimizer steps (fwd + bwd + sync + clip + AdamW, target distribution "
           "included) on random "
-          "data of the config's shapes: ms/step, tokens/s, peak GiB, TFLOP/step, MFU",
+          "data of the config's shapes: ms/step, tokens/s, peak GiB, TFLOP/step, MFU, the time "
+          "split",
           opts, [](const ParsedArgs& args) {
             return run_distributed(args, "bench", [&](Session& s) {
               train::BenchOptions o;
@@ -38,6 +42,7 @@ Command bench_command() {
               o.profile = args.get("--profile", "");
               o.floor = !args.has("--no-floor");
               o.attention = args.has("--attention");
+              o.split = !args.has("--no-split");
               auto r = train::run_bench(s.config, *s.groups, o);
               if (s.env.rank() == 0)
                 std::cout << fmt::format(
@@ -50,6 +55,12 @@ Command bench_command() {
               if (s.env.rank() == 0)
                 std::cout << fmt::format("steps: {} timed, fastest {:.1f} ms, slowest {:.1f} ms\n",
                                          o.steps, r.fastest_step_ms, r.slowest_step_ms);
+              if (s.env.rank() == 0 && o.split)
+                std::cout << fmt::format(
+                    "split: forward {:.1f} ms, backward {:.1f} ms, gradient sync {:.1f} ms, "
+                    "clip + AdamW {:.1f} ms (one more step, the device waited for after each "
+                    "phase)\n",
+                    r.split_ms[0], r.split_ms[1], r.split_ms[2], r.split_ms[3]);
               if (s.env.rank() == 0 && r.usp_attn_ms > 0)
                 std::cout << fmt::format(
                     "attention: block 0 {:.2f} ms per TTT step (slowest rank), one GPU's share "

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 
 #include "attention/local_attention.h"
 #include "attention/ring.h"
@@ -175,19 +176,27 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   AdamW optimizer(weights.trainable(), cfg.training);
   const auto topt = ttt_options(cfg, groups, dtype);
 
-  auto one_step = [&] {
+  // One step in its four phases; `between` runs after each (the split's device waits, or nothing).
+  auto phased_step = [&](const std::function<void(int)>& between) {
+    model::Objective obj;
     if (topt.zigzag_layout) {
       // As in training, the step lets its shard go once the rows have moved to the zigzag
       // layout; a fresh one (made on the device, timed with the step) stands in for the next
       // sample.
-      model::ttt_forward(weights, arch, target, std::move(in), topt).total.backward();
+      obj = model::ttt_forward(weights, arch, target, std::move(in), topt);
       in = make_input();
     } else {
-      model::ttt_forward(weights, arch, target, in, topt).total.backward();
+      obj = model::ttt_forward(weights, arch, target, in, topt);
     }
+    between(0);
+    obj.total.backward();
+    between(1);
     optimizer.sync_gradients(&groups.group(GroupKind::world), layout.dp());
+    between(2);
     optimizer.step(cfg.training.lr);
+    between(3);
   };
+  auto one_step = [&] { phased_step([](int) {}); };
   for (int64_t i = 0; i < opt.warmup; ++i) one_step();
   device_sync(device);
   MPI_Barrier(MPI_COMM_WORLD);
@@ -209,6 +218,19 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   const double s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / opt.steps;
 
+  BenchResult r;
+  if (opt.split) {  // one more step, the device waited for after each phase (rank 0's clock)
+    device_sync(device);
+    MPI_Barrier(MPI_COMM_WORLD);
+    auto since = std::chrono::steady_clock::now();
+    phased_step([&](int phase) {
+      device_sync(device);
+      const auto now = std::chrono::steady_clock::now();
+      r.split_ms[phase] = std::chrono::duration<double, std::milli>(now - since).count();
+      since = now;
+    });
+  }
+
   if (!opt.profile.empty()) {  // one more step, traced (CPU ops and, on GPU, kernels)
     namespace prof = torch::profiler::impl;
     std::set<prof::ActivityType> acts{prof::ActivityType::CPU};
@@ -222,7 +244,6 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
     if (groups.world_rank() == 0) trace->save(opt.profile);
   }
 
-  BenchResult r;
   r.ms_per_step = s * 1e3;
   r.fastest_step_ms = fastest;
   r.slowest_step_ms = slowest;

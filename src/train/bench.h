@@ -18,6 +18,7 @@ struct BenchOptions {
   std::string profile;     // when set: one more step under the Kineto profiler, trace saved here
   bool floor = true;       // time this GPU's GEMM and attention rates and derive the floor
   bool attention = false;  // time block 0 alone: USP attention vs one GPU's share of it
+  bool split = true;       // one more step, timed phase by phase (the time split)
 };
 
 struct BenchResult {
@@ -28,6 +29,9 @@ struct BenchResult {
   // Block 0 forward + backward (Ulysses all-to-alls and ring included) per TTT step, against one
   // GPU's causal attention over the whole sequence ÷ SP size (0: not measured).
   double usp_attn_ms = 0, local_attn_ms = 0;
+  // The time split of one more step with the device waited for after each phase (rank 0):
+  // forward (target side included), backward, gradient sync, clip + AdamW; all 0: not measured.
+  double split_ms[4] = {0, 0, 0, 0};
 };
 
 // Necessary FLOPs of one optimizer step over S tokens (nothing recomputed counted): matrix
