@@ -329,8 +329,9 @@ std::vector<Field> fields(Config& c) {
             "rows per chunk of the fused lm_head + loss (memory vs speed)"),
       field("model.recompute_swiglu", c.model.recompute_swiglu,
             "keep only the gate and up outputs for backward, recompute silu and the product (2 "
-            "of the MLP's 4 [tokens x intermediate] activations per TTT step, 2 elementwise "
-            "passes, no measurable time); false keeps them; model.recompute_mlp wins"),
+            "of the MLP's 4 [tokens x intermediate] activations per TTT step; the backward "
+            "kernel rewrites the product in its own pass, no measurable time); false keeps them; "
+            "model.recompute_mlp wins"),
       field("model.recompute_mlp", c.model.recompute_mlp,
             "recompute the MLP in backward instead of keeping its activations (long sequences)"),
       field("training.ttt_length", c.training.ttt_length, "TTT unroll length T"),
