@@ -204,7 +204,7 @@ int run_check(const ParsedArgs& args) {
       }
       data::Sampler sampler(n, 1, cfg.training.seed, /*shuffle=*/false);
       auto opt = data::reader_options(cfg, layout, coord, groups.device(), at::kBFloat16);
-      data::ShardReader reader(*store, groups.group(GroupKind::sp), opt);
+      data::ShardReader reader(*store, groups.host_group(GroupKind::sp), opt);
       {
         data::Prefetcher prefetcher(
             reader,

@@ -165,6 +165,9 @@ ShardReader::ShardReader(Store& store, Communicator& sp, ReaderOptions opt)
   EAGLET_CHECK(sp_.size() == opt_.sp_size && sp_.rank() == opt_.sp_rank,
                "shard reader: the SP communicator is rank {} of {}, the options say {} of {}",
                sp_.rank(), sp_.size(), opt_.sp_rank, opt_.sp_size);
+  EAGLET_CHECK(std::string(sp_.backend()) != "nccl",
+               "shard reader: the SP communicator must work on host tensors (host_group), not {}",
+               sp_.backend());
 }
 
 std::string ShardReader::describe(const FetchedShard& f, int64_t rank, ProblemKind kind,
@@ -204,10 +207,7 @@ ShardSample ShardReader::finish(FetchedShard f) {
   v[kSlot * P] = p.kind == ProblemKind::none ? f.local_loss_tokens : 0;
   if (p.kind != ProblemKind::none && !p.message.empty() && p.kind != ProblemKind::manifest)
     spdlog::error("data: {}", p.message);  // the local detail stays in this rank's log
-  auto reduced = info.to(opt_.device);
-  sp_.all_reduce(reduced, ReduceOp::sum);
-  info = reduced.cpu();
-  v = info.data_ptr<int64_t>();
+  sp_.all_reduce(info, ReduceOp::sum);  // on the host: nothing waits for the device's queue
 
   std::vector<std::string> problems;
   for (int64_t r = 0; r < P; ++r) {

@@ -112,7 +112,9 @@ struct ShardSample {
 
 class ShardReader {
  public:
-  // `sp` is the SP group's communicator (rank s of P); it must outlive the reader.
+  // `sp` is the SP group's host communicator (rank s of P: ProcessGroups::host_group, which
+  // works on CPU tensors), so that agreeing on a sample's problems never waits for the device;
+  // it must outlive the reader.
   ShardReader(Store& store, Communicator& sp, ReaderOptions opt);
 
   const ReaderOptions& options() const { return opt_; }

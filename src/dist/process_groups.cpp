@@ -27,9 +27,9 @@ ProcessGroups::ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Devic
       c = std::make_unique<MpiCommunicator>(comm, members);
     } else {
 #ifdef EAGLET_WITH_CUDA
-      // The MPI part only bootstraps NCCL; keep it owned by an MpiCommunicator-free scope.
+      // The MPI part bootstraps NCCL and stays as the group's host communicator.
       c = std::make_unique<NcclCommunicator>(comm, members, device_);
-      MPI_Comm_free(&comm);
+      host_groups_[static_cast<size_t>(kind)] = std::make_unique<MpiCommunicator>(comm, members);
 #else
       EAGLET_FAIL("device {} requested but this eaglet build has no CUDA/NCCL", device_.str());
 #endif

@@ -1,5 +1,6 @@
 // This rank's place in the layout and one communicator per group kind (world, dp, sp, ulysses,
-// ring), created in that fixed order on every rank. MPI backs CPU runs, NCCL backs CUDA runs.
+// ring), created in that fixed order on every rank. MPI backs CPU runs, NCCL backs CUDA runs (with
+// each group's MPI communicator kept for host-side agreements).
 #pragma once
 
 #include <c10/core/Device.h>
@@ -24,6 +25,12 @@ class ProcessGroups {
   int64_t world_rank() const { return world_rank_; }
   c10::Device device() const { return device_; }
   Communicator& group(GroupKind kind) const { return *groups_[static_cast<size_t>(kind)]; }
+  // The same group over MPI on the host (CPU tensors), for small agreements that must not wait
+  // for the device: the very group() on CPU runs, its own MPI communicator on CUDA runs.
+  Communicator& host_group(GroupKind kind) const {
+    const auto& h = host_groups_[static_cast<size_t>(kind)];
+    return h ? *h : group(kind);
+  }
 
   // Aborts every communicator (error path; peers may be stuck in a collective).
   void abort() noexcept;
@@ -34,6 +41,7 @@ class ProcessGroups {
   int64_t world_rank_;
   c10::Device device_;
   std::array<std::unique_ptr<Communicator>, std::size(kAllGroupKinds)> groups_;
+  std::array<std::unique_ptr<Communicator>, std::size(kAllGroupKinds)> host_groups_;  // CUDA runs
 };
 
 }  // namespace eaglet

@@ -282,7 +282,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
   EAGLET_CHECK(total_steps > start_step || start_step > 0,
                "{} samples cannot fill one step of {} replicas x {} accumulation", n, D, accum);
 
-  data::ShardReader reader(*store, groups.group(GroupKind::sp),
+  data::ShardReader reader(*store, groups.host_group(GroupKind::sp),
                            data::reader_options(cfg, layout, coord, device, dtype));
   data::Prefetcher prefetcher(reader,
                               data::replica_source(manifest, sampler, coord.dp, D, cursor,
@@ -305,7 +305,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
                    cfg.data.eval_manifest);
     });
   }
-  data::ShardReader eval_reader(*store, groups.group(GroupKind::sp),
+  data::ShardReader eval_reader(*store, groups.host_group(GroupKind::sp),
                                 data::reader_options(cfg, layout, coord, device, dtype));
 
   std::unique_ptr<std::ofstream> metrics;
