@@ -5,6 +5,8 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <array>
+
 #include "core/error.h"
 #include "core/tensor_text.h"
 #include "dist/communicator.h"
@@ -35,16 +37,29 @@ at::Tensor gather_raw(const at::Tensor& x, Communicator& comm) {
   return recv.permute({1, 0, 2, 3}).reshape({L / U, U * h, d});
 }
 
-// The send buffer of scatter_qkv: [U, C, g, d] with g = (nq + 2·nkv)/U, chunk j holding rank j's
-// q | k | v heads, copied out of x3 [C, nq + 2·nkv, d] in one pass per part.
-at::Tensor qkv_send_buffer(const at::Tensor& x3, int64_t nq, int64_t nkv, int64_t U) {
-  const int64_t C = x3.size(0), d = x3.size(2), hq = nq / U, hk = nkv / U;
-  auto send = at::empty({U, C, hq + 2 * hk, d}, x3.options());
-  const int64_t firsts[] = {0, nq, nq + nkv}, widths[] = {hq, hk, hk}, at_g[] = {0, hq, hq + hk};
-  for (int p = 0; p < 3; ++p)
-    send.narrow(2, at_g[p], widths[p])
-        .copy_(x3.narrow(1, firsts[p], widths[p] * U).view({C, U, widths[p], d}).permute({1, 0, 2, 3}));
-  return send;
+// The q, k and v parts of a q|k|v tensor split over U ranks: in the full layout [C, nq + 2·nkv, d]
+// part p is heads [first, first + U·width), of which rank j holds [first + j·width, +width); in a
+// rank's chunk [.., g, d] (g = (nq + 2·nkv)/U) it sits at heads [slot, slot + width).
+struct QkvPart {
+  int64_t first, width, slot;
+};
+std::array<QkvPart, 3> qkv_parts(int64_t hq, int64_t hk, int64_t U) {
+  return {{{0, hq, 0}, {U * hq, hk, hq}, {U * (hq + hk), hk, hq + hk}}};
+}
+
+// full [C, U·g, d] <-> chunks [U, C, g, d] (chunk j: rank j's heads), one strided copy per part.
+void full_to_chunks(const at::Tensor& full, const at::Tensor& chunks, int64_t hq, int64_t hk) {
+  const int64_t U = chunks.size(0), C = full.size(0), d = full.size(2);
+  for (const auto& p : qkv_parts(hq, hk, U))
+    chunks.narrow(2, p.slot, p.width)
+        .copy_(full.narrow(1, p.first, p.width * U).view({C, U, p.width, d}).permute({1, 0, 2, 3}));
+}
+void chunks_to_full(const at::Tensor& chunks, const at::Tensor& full, int64_t hq, int64_t hk) {
+  const int64_t U = chunks.size(0), C = full.size(0), d = full.size(2);
+  for (const auto& p : qkv_parts(hq, hk, U))
+    full.narrow(1, p.first, p.width * U)
+        .view({C, U, p.width, d})
+        .copy_(chunks.narrow(2, p.slot, p.width).permute({1, 0, 2, 3}));
 }
 
 Qkv scatter_qkv_raw(const at::Tensor& x, int64_t nq, int64_t nkv, int64_t d, Communicator& comm) {
@@ -52,10 +67,11 @@ Qkv scatter_qkv_raw(const at::Tensor& x, int64_t nq, int64_t nkv, int64_t d, Com
   EAGLET_CHECK(x.dim() == 2 && x.size(1) == (nq + 2 * nkv) * d && nq % U == 0 && nkv % U == 0,
                "ulysses scatter: q|k|v {} of {} + 2 x {} heads of {} do not split over {} ranks",
                tensor_text(x), nq, nkv, d, U);
-  auto send = qkv_send_buffer(x.view({C, nq + 2 * nkv, d}), nq, nkv, U);
+  const int64_t hq = nq / U, hk = nkv / U;
+  auto send = at::empty({U, C, hq + 2 * hk, d}, x.options());
+  full_to_chunks(x.view({C, nq + 2 * nkv, d}), send, hq, hk);
   auto recv = at::empty_like(send);
   comm.all_to_all(send, recv);  // chunk i of recv: rank i's rows, my heads
-  const int64_t hq = nq / U, hk = nkv / U;
   auto all = recv.view({U * C, hq + 2 * hk, d});
   // v goes to the K/V cache: its own copy, so the cache does not keep q's part alive.
   return {all.narrow(1, 0, hq), all.narrow(1, hq, hk), all.narrow(1, hq + hk, hk).contiguous()};
@@ -140,25 +156,18 @@ at::Tensor gather_qkv(const at::Tensor& dq, const at::Tensor& dk, const at::Tens
                       Communicator& ulysses) {
   const int64_t U = ulysses.size(), L = dq.size(0), hq = dq.size(1), hk = dk.size(1),
                 d = dq.size(2), C = L / U, g = hq + 2 * hk;
-  EAGLET_CHECK(dq.defined() && dk.defined() && dv.defined() && L % U == 0 && dk.size(0) == L &&
-                   dv.sizes() == dk.sizes(),
+  EAGLET_CHECK(U > 1 && L % U == 0 && dk.size(0) == L && dv.sizes() == dk.sizes(),
                "ulysses gather: dq {}, dk {}, dv {} over {} ranks", tensor_text(dq),
                tensor_text(dk), tensor_text(dv), U);
-  auto send = at::empty({L, g, d}, dq.options());  // chunk j: rank j's rows, my heads
-  const at::Tensor* parts[] = {&dq, &dk, &dv};
-  const int64_t at_g[] = {0, hq, hq + hk};
-  for (int p = 0; p < 3; ++p) send.narrow(1, at_g[p], parts[p]->size(1)).copy_(*parts[p]);
+  auto send = at::empty({U, C, g, d}, dq.options());  // chunk j: rank j's rows, my heads
+  auto rows = send.view({L, g, d});
+  rows.narrow(1, 0, hq).copy_(dq);
+  rows.narrow(1, hq, hk).copy_(dk);
+  rows.narrow(1, hq + hk, hk).copy_(dv);
   auto recv = at::empty_like(send);
-  if (U > 1) ulysses.all_to_all(send.view({U, C, g, d}), recv.view({U, C, g, d}));
-  else recv = send;
-  // chunk i of recv: my rows, rank i's heads -> [C, nq + 2·nkv, d] in q | k | v head order.
+  ulysses.all_to_all(send, recv);  // chunk i of recv: my rows, rank i's heads
   auto dx = at::empty({C, U * g, d}, dq.options());
-  const int64_t firsts[] = {0, U * hq, U * (hq + hk)}, widths[] = {hq, hk, hk};
-  auto r4 = recv.view({U, C, g, d});
-  for (int p = 0; p < 3; ++p)
-    dx.narrow(1, firsts[p], widths[p] * U)
-        .view({C, U, widths[p], d})
-        .copy_(r4.narrow(2, at_g[p], widths[p]).permute({1, 0, 2, 3}));
+  chunks_to_full(recv, dx, hq, hk);
   return dx.view({C, U * g * d});
 }
 

@@ -26,7 +26,7 @@ struct Qkv {
 // is gather_qkv, again one all-to-all. Without a group or with U = 1: the three parts of x as views
 // (v copied).
 Qkv scatter_qkv(const at::Tensor& x, int64_t nq, int64_t nkv, int64_t d, Communicator* ulysses);
-// The inverse of scatter_qkv on gradients: dq, dk, dv ([C·U, heads/U, d]) -> dx
+// The inverse of scatter_qkv on gradients (U > 1): dq, dk, dv ([C·U, heads/U, d]) -> dx
 // [C, (nq + 2·nkv)·d] in x's head order.
 at::Tensor gather_qkv(const at::Tensor& dq, const at::Tensor& dk, const at::Tensor& dv,
                       Communicator& ulysses);

@@ -342,9 +342,7 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
       c10::AutoGradMode enable(true);
       std::tie(h_n, h_res) = rms_norm_and_residual(h, w_hidden, eps, kernel.c_str());
     }
-    const auto &dy = grads[0], &dres = grads[1];
-    if (!dy.defined()) return {at::Tensor(), at::Tensor(), dres, at::Tensor(), at::Tensor(),
-                               at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    const auto &dy = grads[0], &dres = grads[1];  // both defined (autograd materialises them)
     auto grad = WeightGrad::load(ctx, "w");
     grad.add(dy, x_hat, 2 * H, 0);
     grad.add(dy, h_n.detach(), 2 * H, H);
@@ -358,11 +356,11 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
     }
     // h's residual gradient: through the fused norm's alias (added in its backward pass), else
     // added here.
-    const bool alias = dres.defined() && !h_res.is_same(h);
+    const bool alias = !h_res.is_same(h);
     auto dh = alias ? torch::autograd::grad({h_n, h_res}, {h, w_hidden},
                                             {at::mm(dy, w.narrow(1, H, H)), dres})
                     : torch::autograd::grad({h_n}, {h, w_hidden}, {at::mm(dy, w.narrow(1, H, H))});
-    if (dres.defined() && !alias) dh[0] = dh[0] + dres;
+    if (!alias) dh[0] = dh[0] + dres;
     return {at::Tensor(), at::Tensor(), dh[0],        d_w_emb,     dh[1],
             dw,           at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -381,13 +379,6 @@ std::pair<at::Tensor, at::Tensor> input_projection_and_residual(
     return {at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps, kernel), w.t()), h};
   auto out = InputProjection::apply(embed, ids, h, w_emb, w_hidden, w, eps, grad, kernel);
   return {out[0], out[1]};
-}
-
-at::Tensor input_projection(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
-                            const at::Tensor& w_emb, const at::Tensor& w_hidden,
-                            const at::Tensor& w, double eps, const WeightGrad& grad,
-                            const char* kernel) {
-  return input_projection_and_residual(embed, ids, h, w_emb, w_hidden, w, eps, grad, kernel).first;
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const WeightGrad& grad,

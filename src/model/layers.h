@@ -65,20 +65,16 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const WeightGrad& gr
                   const at::Tensor& residual = {});
 // The midlayer's input and its q|k|v projection as one autograd function: x = cat(rms_norm(emb,
 // w_emb), rms_norm(h, w_hidden)) with emb = embed[ids] (embeddings first; ids in [0, embed rows):
-// the fused kernel reads them unchecked, the caller clamps), returns x · wᵀ. x and
+// the fused kernel reads them unchecked, the caller clamps), and x · wᵀ. x and
 // emb ([rows, 2H] and [rows, H]) are not kept for backward: it re-gathers emb from ids and
 // recomputes x (two norms, one pass each) from h, which the unroll keeps anyway. The embedding
 // table gets no gradient (frozen). Weights in h's dtype; w's gradient (and w_emb's, derived from
 // it) goes through `grad`. Kernel table for the norms: "reference" (gather, ATen's RMSNorm, cat)
 // and on the GPU (bf16/fp16, embed in h's dtype) the fused rows kernel (model/rms_norm.cu): the
 // embedding rows read by id and both halves of x written in place; "auto" takes it where it runs.
-at::Tensor input_projection(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
-                            const at::Tensor& w_emb, const at::Tensor& w_hidden,
-                            const at::Tensor& w, double eps, const WeightGrad& grad = {},
-                            const char* kernel = "auto");
-// {input_projection(...), h} where h's other (residual) consumer takes the second: an alias of h
-// whose gradient the backward adds to dh, on the fused path inside the hidden norm's backward pass
-// (no separate gradient add).
+// Returns {x · wᵀ, h}, the second for h's other (residual) consumer: an alias of h whose gradient
+// the backward adds to dh, on the fused path inside the hidden norm's backward pass (no separate
+// gradient add).
 std::pair<at::Tensor, at::Tensor> input_projection_and_residual(
     const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h, const at::Tensor& w_emb,
     const at::Tensor& w_hidden, const at::Tensor& w, double eps, const WeightGrad& grad = {},
