@@ -3,7 +3,7 @@
 # NCCL collectives on every group, and verify-usp through NCCL in bf16 for the layouts the GPUs
 # allow. Prints a summary table; logs go to ${OUT:-/tmp}/gpu_check.
 # Environment: SKIP_TOPO=1 (no NCCL collective tests), LAYOUTS="2x2 4x1" (verify-usp layouts U x R;
-# empty for none), KERNELS, SEQ, T, BENCH_SEQS, TRAIN=1.
+# empty for none), KERNELS, SEQ, T, BENCH_SEQS, TRAIN=1 (a short training run on up to 2 GPUs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0
@@ -45,10 +45,15 @@ if [ -n "${BENCH_SEQS:-}" ]; then
   done
 fi
 if [ "${TRAIN:-0}" = 1 ]; then
-  echo "== training on synthetic data, 2 GPUs (U x R = 2 x 1), bf16 =="
+  # Up to 2 GPUs (U x R = np x 1), two micro-batches per step: the data decision over the host
+  # communicator runs once per micro-batch.
+  np=$(( gpus < 2 ? gpus : 2 ))
+  echo "== training on synthetic data, $np GPU(s) (U x R = $np x 1), bf16, grad_accum 2 =="
   d=$log/train
-  build/eaglet data synth --config configs/demo.yaml --set parallel.ring=1 --set data.path=$d/store --samples 40 >/dev/null
-  timeout 300 scripts/mpirun.sh -np 2 build/eaglet train --config configs/demo.yaml --set runtime.device=cuda \
-    --set parallel.ring=1 --set data.path=$d/store --set model.target=$d/store/target --set data.eval_manifest= \
-    --set output_dir=$d/run --set training.log_interval=100 2>&1 | grep -E "step (100|200|300|400)/|done|error"
+  build/eaglet data synth --config configs/demo.yaml --set parallel.ulysses=$np --set parallel.ring=1 \
+    --set data.path=$d/store --samples 40 >/dev/null
+  timeout 300 scripts/mpirun.sh -np $np build/eaglet train --config configs/demo.yaml --set runtime.device=cuda \
+    --set parallel.ulysses=$np --set parallel.ring=1 --set data.path=$d/store --set model.target=$d/store/target \
+    --set data.eval_manifest= --set training.grad_accum=2 --set output_dir=$d/run --set training.log_interval=50 \
+    2>&1 | grep -E "step (50|100|150|200)/|done|rror"
 fi
