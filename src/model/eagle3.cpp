@@ -122,8 +122,8 @@ ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
 
 LossTarget loss_target(const at::Tensor& full_head, const VocabMap& vocab, c10::Device device) {
   auto ids = vocab.draft_to_target().to(device);
-  auto col_of = col_of_draft_ids(ids, vocab.t2d.size(0));
-  return {full_head.to(device), ids, vocab.t2d.to(device), col_of};
+  auto order = draft_order(ids);
+  return {full_head.to(device), ids, vocab.t2d.to(device), order};
 }
 
 Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const LossTarget& target,
@@ -175,7 +175,7 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   // (Across a run's end into the next run's rows is never read: step k reads rows up to n+k−1.)
   const int64_t rows = lhs.size(0);
   auto targets = target_rows(lhs.narrow(0, 1, rows - 1), target.full_head, target.draft_ids,
-                             target.col_of, target.t2d, opt.loss_chunk, dt);
+                             target.order, target.t2d, opt.loss_chunk, dt);
   // Row-i mask (DESIGN §4): loss_mask[i] × t2d[argmax(lhs[i+1] · Wtᵀ)]; past the shard lhs is the
   // zero row, whose logits are all 0 and whose argmax is token 0.
   auto mask_rows = loss_mask.to(at::kFloat) *

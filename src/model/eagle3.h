@@ -49,11 +49,11 @@ struct LossTarget {
   at::Tensor full_head;  // [Vt, Ht]
   at::Tensor draft_ids;  // int64 [Vd]: target id of each draft token (Vocab::draft_to_target)
   at::Tensor t2d;        // bool [Vt]
-  at::Tensor col_of;     // int32 [Vt]: draft column of each target id, −1 for none
+  at::Tensor order;      // int32 [2, Vd]: draft_ids ascending and their draft columns
 };
 
 // The loss target on `device`: the target's head (as given) and the vocabulary mapping, with the
-// draft ids inverted once (col_of_draft_ids) for the fused target side.
+// draft ids sorted once (draft_order) for the fused target side.
 LossTarget loss_target(const at::Tensor& full_head, const VocabMap& vocab, c10::Device device);
 
 // One rank's shard (DESIGN §3): C own rows plus a T-row halo.

@@ -93,7 +93,7 @@ TargetRows TargetRows::narrow(int64_t start, int64_t length) const {
 }
 
 TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
-                       const at::Tensor& draft_ids, const at::Tensor& col_of, const at::Tensor& t2d,
+                       const at::Tensor& draft_ids, const at::Tensor& order, const at::Tensor& t2d,
                        int64_t chunk, at::ScalarType dtype) {
   const auto acc = dtype == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t n = rows.size(0), v = draft_ids.size(0);
@@ -106,7 +106,7 @@ TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
   for (int64_t s = 0; s < n; s += chunk) {
     const int64_t len = std::min(chunk, n - s);
     auto full = at::mm(rows.narrow(0, s, len), head.t());  // [len, Vt], freed after the chunk
-    target_side_rows(full, ids, col_of, t2d, t.logits.narrow(0, s, len), t.lse.narrow(0, s, len),
+    target_side_rows(full, ids, order, t2d, t.logits.narrow(0, s, len), t.lse.narrow(0, s, len),
                      t.argmax.narrow(0, s, len), t.in_draft.narrow(0, s, len));
   }
   return t;

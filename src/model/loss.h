@@ -29,12 +29,12 @@ struct TargetRows {
   TargetRows narrow(int64_t start, int64_t length) const;
 };
 
-// rows [N, Ht], full_head [Vt, Ht], draft_ids [Vd] (target id of each draft token), col_of [Vt]
-// (draft_ids inverted: col_of_draft_ids), t2d [Vt]: `chunk` rows at a time, one GEMM against the
-// full head per chunk in the rows' dtype (the stored hidden states'); the draft vocabulary's
-// logits are its draft_ids columns, kept in `dtype` (the compute dtype).
+// rows [N, Ht], full_head [Vt, Ht], draft_ids [Vd] (target id of each draft token), order
+// [2, Vd] (draft_order: the ids ascending, their columns), t2d [Vt]: `chunk` rows at a time, one
+// GEMM against the full head per chunk in the rows' dtype (the stored hidden states'); the draft
+// vocabulary's logits are its draft_ids columns, kept in `dtype` (the compute dtype).
 TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
-                       const at::Tensor& draft_ids, const at::Tensor& col_of, const at::Tensor& t2d,
+                       const at::Tensor& draft_ids, const at::Tensor& order, const at::Tensor& t2d,
                        int64_t chunk, at::ScalarType dtype);
 
 // `rows` consecutive target rows from row `target` on.

@@ -3,14 +3,14 @@
 #include "model/soft_ce_rows.h"
 
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/arange.h>
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/exp.h>
-#include <ATen/ops/full.h>
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/log_softmax.h>
 #include <ATen/ops/logsumexp.h>
+#include <ATen/ops/sort.h>
+#include <ATen/ops/stack.h>
 
 #include "core/error.h"
 #include "dist/device.h"
@@ -28,9 +28,9 @@ void launch_soft_ce_rows(void* z, const void* logits, int64_t logits_stride, con
                          int64_t vocab, bool bf16, cudaStream_t stream);
 void launch_lse_argmax(const void* logits, int64_t stride, float* lse, int64_t* argmax,
                        int64_t rows, int64_t vocab, bool bf16, cudaStream_t stream);
-void launch_target_side(const void* full, int64_t full_stride, const int* col_of, const bool* t2d,
-                        void* draft, int64_t draft_stride, float* lse, int64_t* argmax,
-                        bool* in_draft, int64_t rows, int64_t vocab, bool bf16,
+void launch_target_side(const void* full, int64_t full_stride, const int* order, int draft_vocab,
+                        const bool* t2d, void* draft, int64_t draft_stride, float* lse,
+                        int64_t* argmax, bool* in_draft, int64_t rows, int64_t vocab, bool bf16,
                         cudaStream_t stream);
 void launch_scale(void* x, const float* g, int64_t n, bool bf16, cudaStream_t stream);
 #endif
@@ -94,14 +94,12 @@ void row_lse_argmax(const at::Tensor& logits, at::Tensor lse, at::Tensor argmax,
   argmax.copy_(at::argmax(logits, -1));
 }
 
-at::Tensor col_of_draft_ids(const at::Tensor& draft_ids, int64_t target_vocab) {
-  const auto ids = draft_ids.to(at::kLong);
-  auto col = at::full({target_vocab}, -1, ids.options().dtype(at::kInt));
-  col.index_copy_(0, ids, at::arange(ids.size(0), col.options()));
-  return col;
+at::Tensor draft_order(const at::Tensor& draft_ids) {
+  const auto [ids, cols] = draft_ids.to(at::kLong).sort();
+  return at::stack({ids, cols}).to(at::kInt).contiguous();
 }
 
-void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const at::Tensor& col_of,
+void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const at::Tensor& order,
                       const at::Tensor& t2d, at::Tensor draft, at::Tensor lse, at::Tensor argmax,
                       at::Tensor in_draft, const char* kernel) {
 #ifdef EAGLET_WITH_CUDA
@@ -109,19 +107,21 @@ void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const
       full.stride(1) == 1 && draft.stride(1) == 1 && lse.scalar_type() == at::kFloat &&
       lse.is_contiguous() && argmax.scalar_type() == at::kLong && argmax.is_contiguous() &&
       in_draft.scalar_type() == at::kBool && in_draft.is_contiguous() &&
-      col_of.scalar_type() == at::kInt && col_of.is_contiguous() &&
-      col_of.numel() == full.size(1) && t2d.scalar_type() == at::kBool && t2d.is_contiguous()) {
+      order.scalar_type() == at::kInt && order.is_contiguous() && order.dim() == 2 &&
+      order.size(0) == 2 && order.size(1) == draft.size(1) && t2d.scalar_type() == at::kBool &&
+      t2d.is_contiguous()) {
     const int64_t n = full.size(0);
     if (n == 0) return;
-    launch_target_side(full.data_ptr(), full.stride(0), col_of.data_ptr<int>(),
-                       t2d.data_ptr<bool>(), draft.data_ptr(), draft.stride(0),
+    launch_target_side(full.data_ptr(), full.stride(0), order.data_ptr<int>(),
+                       static_cast<int>(order.size(1)), t2d.data_ptr<bool>(), draft.data_ptr(),
+                       draft.stride(0),
                        lse.data_ptr<float>(), argmax.data_ptr<int64_t>(), in_draft.data_ptr<bool>(),
                        n, full.size(1), full.scalar_type() == at::kBFloat16, stream_of(full));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
 #endif
-  (void)col_of;
+  (void)order;
   in_draft.copy_(t2d.index_select(0, at::argmax(full, -1)));
   if (full.scalar_type() == draft.scalar_type() && draft.is_contiguous())
     at::index_select_out(draft, full, 1, draft_ids);

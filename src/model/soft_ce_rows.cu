@@ -6,8 +6,9 @@
 // x ≥ −30 that carry weight in these sums; rescaling and merging keep expf). Rows whose length,
 // stride and addresses allow it move 8 elements per load and store (16 bytes); others one at a
 // time. Also here: the target rows' lse and argmax (the same online sweep, no second pass), the
-// target side of a chunk from its full-vocabulary logits (the same, plus the full argmax and the
-// copy of the draft columns), and scaling a tensor in place by a scalar that lives on the device.
+// target side of a chunk from its full-vocabulary logits (the full argmax, the draft columns
+// copied by id through shared memory, their lse and argmax), and scaling a tensor in place by a
+// scalar that lives on the device.
 #include <cuda_runtime.h>
 
 #include <cfloat>
@@ -158,46 +159,76 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// The target side of a chunk: one sweep over each full-vocabulary row gives its argmax over all
-// Vt (first index on ties), copies the draft columns (col_of[t] >= 0: the draft column of target
-// id t) into `draft`, and takes their lse and argmax (first draft column on ties) on the way.
+// The target side of a chunk, one row per block, the row read once in tiles of kThreads·N
+// elements: each thread's N elements give the full row's argmax (the index searched only where a
+// pack's maximum beats the thread's best; first index on ties) and land in a shared-memory tile;
+// then the draft columns whose target ids fall in the tile are walked by id (`order`: target ids
+// ascending, then their draft columns), copied into `draft` and folded into their lse and argmax
+// (first draft column on ties). Each tile's first entry in `order` is found once per block by a
+// binary search per tile. Two tile buffers: one barrier per tile.
 template <typename T, int N>
 __global__ void __launch_bounds__(kThreads)
     target_side_kernel(const T* __restrict__ full, int64_t full_stride,
-                       const int* __restrict__ col_of, const bool* __restrict__ t2d,
+                       const int* __restrict__ order, int draft_vocab, const bool* __restrict__ t2d,
                        T* __restrict__ draft, int64_t draft_stride, float* __restrict__ lse,
                        int64_t* __restrict__ argmax, bool* __restrict__ in_draft, int64_t vocab) {
+  constexpr int kTile = kThreads * N;
+  __shared__ Pack<T, N> tile[2][kThreads];
+  extern __shared__ int tile_start[];  // [tiles + 1]: first entry of `order` in each tile
+  const int* ids = order;
+  const int* cols = order + draft_vocab;
+  const int tiles = static_cast<int>((vocab + kTile - 1) / kTile);
+  for (int k = threadIdx.x; k <= tiles; k += kThreads) {
+    const int64_t bound = static_cast<int64_t>(k) * kTile;
+    int lo = 0, hi = draft_vocab;  // first id >= bound
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (ids[mid] < bound) lo = mid + 1; else hi = mid;
+    }
+    tile_start[k] = lo;
+  }
   const int64_t row = blockIdx.x;
   const T* fr = full + row * full_stride;
   T* dr = draft + row * draft_stride;
   Partial all = empty_partial(), acc = empty_partial();  // all: only its argmax is used
-  for (int64_t j = threadIdx.x * N; j < vocab; j += kThreads * N) {
-    float v[N];
-    load<T, N>(v, fr, j);
-    const auto cols = *reinterpret_cast<const Pack<int, N>*>(col_of + j);
+  for (int k = 0; k < tiles; ++k) {
+    const int64_t t0 = static_cast<int64_t>(k) * kTile, j = t0 + threadIdx.x * N;
+    if (j < vocab) {  // N = 8 only when vocab % 8 == 0: whole packs
+      const auto p = *reinterpret_cast<const Pack<T, N>*>(fr + j);
+      tile[k % 2][threadIdx.x] = p;
+      float m = to_float(p.v[0]);
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-      if (v[i] > all.best) {
-        all.best = v[i];
-        all.best_index = static_cast<int>(j + i);
+      for (int i = 1; i < N; ++i) m = fmaxf(m, to_float(p.v[i]));
+      if (m > all.best) {
+        int first = N;
+#pragma unroll
+        for (int i = N - 1; i >= 0; --i)
+          if (to_float(p.v[i]) == m) first = i;
+        all.best = m;
+        all.best_index = static_cast<int>(j + first);
       }
-      const int c = cols.v[i];
-      if (c < 0) continue;
-      dr[c] = from_float<T>(v[i]);
-      if (v[i] > acc.best || (v[i] == acc.best && c < acc.best_index)) {
-        acc.best = v[i];
+    }
+    __syncthreads();  // the tile is in; the buffer written next was read before this barrier
+    const T* tv = tile[k % 2][0].v;
+    for (int e = tile_start[k] + threadIdx.x; e < tile_start[k + 1]; e += kThreads) {
+      const int c = cols[e];
+      const T x = tv[ids[e] - t0];
+      dr[c] = x;
+      const float v = to_float(x);
+      if (v > acc.best || (v == acc.best && c < acc.best_index)) {
+        acc.best = v;
         acc.best_index = c;
       }
-      if (v[i] > acc.max) {
-        acc.sum = acc.sum == 0.f ? 0.f : acc.sum * expf(acc.max - v[i]);
-        acc.max = v[i];
+      if (v > acc.max) {
+        acc.sum = acc.sum == 0.f ? 0.f : acc.sum * expf(acc.max - v);
+        acc.max = v;
       }
-      acc.sum += __expf(v[i] - acc.max);
+      acc.sum += __expf(v - acc.max);
     }
   }
   all = block_reduce(all);
   __shared__ int full_best;
-  if (threadIdx.x == 0) full_best = all.best_index;
+  if (threadIdx.x == 0) full_best = all.best_index == INT_MAX ? 0 : all.best_index;
   __syncthreads();  // block_reduce's shared partials are reused below
   acc = block_reduce(acc);
   if (threadIdx.x == 0) {
@@ -249,19 +280,31 @@ void launch_lse_argmax_t(const void* logits, int64_t stride, float* lse, int64_t
     lse_argmax_kernel<T, 1><<<grid, block, 0, stream>>>(lt, stride, lse, argmax, vocab);
 }
 
+template <typename T, int N>
+void launch_target_side_n(const T* full, int64_t full_stride, const int* order, int draft_vocab,
+                          const bool* t2d, T* draft, int64_t draft_stride, float* lse,
+                          int64_t* argmax, bool* in_draft, int64_t rows, int64_t vocab,
+                          cudaStream_t stream) {
+  const int64_t tiles = (vocab + kThreads * N - 1) / (kThreads * N);
+  const size_t shared = static_cast<size_t>(tiles + 1) * sizeof(int);
+  target_side_kernel<T, N><<<dim3(static_cast<unsigned>(rows)), dim3(kThreads), shared, stream>>>(
+      full, full_stride, order, draft_vocab, t2d, draft, draft_stride, lse, argmax, in_draft,
+      vocab);
+}
+
 template <typename T>
-void launch_target_side_t(const void* full, int64_t full_stride, const int* col_of, const bool* t2d,
-                          void* draft, int64_t draft_stride, float* lse, int64_t* argmax,
-                          bool* in_draft, int64_t rows, int64_t vocab, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(rows)), block(kThreads);
+void launch_target_side_t(const void* full, int64_t full_stride, const int* order, int draft_vocab,
+                          const bool* t2d, void* draft, int64_t draft_stride, float* lse,
+                          int64_t* argmax, bool* in_draft, int64_t rows, int64_t vocab,
+                          cudaStream_t stream) {
   auto ft = static_cast<const T*>(full);
   auto dt = static_cast<T*>(draft);
   if (vocab % 8 == 0 && full_stride % 8 == 0 && pack_aligned<T, 8>(full))
-    target_side_kernel<T, 8><<<grid, block, 0, stream>>>(
-        ft, full_stride, col_of, t2d, dt, draft_stride, lse, argmax, in_draft, vocab);
+    launch_target_side_n<T, 8>(ft, full_stride, order, draft_vocab, t2d, dt, draft_stride, lse,
+                               argmax, in_draft, rows, vocab, stream);
   else
-    target_side_kernel<T, 1><<<grid, block, 0, stream>>>(
-        ft, full_stride, col_of, t2d, dt, draft_stride, lse, argmax, in_draft, vocab);
+    launch_target_side_n<T, 1>(ft, full_stride, order, draft_vocab, t2d, dt, draft_stride, lse,
+                               argmax, in_draft, rows, vocab, stream);
 }
 
 template <typename T>
@@ -298,16 +341,16 @@ void launch_lse_argmax(const void* logits, int64_t stride, float* lse, int64_t* 
     launch_lse_argmax_t<__half>(logits, stride, lse, argmax, rows, vocab, stream);
 }
 
-void launch_target_side(const void* full, int64_t full_stride, const int* col_of, const bool* t2d,
-                        void* draft, int64_t draft_stride, float* lse, int64_t* argmax,
-                        bool* in_draft, int64_t rows, int64_t vocab, bool bf16,
+void launch_target_side(const void* full, int64_t full_stride, const int* order, int draft_vocab,
+                        const bool* t2d, void* draft, int64_t draft_stride, float* lse,
+                        int64_t* argmax, bool* in_draft, int64_t rows, int64_t vocab, bool bf16,
                         cudaStream_t stream) {
   if (bf16)
-    launch_target_side_t<__nv_bfloat16>(full, full_stride, col_of, t2d, draft, draft_stride, lse,
-                                        argmax, in_draft, rows, vocab, stream);
+    launch_target_side_t<__nv_bfloat16>(full, full_stride, order, draft_vocab, t2d, draft,
+                                        draft_stride, lse, argmax, in_draft, rows, vocab, stream);
   else
-    launch_target_side_t<__half>(full, full_stride, col_of, t2d, draft, draft_stride, lse, argmax,
-                                 in_draft, rows, vocab, stream);
+    launch_target_side_t<__half>(full, full_stride, order, draft_vocab, t2d, draft, draft_stride,
+                                 lse, argmax, in_draft, rows, vocab, stream);
 }
 
 void launch_scale(void* x, const float* g, int64_t n, bool bf16, cudaStream_t stream) {

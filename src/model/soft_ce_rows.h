@@ -27,13 +27,13 @@ void row_lse_argmax(const at::Tensor& logits, at::Tensor lse, at::Tensor argmax,
 // the draft columns (draft_ids [Vd], int64: the target id of each draft column) copied into
 // draft [n, Vd], their lse (accumulation dtype) and argmax (int64, first draft column on ties)
 // into lse [n] and argmax [n], and in_draft [n] (bool) = t2d[argmax of the full row] (first index
-// on ties). col_of [Vt] (int32) is draft_ids inverted: the draft column of each target id, −1
-// for none (col_of_draft_ids). Fused (full and draft bf16/fp16 of one dtype on the GPU): one
-// sweep per row; otherwise ATen's argmax, index_select and row_lse_argmax.
-void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const at::Tensor& col_of,
+// on ties). order [2, Vd] (int32, draft_order): the target ids ascending and their draft columns.
+// Fused (full and draft bf16/fp16 of one dtype on the GPU): each row read once, the draft columns
+// picked from it by id; otherwise ATen's argmax, index_select and row_lse_argmax.
+void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const at::Tensor& order,
                       const at::Tensor& t2d, at::Tensor draft, at::Tensor lse, at::Tensor argmax,
                       at::Tensor in_draft, const char* kernel = "auto");
-at::Tensor col_of_draft_ids(const at::Tensor& draft_ids, int64_t target_vocab);
+at::Tensor draft_order(const at::Tensor& draft_ids);
 
 // x *= g in place, g a scalar tensor on x's device (the upstream gradient: no host sync). The
 // fused entry (contiguous bf16/fp16 x on the GPU, fp32 g) is one vectorised pass; ATen's mul_ by

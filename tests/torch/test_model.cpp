@@ -260,7 +260,7 @@ TEST_CASE("Target rows: draft columns of one full-head GEMM, lse, argmax and the
   auto vocab = vocab_from_counts(counts, 20);
   auto rows = at::randn({n, ht}, gen, f64), head = at::randn({vt, ht}, gen, f64);
   auto ids = vocab.draft_to_target();
-  auto t = target_rows(rows, head, ids, col_of_draft_ids(ids, vt), vocab.t2d, /*chunk=*/5,
+  auto t = target_rows(rows, head, ids, draft_order(ids), vocab.t2d, /*chunk=*/5,
                        at::kDouble);  // last chunk short
   auto want_logits = at::matmul(rows, head.index_select(0, ids).t());
   CHECK(rel_err(t.logits, want_logits) <= 1e-12);

@@ -136,7 +136,7 @@ TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same
       auto t2d = at::ones({vocab}, at::TensorOptions().dtype(at::kBool).device(dev));
       auto target = model::target_rows((at::randn({n, 16}, gen, f32)).to(dev, dtype),
                                        (at::randn({vocab, 16}, gen, f32)).to(dev, dtype), ids,
-                                       model::col_of_draft_ids(ids, vocab), t2d, 16, dtype);
+                                       model::draft_order(ids), t2d, 16, dtype);
       auto mask = (at::randn({n}, gen, f32) > 0).to(at::kFloat).to(dev);
       auto z_ref = z0.clone(), z_got = z0.clone();
       auto ref = model::soft_ce_rows(z_ref, target.logits, target.lse, mask, "reference");
@@ -340,23 +340,25 @@ TEST_CASE("GPU: the fused target side of a chunk equals the ATen reference", "[g
   auto f32 = at::TensorOptions().dtype(at::kFloat);
   auto i64 = at::TensorOptions().dtype(at::kLong);
   for (auto dtype : {at::kBFloat16, at::kHalf}) {
-    // 1000: 16-byte loads; 1001: one at a time. Draft ids sorted (as vocab mappings are) or not.
-    for (int64_t vt : {1000, 1001}) {
+    // 1000 and 9000: 16-byte loads (one tile of 4096, three); 1001 and 9001: one at a time (two
+    // tiles of 512, eighteen); 151936: Qwen3's vocabulary. Draft ids sorted (as vocab mappings
+    // are) or not.
+    for (int64_t vt : {1000, 1001, 9000, 9001, 151936}) {
       for (bool sorted : {true, false}) {
         INFO("dtype " << c10::toString(dtype) << " Vt " << vt << " sorted " << sorted);
-        const int64_t n = 37, vd = 300;
+        const int64_t n = 37, vd = vt < 5000 ? 300 : vt / 5;
         auto ids = at::randperm(vt, gen, i64).narrow(0, 0, vd);
         if (sorted) ids = std::get<0>(ids.sort());
         ids = ids.to(dev);
         auto t2d = at::zeros({vt}, f32.device(dev).dtype(at::kBool)).index_fill_(0, ids, true);
         // Rounded to a few values: many ties, in the full row and among the draft columns.
         auto full = (at::randn({n, vt}, gen, f32) * 2).round().to(dev, dtype);
-        auto col_of = model::col_of_draft_ids(ids, vt);
+        auto order = model::draft_order(ids);
         auto run = [&](const char* kernel) {
           std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> r{
               at::empty({n, vd}, full.options()), at::empty({n}, f32.device(dev)),
               at::empty({n}, i64.device(dev)), at::empty({n}, i64.device(dev).dtype(at::kBool))};
-          model::target_side_rows(full, ids, col_of, t2d, std::get<0>(r), std::get<1>(r),
+          model::target_side_rows(full, ids, order, t2d, std::get<0>(r), std::get<1>(r),
                                   std::get<2>(r), std::get<3>(r), kernel);
           return r;
         };
