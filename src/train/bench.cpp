@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <vector>
 
 #include "attention/local_attention.h"
 #include "attention/ring.h"
@@ -69,15 +70,23 @@ StepFlops step_flops(const DraftArchConfig& a, int64_t T, int64_t S) {
 }
 
 namespace {
-// Seconds per call of fn, after one warm-up call.
+// Seconds per call of fn: `reps` warm-up calls, then the median of `windows` windows of `reps`
+// timed calls each. The card's clocks settle under sustained load and a single short burst
+// varied by ±6% between runs; the median also drops a window that met a stray stall.
 template <typename F>
-double time_it(c10::Device device, int reps, F&& fn) {
-  fn();
-  device_sync(device);
-  const auto t0 = std::chrono::steady_clock::now();
+double time_it(c10::Device device, int reps, int windows, F&& fn) {
   for (int i = 0; i < reps; ++i) fn();
   device_sync(device);
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
+  std::vector<double> per_call;
+  for (int w = 0; w < windows; ++w) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < reps; ++i) fn();
+    device_sync(device);
+    per_call.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                       reps);
+  }
+  std::sort(per_call.begin(), per_call.end());
+  return per_call[per_call.size() / 2];
 }
 
 // This GPU's rates at the step's shapes: a [n × H]·[H × I] product (the MLP's), and causal flash
@@ -87,14 +96,14 @@ std::pair<double, double> measure_rates(const DraftArchConfig& a, int64_t n, int
   auto on = at::TensorOptions().device(device).dtype(dtype);
   auto x = at::randn({n, a.hidden_size}, on),
        w = at::randn({a.intermediate_size, a.hidden_size}, on);
-  const double gemm_s = time_it(device, 10, [&] { (void)at::mm(x, w.t()); });
+  const double gemm_s = time_it(device, 20, 5, [&] { (void)at::mm(x, w.t()); });
   const double gemm = 2.0 * n * a.hidden_size * a.intermediate_size / gemm_s;
   const int64_t L = std::min<int64_t>(S, 16384), heads = a.num_attention_heads, d = a.head_dim;
   auto q = at::randn({1, heads, L, d}, on), k = at::randn({1, heads, L, d}, on),
        v = at::randn({1, heads, L, d}, on), dout = at::randn({1, heads, L, d}, on);
   const auto& kernel = attention::local_kernel("auto", device, dtype);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const double attn_s = time_it(device, 5, [&] {
+  const double attn_s = time_it(device, 3, 3, [&] {
     auto r = attention::attend(kernel, q, k, v, true, scale);
     (void)attention::attend_backward(kernel, dout, q, k, v, r.out, r.lse, r.state, true, scale);
   });
@@ -123,7 +132,7 @@ std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups&
     return uly.size() > 1 ? attention::gather_heads(x, uly) : x;
   };
   auto qkv = at::randn({C, (H + 2 * KV) * d}, on), dout = at::randn({C, H, d}, on);
-  const double usp = time_it(device, 2, [&] {
+  const double usp = time_it(device, 2, 3, [&] {
     auto parts = attention::scatter_qkv(qkv, H, KV, d, &uly);
     // RoPE's out-of-place write in the step, here a plain copy: q and k reach attention contiguous.
     auto qs = parts.q.contiguous(), ks = parts.k.contiguous(), vs = parts.v;
@@ -135,7 +144,7 @@ std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups&
   });
   auto qf = at::randn({1, H, S, d}, on), kf = at::randn({1, KV, S, d}, on),
        vf = at::randn({1, KV, S, d}, on), df = at::randn({1, H, S, d}, on);
-  const double local = time_it(device, 1, [&] {
+  const double local = time_it(device, 1, 3, [&] {
     auto r = attention::attend(kernel, qf, kf, vf, true, scale);
     (void)attention::attend_backward(kernel, df, qf, kf, vf, r.out, r.lse, r.state, true, scale);
   });
