@@ -3,7 +3,9 @@
 # NCCL collectives on every group, and verify-usp through NCCL in bf16 for the layouts the GPUs
 # allow. Prints a summary table; logs go to ${OUT:-/tmp}/gpu_check.
 # Environment: SKIP_TOPO=1 (no NCCL collective tests), LAYOUTS="2x2 4x1" (verify-usp layouts U x R;
-# empty for none), KERNELS, SEQ, T, BENCH_SEQS, TRAIN=1 (a short training run on up to 2 GPUs).
+# empty for none; a layout with more ranks than GPUs runs with runtime.collectives=host, ranks
+# sharing GPUs, unless HOST=0), KERNELS, SEQ, T, BENCH_SEQS, TRAIN=1 (a short training run on up to
+# 2 GPUs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0
@@ -28,12 +30,18 @@ model=(--set model.config.hidden_size=1024 --set model.config.num_attention_head
        --set training.ttt_length=${T:-3} --set runtime.device=cuda --set data.max_seq_length=100000)
 for layout in ${LAYOUTS-2x1 1x2 2x2 4x1}; do  # LAYOUTS= (empty): none
   u=${layout%x*} r=${layout#*x} np=$((${layout%x*} * ${layout#*x}))
-  [ "$np" -le "$gpus" ] || continue
+  # More ranks than GPUs: the ranks share them and exchange through host memory (the CUDA
+  # kernels and the layout's maths as on np GPUs; only the transport differs). HOST=0 skips.
+  comm=(--set runtime.collectives=auto) how="$np GPUs"
+  if [ "$np" -gt "$gpus" ]; then
+    [ "${HOST:-1}" = 1 ] || continue
+    comm=(--set runtime.collectives=host) how="$np ranks on $gpus GPU(s), collectives through host memory"
+  fi
   for attn in ${KERNELS:-auto}; do
     out=$(timeout 300 scripts/mpirun.sh -np "$np" build/eaglet verify-usp --config configs/demo.yaml "${model[@]}" \
-      --set parallel.ulysses="$u" --set parallel.ring="$r" --set model.attention="$attn" \
+      --set parallel.ulysses="$u" --set parallel.ring="$r" --set model.attention="$attn" "${comm[@]}" \
       --set output_dir="$log/usp_$layout" --seq ${SEQ:-4001} 2>&1)
-    echo "U x R = $u x $r ($np GPUs, attention $attn): $(echo "$out" | grep -E '^verify-usp:' || echo "$out" | tail -3)"
+    echo "U x R = $u x $r ($how, attention $attn): $(echo "$out" | grep -E '^verify-usp:' || echo "$out" | tail -3)"
   done
 done
 

@@ -47,18 +47,26 @@ void start(Session& s, const ParsedArgs& args, const std::string& command) {
       write_atomically(fs::path(s.config.output_dir) / "config.yaml", to_yaml(s.config));
   });
   env.agree([&] {
-    s.device = select_device(s.config.runtime.device, env.local_rank(), env.local_size());
+    const bool host = s.config.runtime.collectives == "host";
+    s.device = select_device(s.config.runtime.device, env.local_rank(), env.local_size(), host);
+    EAGLET_CHECK(!(s.config.runtime.collectives == "nccl" && s.device.is_cpu()),
+                 "runtime.collectives=nccl: this rank runs on the CPU (no GPU visible)");
     set_threads(s.config.runtime.threads);
   });
   Layout layout{env.size(), s.config.parallel.ulysses, s.config.parallel.ring};
-  spdlog::info("eaglet {}: {} ranks, D={} x U={} x R={}, device {} per rank, logs in {}/logs",
+  const bool staged = s.device.is_cuda() && s.config.runtime.collectives == "host";
+  spdlog::info("eaglet {}: {} ranks, D={} x U={} x R={}, device {} per rank{}, logs in {}/logs",
                command, env.size(), layout.dp(), layout.ulysses, layout.ring,
-               s.device.is_cpu() ? "cpu" : "cuda:<local rank>", s.config.output_dir);
+               s.device.is_cpu() ? "cpu"
+               : staged          ? "cuda:<local rank mod GPUs>"
+                                 : "cuda:<local rank>",
+               staged ? " (collectives through host memory)" : "", s.config.output_dir);
   spdlog::debug("rank {}: local rank {} of {} (launcher says {}), device {}, SLURM job {}",
                 env.rank(), env.local_rank(), env.local_size(),
                 env::launcher_local_rank().value_or(-1), device_description(s.device),
                 env::slurm_job_id().value_or("none"));
-  s.groups = std::make_unique<ProcessGroups>(env, layout, s.device);
+  s.groups = std::make_unique<ProcessGroups>(env, layout, s.device,
+                                             s.config.runtime.collectives == "host");
 }
 
 }  // namespace

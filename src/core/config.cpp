@@ -262,6 +262,10 @@ std::vector<Field> fields(Config& c) {
       field("runtime.log_level", c.runtime.log_level, "trace | debug | info | warn | error"),
       field("runtime.dtype", c.runtime.dtype,
             "compute dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float64"),
+      field("runtime.collectives", c.runtime.collectives,
+            "auto | nccl | host: how ranks exchange tensors. auto: NCCL on GPUs, MPI on CPUs; "
+            "host: GPU tensors copied to host memory and moved by MPI, and ranks may share a "
+            "GPU (slow: for checking a layout on fewer GPUs than ranks, or without NCCL)"),
       field("data.store", c.data.store, "dir (embedded, on disk) | mooncake"),
       field("data.path", c.data.path, "folder of the dir store"),
       field("data.manifest", c.data.manifest,
@@ -440,6 +444,10 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
 
   msg = one_of(c.runtime.device, {"auto", "cpu", "cuda"});
   rule(msg.empty(), "runtime.device", c.runtime.device, msg);
+  msg = one_of(c.runtime.collectives, {"auto", "nccl", "host"});
+  rule(msg.empty(), "runtime.collectives", c.runtime.collectives, msg);
+  rule(!(c.runtime.collectives == "nccl" && c.runtime.device == "cpu"), "runtime.collectives",
+       c.runtime.collectives, "nccl needs runtime.device cuda (or auto on a GPU machine)");
   rule(c.runtime.threads >= 0, "runtime.threads", c.runtime.threads, "must be >= 0");
   msg = one_of(c.runtime.log_level, {"trace", "debug", "info", "warn", "error"});
   rule(msg.empty(), "runtime.log_level", c.runtime.log_level, msg);

@@ -26,6 +26,7 @@ struct RuntimeConfig {
   std::string log_level = "info";  // trace | debug | info | warn | error
   std::string dtype =
       "auto";  // compute dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float64
+  std::string collectives = "auto";  // auto | nccl | host (CUDA tensors through MPI on the host)
 };
 
 struct DataConfig {

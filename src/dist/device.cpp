@@ -35,7 +35,8 @@ bool own_kernel_runs(const at::Tensor& x, const char* kernel) {
   return own_kernel_runs(x.device(), x.scalar_type(), kernel);
 }
 
-c10::Device select_device(const std::string& requested, int64_t local_rank, int64_t local_size) {
+c10::Device select_device(const std::string& requested, int64_t local_rank, int64_t local_size,
+                          bool share_gpus) {
   int64_t gpus = cuda_device_count();
   bool use_cuda = requested == "cuda" || (requested == "auto" && gpus > 0);
   if (!use_cuda) return c10::Device(c10::kCPU);
@@ -47,11 +48,11 @@ c10::Device select_device(const std::string& requested, int64_t local_rank, int6
 #endif
   );
   EAGLET_CHECK(
-      local_rank < gpus,
+      share_gpus || local_rank < gpus,
       "runtime.device={}: {} ranks on this node but only {} GPUs visible (local rank {} has none); "
-      "start one rank per GPU",
+      "start one rank per GPU (or, for checks only, runtime.collectives=host lets ranks share)",
       requested, local_size, gpus, local_rank);
-  c10::Device device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+  c10::Device device(c10::kCUDA, static_cast<c10::DeviceIndex>(local_rank % gpus));
 #ifdef EAGLET_WITH_CUDA
   c10::cuda::set_device(device.index());
 #endif

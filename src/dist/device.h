@@ -10,8 +10,10 @@
 
 namespace eaglet {
 
-// Throws eaglet::Error when cuda is requested but absent, or the node has more ranks than GPUs.
-c10::Device select_device(const std::string& requested, int64_t local_rank, int64_t local_size);
+// Throws eaglet::Error when cuda is requested but absent, or the node has more ranks than GPUs
+// unless share_gpus (host-staged collectives): then local rank r takes GPU r mod the GPU count.
+c10::Device select_device(const std::string& requested, int64_t local_rank, int64_t local_size,
+                          bool share_gpus = false);
 // at::set_num_threads(threads) when threads > 0; one inter-op thread.
 void set_threads(int64_t threads);
 // Number of visible CUDA devices (0 in a CPU build).

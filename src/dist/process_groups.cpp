@@ -1,16 +1,18 @@
 // Splits MPI_COMM_WORLD by the layout's group colours and wraps each part in the backend that
-// matches the device (MPI for CPU, NCCL for CUDA).
+// matches the device (MPI for CPU, NCCL for CUDA, or MPI through host memory for CUDA when asked).
 #include "dist/process_groups.h"
 
 #include "core/error.h"
 #include "dist/mpi_communicator.h"
+#include "dist/staged_communicator.h"
 #ifdef EAGLET_WITH_CUDA
 #include "dist/nccl_communicator.h"
 #endif
 
 namespace eaglet {
 
-ProcessGroups::ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Device device)
+ProcessGroups::ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Device device,
+                             bool host_collectives)
     : layout_(layout), world_rank_(env.rank()), device_(device) {
   check_layout(layout_);
   EAGLET_CHECK(layout_.world == env.size(), "layout world {} differs from MPI world {}",
@@ -23,13 +25,17 @@ ProcessGroups::ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Devic
         MPI_Comm_split(MPI_COMM_WORLD, static_cast<int>(group_index(layout_, kind, world_rank_)),
                        static_cast<int>(rank_in_group(layout_, kind, world_rank_)), &comm));
     std::unique_ptr<Communicator> c;
-    if (device_.is_cpu()) {
+    if (host_collectives) {  // on the CPU the staging copies nothing: the same path, testable
+      auto host = std::make_shared<MpiCommunicator>(comm, members);
+      host_groups_[static_cast<size_t>(kind)] = host;
+      c = std::make_unique<StagedCommunicator>(std::move(host));
+    } else if (device_.is_cpu()) {
       c = std::make_unique<MpiCommunicator>(comm, members);
     } else {
 #ifdef EAGLET_WITH_CUDA
       // The MPI part bootstraps NCCL and stays as the group's host communicator.
       c = std::make_unique<NcclCommunicator>(comm, members, device_);
-      host_groups_[static_cast<size_t>(kind)] = std::make_unique<MpiCommunicator>(comm, members);
+      host_groups_[static_cast<size_t>(kind)] = std::make_shared<MpiCommunicator>(comm, members);
 #else
       EAGLET_FAIL("device {} requested but this eaglet build has no CUDA/NCCL", device_.str());
 #endif

@@ -1,6 +1,7 @@
 // This rank's place in the layout and one communicator per group kind (world, dp, sp, ulysses,
 // ring), created in that fixed order on every rank. MPI backs CPU runs, NCCL backs CUDA runs (with
-// each group's MPI communicator kept for host-side agreements).
+// each group's MPI communicator kept for host-side agreements), or with host_collectives MPI
+// through host memory (StagedCommunicator: no NCCL, ranks may share a GPU).
 #pragma once
 
 #include <c10/core/Device.h>
@@ -17,7 +18,8 @@ namespace eaglet {
 class ProcessGroups {
  public:
   // Collective over the world: every rank must call it with the same layout.
-  ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Device device);
+  ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Device device,
+                bool host_collectives = false);
   ~ProcessGroups();
 
   const Layout& layout() const { return layout_; }
@@ -41,7 +43,7 @@ class ProcessGroups {
   int64_t world_rank_;
   c10::Device device_;
   std::array<std::unique_ptr<Communicator>, std::size(kAllGroupKinds)> groups_;
-  std::array<std::unique_ptr<Communicator>, std::size(kAllGroupKinds)> host_groups_;  // CUDA runs
+  std::array<std::shared_ptr<Communicator>, std::size(kAllGroupKinds)> host_groups_;  // CUDA runs
 };
 
 }  // namespace eaglet

@@ -48,6 +48,8 @@ run_case draft_vocab 2 "config error: model.config.draft_vocab_size=512: must be
 run_case store 2 "config error: data.store=s3: must be one of dir, mooncake" "${S[@]}" --set data.store=s3
 run_case on_error 2 "config error: data.on_error=ignore: must be one of fail, skip" "${S[@]}" --set data.on_error=ignore
 run_case device 2 "config error: runtime.device=tpu: must be one of auto, cpu, cuda" "${S[@]}" --set runtime.device=tpu
+run_case collectives 2 "config error: runtime.collectives=gloo: must be one of auto, nccl, host" "${S[@]}" --set runtime.collectives=gloo
+run_case nccl_on_cpu 2 "config error: runtime.collectives=nccl: nccl needs runtime.device cuda (or auto on a GPU machine)" "${S[@]}" --set runtime.device=cpu --set runtime.collectives=nccl
 run_case log_level 2 "config error: runtime.log_level=loud: must be one of trace, debug, info, warn, error" "${S[@]}" --set runtime.log_level=loud
 run_case max_seq 2 "config error: data.max_seq_length=3: must be > training.ttt_length (3)" "${S[@]}" --set data.max_seq_length=3
 run_case ttt_length 2 "config error: training.ttt_length=0: must be >= 1" "${S[@]}" --set training.ttt_length=0
