@@ -21,7 +21,7 @@ if [ "${SKIP_TOPO:-0}" != 1 ]; then
   echo "== NCCL collectives =="
   (cd build && ctest -L gpu -R nccl --output-on-failure 2>&1 | grep -E "ok |FAIL|Passed|Failed")
 fi
-echo "== verify-usp, bf16 through NCCL (one rank per GPU) =="
+echo "== verify-usp, bf16 (one rank per GPU through NCCL; more ranks than GPUs through host memory) =="
 # A draft with realistic head size (d = 128, GQA 4:1) and a sequence not divisible by P.
 model=(--set model.config.hidden_size=1024 --set model.config.num_attention_heads=8
        --set model.config.num_key_value_heads=4 --set model.config.head_dim=128
