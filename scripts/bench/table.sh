@@ -5,10 +5,11 @@
 # the first of them) and the longest sequence (LONG_SEQ, 4x1, default and with the MLP recomputed). Each row: ms/step, tokens/s, peak GiB, and the floor measured on this card (its
 # GEMM and causal-attention rates times the step's FLOPs, single-GPU floor / P) with the ratio,
 # and for USP rows block 0's own time against one GPU's causal attention / P (--attention).
-# One-GPU rows with `model.recompute_mlp` at MEM_SEQS follow the default ones.
+# One-GPU rows with `model.recompute_mlp` at MEM_SEQS follow the default ones; on a machine with
+# several GPUs the one-GPU rows run side by side, one GPU each (PARALLEL_ROWS=0: one at a time).
 # usage: [SEQS="8192 16384"] [MEM_SEQS="8192 16384"] [USP_SEQS="65536 131072"] [LONG_SEQ=262144]
 #        [EXCHANGE_ROW=1] (SEQS, MEM_SEQS, LONG_SEQ empty or EXCHANGE_ROW=0: those rows skipped)
-#        scripts/bench/table.sh
+#        [PARALLEL_ROWS=1] [CONFIG=configs/bench/qwen3-8b.yaml] scripts/bench/table.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export NCCL_NVLS_ENABLE=0
@@ -22,7 +23,7 @@ card=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)
 # The device copy of the tree may carry a stale .git: a .eaglet_commit file written by whoever
 # launched the run wins (git-ignored: `git rev-parse --short HEAD > .eaglet_commit`, then carry it).
 commit=$(cat .eaglet_commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
-bench=(build/eaglet bench --config configs/bench/qwen3-8b.yaml --set output_dir=/tmp/eaglet_bench --set model.attention=${ATTN:-auto} --no-split)
+bench=(build/eaglet bench --config "${CONFIG:-configs/bench/qwen3-8b.yaml}" --set output_dir=/tmp/eaglet_bench --set model.attention=${ATTN:-auto} --no-split)
 echo "card: $gpus x $card, commit: $commit"
 echo "command: [scripts/mpirun.sh -np P] ${bench[*]} --seq N --steps S --warmup W [--set parallel.ulysses=U --set parallel.ring=R] [--set model.recompute_mlp=true]"
 echo
@@ -33,7 +34,8 @@ row() {  # row SEQ NP U R STEPS SETTINGS [extra args]; one warm-up step from 655
   shift 6
   [ "$seq" -ge 65536 ] && warmup=1
   local out
-  out=$(timeout 420 scripts/mpirun.sh -np "$np" "${bench[@]}" --seq "$seq" --steps "$steps" --warmup "$warmup" \
+  out=$(timeout 420 scripts/mpirun.sh ${CUDA_VISIBLE_DEVICES+-x CUDA_VISIBLE_DEVICES} -np "$np" "${bench[@]}" --seq "$seq" --steps "$steps" --warmup "$warmup" \
+        --set output_dir="/tmp/eaglet_bench/${seq}_${u}x${r}_${settings}" \
         --set parallel.ulysses="$u" --set parallel.ring="$r" "$@" 2>&1)
   local b f a over=""
   b=$(echo "$out" | grep -E "^bench:" | tail -1)
@@ -53,14 +55,40 @@ row() {  # row SEQ NP U R STEPS SETTINGS [extra args]; one warm-up step from 655
   eff=$(echo "$f" | sed -E 's/.*efficiency ([0-9]+%).*/\1/')
   echo "| $seq | $np ($u×$r) | $settings | $ms | $tps | $gib | $fl | $ratio | $eff | $over |"
 }
+# The one-GPU rows: with several GPUs, GPU i runs rows i, i + gpus, ... one after another (each
+# process sees only its GPU), so the rows take about as long as the longest one; printed in order.
+one_gpu_rows=()
 for seq in $seqs; do
   steps=3
   [ "$seq" -ge 65536 ] && steps=2
-  row "$seq" 1 1 1 "$steps" "default"
+  one_gpu_rows+=("$seq $steps default")
 done
 for seq in $mem_seqs; do  # the memory-lean setting at the peer's lengths
-  row "$seq" 1 1 1 3 "recompute_mlp" --set model.recompute_mlp=true
+  one_gpu_rows+=("$seq 3 recompute_mlp --set model.recompute_mlp=true")
 done
+one_gpu_row() {  # one_gpu_row "SEQ STEPS SETTINGS [extra args]"
+  local seq steps settings extra
+  read -r seq steps settings extra <<<"$1"
+  # shellcheck disable=SC2086  # extra: the row's --set arguments, split on purpose
+  row "$seq" 1 1 1 "$steps" "$settings" $extra
+}
+lanes=$(( ${PARALLEL_ROWS:-1} == 1 ? gpus : 1 ))
+if [ "$lanes" -le 1 ]; then
+  for spec in "${one_gpu_rows[@]}"; do one_gpu_row "$spec"; done
+else
+  rows_dir=$(mktemp -d)
+  for ((lane = 0; lane < lanes; ++lane)); do
+    (
+      export CUDA_VISIBLE_DEVICES=$lane
+      for ((i = lane; i < ${#one_gpu_rows[@]}; i += lanes)); do
+        one_gpu_row "${one_gpu_rows[$i]}" >"$rows_dir/$i"
+      done
+    ) &
+  done
+  wait
+  for ((i = 0; i < ${#one_gpu_rows[@]}; ++i)); do cat "$rows_dir/$i"; done
+  rm -rf "$rows_dir"
+fi
 if [ "$gpus" -ge 4 ]; then
   for seq in $usp_seqs; do
     for layout in 4x1 2x2; do
