@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
+#include <vector>
 
 #include "attention/local_attention.h"
 #include "attention/ring.h"
@@ -69,22 +70,32 @@ StepFlops step_flops(const DraftArchConfig& a, int64_t T, int64_t S) {
 }
 
 namespace {
-// Seconds per call of fn: `reps` warm-up calls, then the fastest of `windows` windows of `reps`
-// timed calls each: the rate the card reaches at these shapes. One short burst varied by ±6%
-// between runs; the median of sustained windows ran below the rate the step's own GEMMs reach
-// between its memory-bound kernels (a floor 5% above the measured step).
-template <typename F>
-double time_it(c10::Device device, int reps, int windows, F&& fn) {
-  for (int i = 0; i < reps; ++i) fn();
+// Something to time: `reps` calls of fn make one window.
+struct Timed {
+  int reps;
+  std::function<void()> fn;
+};
+
+// Seconds per call of each entry: `reps` warm-up calls each, then `windows` rounds in which each
+// entry in turn runs one window; each entry's fastest window: the rate the card reaches at these
+// shapes. Taking turns shows every entry the same clock states (the attention overhead compares
+// two of them). One short burst varied by ±6% between runs; the median of sustained windows ran
+// below the rate the step's own GEMMs reach between its memory-bound kernels (a floor 5% above
+// the measured step).
+std::vector<double> time_turns(c10::Device device, int windows, const std::vector<Timed>& entries) {
+  for (const auto& e : entries)
+    for (int i = 0; i < e.reps; ++i) e.fn();
   device_sync(device);
-  double fastest = 0;
+  std::vector<double> fastest(entries.size(), 0);
   for (int w = 0; w < windows; ++w) {
-    const auto t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < reps; ++i) fn();
-    device_sync(device);
-    const double t =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / reps;
-    fastest = w == 0 ? t : std::min(fastest, t);
+    for (size_t j = 0; j < entries.size(); ++j) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < entries[j].reps; ++i) entries[j].fn();
+      device_sync(device);
+      const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - t0;
+      const double t = spent.count() / entries[j].reps;
+      fastest[j] = w == 0 ? t : std::min(fastest[j], t);
+    }
   }
   return fastest;
 }
@@ -96,23 +107,27 @@ std::pair<double, double> measure_rates(const DraftArchConfig& a, int64_t n, int
   auto on = at::TensorOptions().device(device).dtype(dtype);
   auto x = at::randn({n, a.hidden_size}, on),
        w = at::randn({a.intermediate_size, a.hidden_size}, on);
-  const double gemm_s = time_it(device, 10, 5, [&] { (void)at::mm(x, w.t()); });
+  auto gemm_call = [&] { (void)at::mm(x, w.t()); };
+  const double gemm_s = time_turns(device, 5, {{10, gemm_call}})[0];
   const double gemm = 2.0 * n * a.hidden_size * a.intermediate_size / gemm_s;
   const int64_t L = std::min<int64_t>(S, 16384), heads = a.num_attention_heads, d = a.head_dim;
   auto q = at::randn({1, heads, L, d}, on), k = at::randn({1, heads, L, d}, on),
        v = at::randn({1, heads, L, d}, on), dout = at::randn({1, heads, L, d}, on);
   const auto& kernel = attention::local_kernel("auto", device, dtype);
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  const double attn_s = time_it(device, 3, 3, [&] {
+  auto attend = [&] {
     auto r = attention::attend(kernel, q, k, v, true, scale);
     (void)attention::attend_backward(kernel, dout, q, k, v, r.out, r.lse, r.state, true, scale);
-  });
+  };
+  const double attn_s = time_turns(device, 3, {{3, attend}})[0];
   const double attn = 3.5 * 2.0 * L * L * heads * d / attn_s;
   return {gemm, attn};
 }
+
 // Block 0 alone, forward + backward, as the TTT step runs it (q|k|v scattered by one Ulysses
-// all-to-all, the ring provider, out gathered; backward: dout scattered, dq|dk|dv gathered by one), against one GPU's
-// causal attention over all S rows and all heads. Returns {usp ms, local ms}; collective.
+// all-to-all, the ring provider, out gathered; backward: dout scattered, dq|dk|dv gathered by
+// one), against one GPU's causal attention over all S rows and all heads. Returns {usp ms, local
+// ms}; collective.
 std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups& groups, int64_t C,
                                          int64_t S, at::ScalarType dtype) {
   const auto& a = cfg.model.config;
@@ -132,7 +147,7 @@ std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups&
     return uly.size() > 1 ? attention::gather_heads(x, uly) : x;
   };
   auto qkv = at::randn({C, (H + 2 * KV) * d}, on), dout = at::randn({C, H, d}, on);
-  const double usp = time_it(device, 2, 3, [&] {
+  auto usp = [&] {
     auto parts = attention::scatter_qkv(qkv, H, KV, d, &uly);
     // RoPE's out-of-place write in the step, here a plain copy: q and k reach attention contiguous.
     auto qs = parts.q.contiguous(), ks = parts.k.contiguous(), vs = parts.v;
@@ -141,14 +156,16 @@ std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups&
     auto g = block0->backward(to_k(sc(dout)), to_k(qs), to_k(ks), to_k(vs), r.out, r.lse, r.state,
                               scale);
     if (uly.size() > 1) (void)attention::gather_qkv(from_k(g[0]), from_k(g[1]), from_k(g[2]), uly);
-  });
+  };
   auto qf = at::randn({1, H, S, d}, on), kf = at::randn({1, KV, S, d}, on),
        vf = at::randn({1, KV, S, d}, on), df = at::randn({1, H, S, d}, on);
-  const double local = time_it(device, 1, 3, [&] {
+  auto local = [&] {
     auto r = attention::attend(kernel, qf, kf, vf, true, scale);
     (void)attention::attend_backward(kernel, df, qf, kf, vf, r.out, r.lse, r.state, true, scale);
-  });
-  return {usp * 1e3, local * 1e3 / static_cast<double>(groups.layout().sp())};
+  };
+  // In turns: block 0 (2 calls a window) and the single-GPU attention (1) see the same clocks.
+  const auto t = time_turns(device, 3, {{2, usp}, {1, local}});
+  return {t[0] * 1e3, t[1] * 1e3 / static_cast<double>(groups.layout().sp())};
 }
 
 }  // namespace
