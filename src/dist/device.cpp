@@ -4,9 +4,12 @@
 #include <ATen/Parallel.h>
 
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "core/error.h"
 #ifdef EAGLET_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <cuda_runtime_api.h>
 #endif
@@ -62,6 +65,20 @@ c10::Device select_device(const std::string& requested, int64_t local_rank, int6
 void set_threads(int64_t threads) {
   if (threads > 0) at::set_num_threads(static_cast<int>(threads));
   at::set_num_interop_threads(1);
+}
+
+double peak_memory_gib(c10::Device device) {
+#ifdef EAGLET_WITH_CUDA
+  if (device.is_cuda()) {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 30);
+  }
+#endif
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1 << 20);  // kB
+  return 0;
 }
 
 std::string device_description(c10::Device device) {

@@ -18,6 +18,9 @@ c10::Device select_device(const std::string& requested, int64_t local_rank, int6
 void set_threads(int64_t threads);
 // Number of visible CUDA devices (0 in a CPU build).
 int64_t cuda_device_count();
+// Peak memory of this rank so far, GiB: the CUDA caching allocator's peak of allocated bytes on
+// a GPU, the process's peak resident set (VmHWM) on the CPU.
+double peak_memory_gib(c10::Device device);
 // "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)" for logs.
 std::string device_description(c10::Device device);
 // Whether a kernel table's fused entry (eaglet's own CUDA kernels, src/*/*.cu) takes x: a CUDA

@@ -21,13 +21,13 @@
 #include "attention/ring.h"
 #include "attention/ulysses.h"
 #include "core/error.h"
+#include "dist/device.h"
 #include "model/eagle3.h"
 #include "model/vocab.h"
 #include "train/optimizer.h"
 #include "train/trainer.h"
 #include "train/verify_usp.h"
 #ifdef EAGLET_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 
@@ -37,15 +37,6 @@ void device_sync(c10::Device d) {
 #ifdef EAGLET_WITH_CUDA
   if (d.is_cuda()) c10::cuda::device_synchronize();
 #endif
-}
-double peak_gib(c10::Device d) {
-#ifdef EAGLET_WITH_CUDA
-  if (d.is_cuda())
-    return static_cast<double>(
-               c10::cuda::CUDACachingAllocator::getDeviceStats(d.index()).allocated_bytes[0].peak) /
-           (1 << 30);
-#endif
-  return 0;
 }
 }  // namespace
 
@@ -274,7 +265,7 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   r.fastest_step_ms = fastest;
   r.slowest_step_ms = slowest;
   r.tokens_per_s = static_cast<double>(opt.seq_len * layout.dp()) / s;
-  double peak = peak_gib(device), worst = 0;
+  double peak = peak_memory_gib(device), worst = 0;
   MPI_Allreduce(&peak, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
   r.peak_gib = worst;
   const auto flops = step_flops(arch, T, opt.seq_len);

@@ -32,9 +32,6 @@
 #include "train/checkpoint.h"
 #include "train/optimizer.h"
 #include "train/verify_usp.h"
-#ifdef EAGLET_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#endif
 
 namespace eaglet::train {
 namespace {
@@ -65,20 +62,6 @@ bool preempted_anywhere() {
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double memory_gib(c10::Device device) {
-#ifdef EAGLET_WITH_CUDA
-  if (device.is_cuda()) {
-    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-    return static_cast<double>(stats.allocated_bytes[0].peak) / (1 << 30);
-  }
-#endif
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / (1 << 20);  // kB
-  return 0;
 }
 
 // t2d/d2t: a given file, the init_from draft's, identity when Vd == Vt, else counted from the
@@ -433,7 +416,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
                              {"grad_norm", stats.grad_norm},
                              {"skipped", stats.skipped},
                              {"tokens_per_s", tokens_per_s},
-                             {"mem_gib", memory_gib(device)},
+                             {"mem_gib", peak_memory_gib(device)},
                              {"data_s", m.data_s},
                              {"sync_s", sync_s},
                              {"compute_s", step_s - m.data_s - sync_s},
