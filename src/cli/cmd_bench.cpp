@@ -1,5 +1,6 @@
 // eaglet bench: timed optimizer steps on random data of the config's shapes.
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <iostream>
 
@@ -43,6 +44,11 @@ Command bench_command() {
               o.floor = !args.has("--no-floor");
               o.attention = args.has("--attention");
               o.split = !args.has("--no-split");
+              if (s.env.rank() == 0 && s.device.is_cuda() &&
+                  s.config.runtime.collectives == "host")
+                spdlog::warn(
+                    "bench: runtime.collectives=host moves every exchange through host memory "
+                    "(ranks may share a GPU): the times below do not represent NCCL runs");
               auto r = train::run_bench(s.config, *s.groups, o);
               if (s.env.rank() == 0)
                 std::cout << fmt::format(
