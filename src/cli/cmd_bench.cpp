@@ -44,8 +44,7 @@ Command bench_command() {
               o.floor = !args.has("--no-floor");
               o.attention = args.has("--attention");
               o.split = !args.has("--no-split");
-              if (s.env.rank() == 0 && s.device.is_cuda() &&
-                  s.config.runtime.collectives == "host")
+              if (s.env.rank() == 0 && s.device.is_cuda() && s.config.runtime.collectives == "host")
                 spdlog::warn(
                     "bench: runtime.collectives=host moves every exchange through host memory "
                     "(ranks may share a GPU): the times below do not represent NCCL runs");

@@ -114,9 +114,9 @@ void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const
     if (n == 0) return;
     launch_target_side(full.data_ptr(), full.stride(0), order.data_ptr<int>(),
                        static_cast<int>(order.size(1)), t2d.data_ptr<bool>(), draft.data_ptr(),
-                       draft.stride(0),
-                       lse.data_ptr<float>(), argmax.data_ptr<int64_t>(), in_draft.data_ptr<bool>(),
-                       n, full.size(1), full.scalar_type() == at::kBFloat16, stream_of(full));
+                       draft.stride(0), lse.data_ptr<float>(), argmax.data_ptr<int64_t>(),
+                       in_draft.data_ptr<bool>(), n, full.size(1),
+                       full.scalar_type() == at::kBFloat16, stream_of(full));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }

@@ -183,7 +183,10 @@ __global__ void __launch_bounds__(kThreads)
     int lo = 0, hi = draft_vocab;  // first id >= bound
     while (lo < hi) {
       const int mid = (lo + hi) / 2;
-      if (ids[mid] < bound) lo = mid + 1; else hi = mid;
+      if (ids[mid] < bound)
+        lo = mid + 1;
+      else
+        hi = mid;
     }
     tile_start[k] = lo;
   }
