@@ -23,6 +23,7 @@
 #include <ATen/ops/silu.h>
 #include <ATen/ops/sin.h>
 #include <ATen/ops/softmax.h>
+#include <ATen/ops/tensor.h>
 #include <ATen/ops/tril.h>
 #include <ATen/ops/zeros.h>
 
@@ -270,6 +271,15 @@ TEST_CASE("Target rows: draft columns of one full-head GEMM, lse, argmax and the
   CHECK(at::equal(t.in_draft, want_in));
   CHECK(t.in_draft.any().item<bool>());  // both outcomes occur with these numbers
   CHECK(!t.in_draft.all().item<bool>());
+}
+
+TEST_CASE("draft_order: the draft ids ascending with their draft columns", "[model][loss]") {
+  auto ids = at::tensor(std::vector<int64_t>{5, 2, 9, 0});
+  auto order = draft_order(ids);
+  CHECK(order.scalar_type() == at::kInt);
+  CHECK(order.is_contiguous());
+  auto want = at::tensor(std::vector<int32_t>{0, 2, 5, 9, 3, 1, 0, 2}).view({2, 4});
+  CHECK(at::equal(order, want));  // row 0: ids ascending; row 1: ids[row 1] == row 0
 }
 
 TEST_CASE("RoPE as one autograd function: value and gradient equal HF's formula under autograd",
