@@ -43,7 +43,8 @@ class ProcessGroups {
   int64_t world_rank_;
   c10::Device device_;
   std::array<std::unique_ptr<Communicator>, std::size(kAllGroupKinds)> groups_;
-  std::array<std::shared_ptr<Communicator>, std::size(kAllGroupKinds)> host_groups_;  // CUDA runs
+  // Set on CUDA runs and with host_collectives; shared with a StagedCommunicator in the latter.
+  std::array<std::shared_ptr<Communicator>, std::size(kAllGroupKinds)> host_groups_;
 };
 
 }  // namespace eaglet
