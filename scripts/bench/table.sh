@@ -23,9 +23,9 @@ card=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1)
 # The device copy of the tree may carry a stale .git: a .eaglet_commit file written by whoever
 # launched the run wins (git-ignored: `git rev-parse --short HEAD > .eaglet_commit`, then carry it).
 commit=$(cat .eaglet_commit 2>/dev/null || git rev-parse --short HEAD 2>/dev/null || echo unknown)
-bench=(build/eaglet bench --config "${CONFIG:-configs/bench/qwen3-8b.yaml}" --set output_dir=/tmp/eaglet_bench --set model.attention=${ATTN:-auto} --no-split)
+bench=(build/eaglet bench --config "${CONFIG:-configs/bench/qwen3-8b.yaml}" --set model.attention=${ATTN:-auto} --no-split)
 echo "card: $gpus x $card, commit: $commit"
-echo "command: [scripts/mpirun.sh -np P] ${bench[*]} --seq N --steps S --warmup W [--set parallel.ulysses=U --set parallel.ring=R] [--set model.recompute_mlp=true]"
+echo "command: [scripts/mpirun.sh -np P] ${bench[*]} --seq N --steps S --warmup W --set output_dir=/tmp/eaglet_bench/<row> [--set parallel.ulysses=U --set parallel.ring=R] [--set model.recompute_mlp=true]"
 echo
 echo "| tokens | GPUs (U×R) | settings | ms/step | tokens/s | peak GiB | floor ms | ratio | efficiency | attention overhead |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"

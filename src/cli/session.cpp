@@ -46,15 +46,16 @@ void start(Session& s, const ParsedArgs& args, const std::string& command) {
     if (env.rank() == 0)
       write_atomically(fs::path(s.config.output_dir) / "config.yaml", to_yaml(s.config));
   });
+  const bool host_collectives = s.config.runtime.collectives == "host";
   env.agree([&] {
-    const bool host = s.config.runtime.collectives == "host";
-    s.device = select_device(s.config.runtime.device, env.local_rank(), env.local_size(), host);
+    s.device = select_device(s.config.runtime.device, env.local_rank(), env.local_size(),
+                             host_collectives);
     EAGLET_CHECK(!(s.config.runtime.collectives == "nccl" && s.device.is_cpu()),
                  "runtime.collectives=nccl: this rank runs on the CPU (no GPU visible)");
     set_threads(s.config.runtime.threads);
   });
   Layout layout{env.size(), s.config.parallel.ulysses, s.config.parallel.ring};
-  const bool staged = s.device.is_cuda() && s.config.runtime.collectives == "host";
+  const bool staged = s.device.is_cuda() && host_collectives;
   spdlog::info("eaglet {}: {} ranks, D={} x U={} x R={}, device {} per rank{}, logs in {}/logs",
                command, env.size(), layout.dp(), layout.ulysses, layout.ring,
                s.device.is_cpu() ? "cpu"
@@ -65,8 +66,7 @@ void start(Session& s, const ParsedArgs& args, const std::string& command) {
                 env.rank(), env.local_rank(), env.local_size(),
                 env::launcher_local_rank().value_or(-1), device_description(s.device),
                 env::slurm_job_id().value_or("none"));
-  s.groups = std::make_unique<ProcessGroups>(env, layout, s.device,
-                                             s.config.runtime.collectives == "host");
+  s.groups = std::make_unique<ProcessGroups>(env, layout, s.device, host_collectives);
 }
 
 }  // namespace
