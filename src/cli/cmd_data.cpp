@@ -102,35 +102,6 @@ int run_put(const ParsedArgs& args) {
   return 0;
 }
 
-// Every rank reports whether it failed, within `timeout`. When all report in time and some failed,
-// every rank throws the lowest failing rank's message marked all_ranks() (clean exit 2 on every
-// rank). When a rank does not report in time (stuck in a collective), this rank's own error is
-// rethrown (or a timeout error raised), which aborts the job: never a hang.
-void finish_together(const std::string& failure, int64_t world_rank, std::chrono::seconds timeout) {
-  int mine = failure.empty() ? INT_MAX : static_cast<int>(world_rank), first = INT_MAX;
-  MPI_Request req;
-  MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (int done = 0;;) {
-    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
-    if (done) break;
-    if (std::chrono::steady_clock::now() > deadline) {
-      EAGLET_CHECK(failure.empty(), "{}", failure);
-      EAGLET_FAIL("eaglet data check: other ranks did not finish within {} s", timeout.count());
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  if (first == INT_MAX) return;
-  std::string message = failure;
-  int len = static_cast<int>(message.size());
-  MPI_Bcast(&len, 1, MPI_INT, first, MPI_COMM_WORLD);
-  message.resize(static_cast<size_t>(len));
-  MPI_Bcast(message.data(), len, MPI_CHAR, first, MPI_COMM_WORLD);
-  Error err(message, __FILE__, __LINE__);
-  err.set_all_ranks();
-  throw err;
-}
-
 // Bitwise comparison of one rebuilt shard with the full sample cut by the plain reference.
 int64_t compare_with_reference(const data::ShardSample& got, const std::string& reference_dir,
                                const data::ReaderOptions& opt) {
@@ -187,58 +158,55 @@ int run_check(const ParsedArgs& args) {
     const int64_t depth = int_option(args, "--prefetch", cfg.data.prefetch);
     const std::string reference = args.get("--reference");
 
-    std::string failure;
     int64_t counts[5] = {0, 0, 0, 0, 0};  // read, skipped, empty, mismatches, disagreements
-    try {
-      auto store = data::open_store(cfg.data);
-      data::ManifestReader manifest(data::manifest_path(cfg.data), data::manifest_expect(cfg));
-      // Every rank must read the same stream: agree on its length (the smallest count seen).
-      int64_t n = want;
-      if (n == 0) {
-        manifest.poll();
-        manifest.require_exists();
-        auto t = at::full({1}, -manifest.size(), at::kLong).to(groups.device());
-        groups.group(GroupKind::world).all_reduce(t, ReduceOp::max);
-        n = -t.cpu().item<int64_t>();
-        EAGLET_CHECK(n > 0, "manifest {}: no samples", manifest.path());
-      }
-      data::Sampler sampler(n, 1, cfg.training.seed, /*shuffle=*/false);
-      auto opt = data::reader_options(cfg, layout, coord, groups.device(), at::kBFloat16);
-      data::ShardReader reader(*store, groups.host_group(GroupKind::sp), opt);
-      {
-        data::Prefetcher prefetcher(
-            reader,
-            data::replica_source(manifest, sampler, coord.dp, layout.dp(), 0,
-                                 std::chrono::duration_cast<std::chrono::milliseconds>(timeout)),
-            depth);
-        while (auto sample = prefetcher.next()) {
-          ++counts[0];
-          spdlog::debug("data check: position {} sample {}: {} loss tokens{}", sample->position,
-                        sample->key, sample->global_loss_tokens,
-                        sample->neutralised ? " (neutralised)" : "");
-          if (!reference.empty() && !sample->neutralised)
-            counts[3] += compare_with_reference(*sample, reference, opt);
-        }
-        spdlog::info("data check: prefetcher waited {} times for storage ({:.3f} s in all)",
-                     prefetcher.stalls(), prefetcher.stall_seconds());
-      }
-      counts[1] = reader.skipped_errors();
-      counts[2] = reader.empty_samples();
-      // Every SP rank must have taken the same decisions.
-      auto both = at::tensor(std::vector<int64_t>{counts[1], -counts[1], counts[2], -counts[2]})
-                      .to(groups.device());
-      groups.group(GroupKind::sp).all_reduce(both, ReduceOp::max);
-      auto b = both.cpu();
-      counts[4] = (b[0].item<int64_t>() != -b[1].item<int64_t>()) +
-                  (b[2].item<int64_t>() != -b[3].item<int64_t>());
-    } catch (const Error& e) {
-      failure = e.message();
-      spdlog::error("{}", e.what());
-    } catch (const std::exception& e) {
-      failure = e.what();
-      spdlog::error("{} [rank {}]", e.what(), groups.world_rank());
-    }
-    finish_together(failure, groups.world_rank(), timeout + std::chrono::seconds(30));
+    // Every rank reports whether it failed, within the timeout (MpiEnv::agree): a rank stuck in
+    // a collective is not waited for, never a hang.
+    s.env.agree(
+        [&] {
+          auto store = data::open_store(cfg.data);
+          data::ManifestReader manifest(data::manifest_path(cfg.data), data::manifest_expect(cfg));
+          // Every rank must read the same stream: agree on its length (the smallest count seen).
+          int64_t n = want;
+          if (n == 0) {
+            manifest.poll();
+            manifest.require_exists();
+            auto t = at::full({1}, -manifest.size(), at::kLong).to(groups.device());
+            groups.group(GroupKind::world).all_reduce(t, ReduceOp::max);
+            n = -t.cpu().item<int64_t>();
+            EAGLET_CHECK(n > 0, "manifest {}: no samples", manifest.path());
+          }
+          data::Sampler sampler(n, 1, cfg.training.seed, /*shuffle=*/false);
+          auto opt = data::reader_options(cfg, layout, coord, groups.device(), at::kBFloat16);
+          data::ShardReader reader(*store, groups.host_group(GroupKind::sp), opt);
+          {
+            data::Prefetcher prefetcher(
+                reader,
+                data::replica_source(
+                    manifest, sampler, coord.dp, layout.dp(), 0,
+                    std::chrono::duration_cast<std::chrono::milliseconds>(timeout)),
+                depth);
+            while (auto sample = prefetcher.next()) {
+              ++counts[0];
+              spdlog::debug("data check: position {} sample {}: {} loss tokens{}", sample->position,
+                            sample->key, sample->global_loss_tokens,
+                            sample->neutralised ? " (neutralised)" : "");
+              if (!reference.empty() && !sample->neutralised)
+                counts[3] += compare_with_reference(*sample, reference, opt);
+            }
+            spdlog::info("data check: prefetcher waited {} times for storage ({:.3f} s in all)",
+                         prefetcher.stalls(), prefetcher.stall_seconds());
+          }
+          counts[1] = reader.skipped_errors();
+          counts[2] = reader.empty_samples();
+          // Every SP rank must have taken the same decisions.
+          auto both = at::tensor(std::vector<int64_t>{counts[1], -counts[1], counts[2], -counts[2]})
+                          .to(groups.device());
+          groups.group(GroupKind::sp).all_reduce(both, ReduceOp::max);
+          auto b = both.cpu();
+          counts[4] = (b[0].item<int64_t>() != -b[1].item<int64_t>()) +
+                      (b[2].item<int64_t>() != -b[3].item<int64_t>());
+        },
+        timeout + std::chrono::seconds(30));
 
     spdlog::info(
         "data check rank {} (dp {}, sp {}): {} samples read, {} neutralised for errors, "

@@ -11,6 +11,9 @@ Command train_command() {
       {"--resume", "auto|PATH",
        "continue from the latest checkpoint under output_dir (auto; a fresh start when there is "
        "none) or from a checkpoint folder"});
+  opts.push_back({"--dump-grads", "DIR",
+                  "write every step's synced gradients (fp32, before clipping) to "
+                  "DIR/grads_<step>.safetensors (rank 0), for comparing layouts"});
   return {"train",
           "train the Eagle3 draft on pre-sharded samples (mpirun -np N eaglet train --config "
           "run.yaml); "
@@ -20,6 +23,7 @@ Command train_command() {
             return run_distributed(args, "train", [&](Session& s) {
               train::TrainOptions o;
               o.resume = args.get("--resume");
+              o.dump_grads = args.get("--dump-grads");
               return train::run_training(s.config, s.env, *s.groups, o);
             });
           }};

@@ -30,23 +30,17 @@ int run_topo(const ParsedArgs& args) {
     const auto& g = *s.groups;
     std::istringstream layout(describe(g.layout()));
     for (std::string line; std::getline(layout, line);) spdlog::info("{}", line);
-    // Where each rank runs: host and device, gathered on rank 0 (fixed-size records).
-    constexpr int kRecord = 128;
-    char mine[kRecord] = {0};
+    // Where each rank runs: host and device, gathered on rank 0.
     char host[64] = {0};
     gethostname(host, sizeof(host) - 1);
-    std::snprintf(mine, kRecord, "%s %s", host, device_description(g.device()).c_str());
-    std::vector<char> all(s.env.rank() == 0 ? kRecord * g.layout().world : 0);
-    MPI_Gather(mine, kRecord, MPI_CHAR, all.data(), kRecord, MPI_CHAR, 0, MPI_COMM_WORLD);
-    for (int64_t r = 0; r < static_cast<int64_t>(all.size()) / kRecord; ++r)
-      spdlog::info("rank {}: {}", r, std::string(all.data() + r * kRecord));
+    const auto where =
+        s.env.gather_text(fmt::format("{} {}", host, device_description(g.device())));
+    for (size_t r = 0; r < where.size(); ++r) spdlog::info("rank {}: {}", r, where[r]);
     auto result = run_selfcheck(g);
     for (const auto& f : result.failures) spdlog::error("topo check failed: {}", f);
     // Tally over MPI directly: the communicators under test are not trusted to report on
     // themselves.
-    long long local[2] = {result.checks, static_cast<long long>(result.failures.size())},
-              total[2] = {0, 0};
-    MPI_Allreduce(local, total, 2, MPI_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+    const auto total = s.env.sum({result.checks, static_cast<int64_t>(result.failures.size())});
     spdlog::info("topo: {} backend on {}: {} checks over {} ranks, {} failed: {}",
                  g.group(GroupKind::world).backend(), g.device().is_cpu() ? "cpu" : "cuda",
                  total[0], g.layout().world, total[1], total[1] == 0 ? "PASS" : "FAIL");

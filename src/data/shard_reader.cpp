@@ -80,6 +80,20 @@ std::array<ObjectSpec, 3> shard_objects(const ManifestEntry& e, const ShardGeome
   return out;
 }
 
+at::Tensor read_shard_ids(Store& store, const ManifestEntry& e, const ShardGeometry& g,
+                          int64_t sp_rank, const std::string& what) {
+  const auto spec = shard_objects(e, g, sp_rank)[1];
+  auto ids = at::empty(spec.shape, at::TensorOptions().dtype(spec.scalar_type));
+  const int64_t got = store.batch_get_into({spec.key}, {ids.data_ptr()}, {spec.bytes})[0];
+  EAGLET_CHECK(got == spec.bytes, "{}: object {} ({} [{}]) on SP rank {} has {}, expected {} bytes",
+               what, spec.key, spec.dtype, g.local_len, sp_rank,
+               got == kMissing    ? std::string("no value")
+               : got == kTooLarge ? fmt::format("{} bytes", store.size(spec.key))
+                                  : fmt::format("{} bytes", got),
+               spec.bytes);
+  return ids.to(at::kLong);
+}
+
 FetchedShard fetch_shard(Store& store, const ManifestRecord& record, const ReaderOptions& opt,
                          int64_t position) {
   FetchedShard f;
@@ -207,7 +221,7 @@ ShardSample ShardReader::finish(FetchedShard f) {
   v[kSlot * P] = p.kind == ProblemKind::none ? f.local_loss_tokens : 0;
   if (p.kind != ProblemKind::none && !p.message.empty() && p.kind != ProblemKind::manifest)
     spdlog::error("data: {}", p.message);  // the local detail stays in this rank's log
-  sp_.all_reduce(info, ReduceOp::sum);  // on the host: nothing waits for the device's queue
+  sp_.all_reduce(info, ReduceOp::sum);     // on the host: nothing waits for the device's queue
 
   std::vector<std::string> problems;
   for (int64_t r = 0; r < P; ++r) {

@@ -25,11 +25,11 @@
 #include <vector>
 
 #include "core/config.h"
+#include "data/batch.h"
 #include "data/manifest.h"
 #include "data/sharding.h"
 #include "data/store.h"
 #include "dist/topology.h"
-#include "model/eagle3.h"
 
 namespace eaglet {
 class Communicator;
@@ -89,6 +89,11 @@ struct FetchedShard {
   std::function<void()> ready;
 };
 
+// This rank's token ids of one sample alone (the `_ids` object in the manifest's dtype, int32 or
+// int64), as int64 [local_len]; never consumes. Throws naming `what`, the key and both sizes.
+at::Tensor read_shard_ids(Store& store, const ManifestEntry& e, const ShardGeometry& g,
+                          int64_t sp_rank, const std::string& what);
+
 // Reads this rank's objects (batch get into fresh, optionally pinned, host tensors), checks their
 // sizes, rebuilds the masks and positions, and removes the objects when data.consume is set.
 // Store failures become the shard's problem, never an exception.
@@ -100,7 +105,7 @@ void place_shard(FetchedShard& f, const ReaderOptions& opt);
 
 // A sample ready for the model.
 struct ShardSample {
-  model::ShardInput input;
+  ShardInput input;
   at::Tensor attention_mask;  // int64 [local_len]: 1 real row, 0 tail padding
   ShardGeometry geometry;
   int64_t position = -1;

@@ -1,6 +1,8 @@
 // Argument checks shared by the MPI and NCCL communicators.
 #include "dist/communicator.h"
 
+#include <ATen/ops/full.h>
+
 #include "core/error.h"
 #include "core/tensor_text.h"
 
@@ -20,6 +22,16 @@ void check_all_to_all_args(const Communicator& c, const at::Tensor& in, const at
 void check_peer(const Communicator& c, const char* op, int64_t peer) {
   EAGLET_CHECK(peer >= 0 && peer < c.size(), "{} {}: peer {} outside group of {}", c.backend(), op,
                peer, c.size());
+}
+
+}  // namespace eaglet
+
+namespace eaglet {
+
+double all_reduce_scalar(Communicator& c, double value, ReduceOp op) {
+  auto t = at::full({1}, value, at::TensorOptions().dtype(at::kDouble));
+  c.all_reduce(t, op);
+  return t.item<double>();
 }
 
 }  // namespace eaglet

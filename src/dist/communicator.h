@@ -53,6 +53,9 @@ class Communicator {
   virtual void abort() noexcept = 0;
 };
 
+// One host value reduced over a group's members (a CPU tensor through c: pass a host group).
+double all_reduce_scalar(Communicator& c, double value, ReduceOp op);
+
 // Checks shared by both backends; throws eaglet::Error naming the backend and the operation.
 void check_all_to_all_args(const Communicator& c, const at::Tensor& in, const at::Tensor& out);
 void check_peer(const Communicator& c, const char* op, int64_t peer);

@@ -4,6 +4,7 @@
 
 #include <climits>
 #include <cstdlib>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -39,7 +40,7 @@ MpiEnv::~MpiEnv() {
   if (!finalized) MPI_Finalize();
 }
 
-void MpiEnv::agree(const std::function<void()>& step) const {
+void MpiEnv::agree(const std::function<void()>& step, std::chrono::seconds timeout) const {
   std::string message;
   int failed_rank = INT_MAX;
   try {
@@ -52,7 +53,23 @@ void MpiEnv::agree(const std::function<void()>& step) const {
     failed_rank = static_cast<int>(rank_);
   }
   int first = INT_MAX;
-  EAGLET_MPI_CHECK(MPI_Allreduce(&failed_rank, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+  if (timeout.count() <= 0) {
+    EAGLET_MPI_CHECK(MPI_Allreduce(&failed_rank, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD));
+  } else {
+    MPI_Request req;
+    EAGLET_MPI_CHECK(
+        MPI_Iallreduce(&failed_rank, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD, &req));
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (int done = 0;;) {
+      EAGLET_MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+      if (done) break;
+      if (std::chrono::steady_clock::now() > deadline) {
+        if (!message.empty()) throw Error(message, __FILE__, __LINE__);
+        EAGLET_FAIL("other ranks did not finish within {} s", timeout.count());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
   if (first == INT_MAX) return;
   int len = static_cast<int>(message.size());
   EAGLET_MPI_CHECK(MPI_Bcast(&len, 1, MPI_INT, first, MPI_COMM_WORLD));
@@ -61,6 +78,25 @@ void MpiEnv::agree(const std::function<void()>& step) const {
   Error err(message, __FILE__, __LINE__);
   err.set_all_ranks();
   throw err;
+}
+
+std::vector<int64_t> MpiEnv::sum(std::vector<int64_t> values) const {
+  EAGLET_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()),
+                                 MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
+  return values;
+}
+
+std::vector<std::string> MpiEnv::gather_text(const std::string& record) const {
+  constexpr int kRecord = 256;
+  std::vector<char> mine(kRecord, '\0');
+  record.copy(mine.data(), kRecord - 1);
+  std::vector<char> all(rank_ == 0 ? kRecord * size_ : 0);
+  EAGLET_MPI_CHECK(
+      MPI_Gather(mine.data(), kRecord, MPI_CHAR, all.data(), kRecord, MPI_CHAR, 0, MPI_COMM_WORLD));
+  std::vector<std::string> out;
+  for (int64_t r = 0; r < static_cast<int64_t>(all.size()) / kRecord; ++r)
+    out.emplace_back(all.data() + r * kRecord);
+  return out;
 }
 
 void MpiEnv::abort(int code) const {

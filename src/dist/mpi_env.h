@@ -4,10 +4,12 @@
 
 #include <mpi.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace eaglet {
 
@@ -24,10 +26,20 @@ class MpiEnv {
   int64_t local_rank() const { return local_rank_; }  // from MPI's shared-memory split
   int64_t local_size() const { return local_size_; }
 
-  // Runs `step` on every rank; if it throws on any rank, every rank throws the same eaglet::Error
-  // (the lowest failing rank's message, marked all_ranks()). Collective over the world: call it
-  // at the same point on every rank. Only for start-up work, never per training step.
-  void agree(const std::function<void()>& step) const;
+  // The one agreement primitive. Runs `step` on every rank; if it throws on any rank, every rank
+  // throws the same eaglet::Error (the lowest failing rank's message, marked all_ranks()).
+  // Collective over the world: call it at the same point on every rank. With a timeout, a rank
+  // that does not report within it (stuck in a collective, or still working) is not waited for:
+  // this rank rethrows its own error, or throws one naming the timeout, and the caller's error
+  // path aborts the job: never a hang. Only for start-up and end-of-run work, never per step.
+  void agree(const std::function<void()>& step,
+             std::chrono::seconds timeout = std::chrono::seconds(0)) const;
+
+  // Element-wise sums over the world of a few host integers, straight over MPI (for tallies that
+  // must not trust the communicators they count for).
+  std::vector<int64_t> sum(std::vector<int64_t> values) const;
+  // Rank 0 receives every rank's `record` (fixed-size text records, rank order); others get {}.
+  std::vector<std::string> gather_text(const std::string& record) const;
 
   // Ends every rank of the job (error path when ranks may be inside a collective).
   [[noreturn]] void abort(int code) const;

@@ -12,6 +12,7 @@
 
 #include "attention/ttt_attention.h"
 #include "core/config.h"
+#include "data/batch.h"
 #include "model/loss.h"
 #include "model/recompute.h"
 #include "model/vocab.h"
@@ -56,14 +57,8 @@ struct LossTarget {
 // draft ids sorted once (draft_order) for the fused target side.
 LossTarget loss_target(const at::Tensor& full_head, const VocabMap& vocab, c10::Device device);
 
-// One rank's shard (DESIGN §3): C own rows plus a T-row halo.
-struct ShardInput {
-  at::Tensor hs;         // [C+T, 3·Ht]
-  at::Tensor ids;        // int64 [C+T]
-  at::Tensor lhs;        // [C+T, Ht]
-  at::Tensor loss_mask;  // [C+T], 0/1
-  at::Tensor positions;  // int64 [C·U]: positions of the Ulysses-gathered chunk
-};
+// One rank's shard (DESIGN §3), owned by the data layer.
+using data::ShardInput;
 
 struct TttOptions {
   int64_t ttt_length = 7;

@@ -8,7 +8,6 @@
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
-#include <mpi.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <algorithm>
@@ -25,8 +24,7 @@
 #include "model/eagle3.h"
 #include "model/vocab.h"
 #include "train/optimizer.h"
-#include "train/trainer.h"
-#include "train/verify_usp.h"
+#include "train/step.h"
 #ifdef EAGLET_WITH_CUDA
 #include <c10/cuda/CUDAFunctions.h>
 #endif
@@ -119,16 +117,16 @@ std::pair<double, double> measure_rates(const DraftArchConfig& a, int64_t n, int
 // all-to-all, the ring provider, out gathered; backward: dout scattered, dq|dk|dv gathered by
 // one), against one GPU's causal attention over all S rows and all heads. Returns {usp ms, local
 // ms}; collective.
-std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups& groups, int64_t C,
-                                         int64_t S, at::ScalarType dtype) {
+std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups& groups,
+                                         const TrainStep& step, int64_t C, int64_t S) {
   const auto& a = cfg.model.config;
   const auto device = groups.device();
   const int64_t H = a.num_attention_heads, KV = a.num_key_value_heads, d = a.head_dim;
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-  auto on = at::TensorOptions().device(device).dtype(dtype);
-  const auto& kernel = attention::local_kernel(cfg.model.attention, device, dtype);
+  auto on = at::TensorOptions().device(device).dtype(step.dtype());
+  const auto& kernel = step.attention_kernel();
   auto& uly = groups.group(GroupKind::ulysses);
-  auto block0 = ttt_options(cfg, groups, dtype).block0;  // as the training step builds it
+  const auto& block0 = step.ttt().block0;  // as the training step runs it
   auto to_k = [](const at::Tensor& x) { return x.transpose(0, 1).unsqueeze(0); };
   auto from_k = [](const at::Tensor& x) { return x.squeeze(0).transpose(0, 1).contiguous(); };
   auto sc = [&](const at::Tensor& x) {
@@ -164,7 +162,8 @@ std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups&
 BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const BenchOptions& opt) {
   const auto& arch = cfg.model.config;
   const auto device = groups.device();
-  const auto dtype = compute_dtype(cfg.runtime.dtype, device);
+  const TrainStep train_step(cfg, groups);
+  const auto dtype = train_step.dtype();
   const auto& layout = groups.layout();
   const auto& c = groups.coord();
   const int64_t T = cfg.training.ttt_length, P = layout.sp(), U = layout.ulysses;
@@ -191,7 +190,8 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   auto weights = model::init_weights(arch, cfg.training.seed, device);
   weights.embed_tokens = weights.embed_tokens.to(dtype);  // as the trainer keeps it
   AdamW optimizer(weights.trainable(), cfg.training);
-  const auto topt = ttt_options(cfg, groups, dtype);
+  const auto& topt = train_step.ttt();
+  auto& world = groups.host_group(GroupKind::world);  // host-side barriers and maxima
 
   // One step in its four phases; `between` runs after each (the split's device waits, or nothing).
   auto phased_step = [&](const std::function<void(int)>& between) {
@@ -200,15 +200,15 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
       // As in training, the step lets its shard go once the rows have moved to the zigzag
       // layout; a fresh one (made on the device, timed with the step) stands in for the next
       // sample.
-      obj = model::ttt_forward(weights, arch, target, std::move(in), topt);
+      obj = train_step.forward(weights, target, std::move(in));
       in = make_input();
     } else {
-      obj = model::ttt_forward(weights, arch, target, in, topt);
+      obj = train_step.forward(weights, target, in);
     }
     between(0);
     obj.total.backward();
     between(1);
-    optimizer.sync_gradients(&groups.group(GroupKind::world), layout.dp());
+    train_step.sync_gradients(optimizer);
     between(2);
     optimizer.step(cfg.training.lr);
     between(3);
@@ -216,7 +216,7 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   auto one_step = [&] { phased_step([](int) {}); };
   for (int64_t i = 0; i < opt.warmup; ++i) one_step();
   device_sync(device);
-  MPI_Barrier(MPI_COMM_WORLD);
+  world.barrier();
   const auto t0 = std::chrono::steady_clock::now();
   // Per step: time between the returns of consecutive steps (each reads its gradient norm back
   // after launching the optimizer step, as the trainer reads its metrics: one host sync a step).
@@ -231,14 +231,14 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
     last = now;
   }
   device_sync(device);
-  MPI_Barrier(MPI_COMM_WORLD);
+  world.barrier();
   const double s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / opt.steps;
 
   BenchResult r;
   if (opt.split) {  // one more step, the device waited for after each phase (rank 0's clock)
     device_sync(device);
-    MPI_Barrier(MPI_COMM_WORLD);
+    world.barrier();
     auto since = std::chrono::steady_clock::now();
     phased_step([&](int phase) {
       device_sync(device);
@@ -265,17 +265,13 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   r.fastest_step_ms = fastest;
   r.slowest_step_ms = slowest;
   r.tokens_per_s = static_cast<double>(opt.seq_len * layout.dp()) / s;
-  double peak = peak_memory_gib(device), worst = 0;
-  MPI_Allreduce(&peak, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  r.peak_gib = worst;
+  r.peak_gib = all_reduce_scalar(world, peak_memory_gib(device), ReduceOp::max);
   const auto flops = step_flops(arch, T, opt.seq_len);
   r.tflop_per_step = flops.total() / 1e12;
   r.mfu = r.tflop_per_step / s / (opt.peak_tflops * static_cast<double>(P));
   if (opt.attention) {
-    auto [usp, local] = time_attention(cfg, groups, C, opt.seq_len, dtype);
-    double worst = 0;
-    MPI_Allreduce(&usp, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    r.usp_attn_ms = worst;
+    auto [usp, local] = time_attention(cfg, groups, train_step, C, opt.seq_len);
+    r.usp_attn_ms = all_reduce_scalar(world, usp, ReduceOp::max);
     r.local_attn_ms = local;
   }
   if (opt.floor && device.is_cuda()) {

@@ -4,10 +4,10 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
-#include <mpi.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -15,7 +15,6 @@
 #include <csignal>
 #include <fstream>
 
-#include "attention/ring.h"
 #include "core/error.h"
 #include "data/manifest.h"
 #include "data/prefetcher.h"
@@ -31,7 +30,7 @@
 #include "model/vocab.h"
 #include "train/checkpoint.h"
 #include "train/optimizer.h"
-#include "train/verify_usp.h"
+#include "train/step.h"
 
 namespace eaglet::train {
 namespace {
@@ -54,10 +53,11 @@ void install_signal_handlers() {
 namespace {
 
 // True on every rank when a signal reached any rank (one host all-reduce per step).
-bool preempted_anywhere() {
-  int local = g_signal.load(), any = 0;
-  MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  return any != 0;
+bool preempted_anywhere(const ProcessGroups& groups) {
+  auto any =
+      at::full({1}, static_cast<int64_t>(g_signal.load()), at::TensorOptions().dtype(at::kLong));
+  groups.host_group(GroupKind::world).all_reduce(any, ReduceOp::max);
+  return any.item<int64_t>() != 0;
 }
 
 double now_s() {
@@ -96,20 +96,26 @@ model::VocabMap build_vocab(const Config& cfg, data::Store& store, data::Manifes
                                   cfg.training.ttt_length);
     auto own = g.own_rows(c.sp);
     if (own.size() <= 0) continue;
-    auto ids = at::zeros({g.local_len}, at::TensorOptions().dtype(at::kLong));
-    const auto key = data::object_key(rec.entry.key, c.sp, data::ShardObject::ids);
-    auto got = store.batch_get_into({key}, {ids.data_ptr()}, {g.local_len * 8})[0];
-    EAGLET_CHECK(got == g.local_len * 8,
-                 "vocabulary count: object {} on rank {} has {} bytes, expected {}", key,
-                 groups.world_rank(), got, g.local_len * 8);
+    auto ids = data::read_shard_ids(store, rec.entry, g, c.sp, "vocabulary count");
     auto mask = data::shard_loss_mask(data::unpack_loss_mask(rec.entry.packed_loss_mask), g, c.sp);
     model::count_loss_tokens(counts, ids.narrow(0, 0, own.size()), mask.narrow(0, 0, own.size()));
   }
-  MPI_Allreduce(MPI_IN_PLACE, counts.data_ptr<int64_t>(), static_cast<int>(counts.numel()),
-                MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+  groups.host_group(GroupKind::world).all_reduce(counts, ReduceOp::sum);
   spdlog::info("vocabulary: top {} of {} tokens by loss-masked frequency over {} samples",
                arch.draft_vocab_size, arch.vocab_size, n);
   return model::vocab_from_counts(counts, arch.draft_vocab_size);
+}
+
+// --dump-grads: the synced gradients of optimizer step `step` (before clipping, fp32, the same
+// on every rank after the world all-reduce) written by rank 0 as DIR/grads_<8 digits>.safetensors
+// under the weights' SGLang names. For the equivalence checks across layouts (tests/mpi).
+void dump_gradients(const std::string& dir, int64_t step, const model::Eagle3Weights& w,
+                    bool rank0) {
+  if (!rank0) return;
+  std::vector<std::pair<std::string, at::Tensor>> grads;
+  for (const auto& [name, t] : w.trainable()) grads.emplace_back(name, t->grad());
+  io::make_dirs(dir);
+  io::write_safetensors(io::join_path(dir, fmt::format("grads_{:08d}.safetensors", step)), grads);
 }
 
 struct StepMetrics {
@@ -127,9 +133,10 @@ struct EvalResult {
 
 EvalResult evaluate(data::ShardReader& reader, data::ManifestReader& manifest,
                     const model::Eagle3Weights& w, const DraftArchConfig& arch,
-                    const model::LossTarget& target, const model::TttOptions& topt,
+                    const model::LossTarget& target, const TrainStep& step,
                     const ProcessGroups& groups) {
   c10::NoGradGuard no_grad;
+  const auto& topt = step.ttt();
   const int64_t D = groups.layout().dp(), dp = groups.coord().dp, T = topt.ttt_length;
   at::Tensor sums;  // [3, T]: loss·count, acc·count, count
   for (int64_t i = dp; i < manifest.size(); i += D) {
@@ -156,36 +163,15 @@ EvalResult evaluate(data::ShardReader& reader, data::ManifestReader& manifest,
 
 }  // namespace
 
-model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups,
-                              at::ScalarType dtype) {
-  const auto& kernel = attention::local_kernel(cfg.model.attention, groups.device(), dtype);
-  model::TttOptions o;
-  o.ttt_length = cfg.training.ttt_length;
-  o.dtype = dtype;
-  o.ulysses = &groups.group(GroupKind::ulysses);
-  const auto balance = attention::ring_balance(cfg.parallel.ring_balance, groups.layout().ulysses);
-  o.block0 = groups.layout().ring > 1
-                 ? attention::ring_block0(groups.group(GroupKind::ring), kernel, balance)
-                 : attention::local_block0(kernel);
-  o.zigzag_layout = groups.layout().ring > 1 && balance == attention::RingBalance::zigzag_layout;
-  o.loss_chunk = cfg.model.loss_chunk;
-  for (double w : model::step_weights(cfg.training))
-    o.loss_weights.push_back(w / static_cast<double>(cfg.training.grad_accum));
-  o.sp = &groups.group(GroupKind::sp);
-  o.mlp_recompute = cfg.model.recompute_mlp      ? model::MlpRecompute::full
-                    : cfg.model.recompute_swiglu ? model::MlpRecompute::swiglu
-                                                 : model::MlpRecompute::none;
-  return o;
-}
-
 int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& groups,
                  const TrainOptions& opt) {
   const auto& arch = cfg.model.config;
   const auto& layout = groups.layout();
   const auto& coord = groups.coord();
   const auto device = groups.device();
-  const auto dtype = compute_dtype(cfg.runtime.dtype, device);
-  const int64_t T = cfg.training.ttt_length, D = layout.dp(), accum = cfg.training.grad_accum;
+  const TrainStep train_step(cfg, groups);  // dtype, kernels, TTT options, gradient sync
+  const auto dtype = train_step.dtype();
+  const int64_t T = cfg.training.ttt_length, D = layout.dp(), accum = train_step.grad_accum();
   const bool rank0 = env.rank() == 0;
   install_signal_handlers();
 
@@ -272,7 +258,6 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
                                                    std::chrono::seconds(cfg.data.manifest_wait_s)),
                               cfg.data.prefetch);
 
-  const auto topt = ttt_options(cfg, groups, dtype);
   const auto step_w = model::step_weights(cfg.training);
   double weight_sum = 0;
   for (double w : step_w) weight_sum += w;
@@ -303,7 +288,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
 
   auto run_eval = [&](int64_t step) {
     if (!eval_manifest) return;
-    auto r = evaluate(eval_reader, *eval_manifest, weights, arch, target, topt, groups);
+    auto r = evaluate(eval_reader, *eval_manifest, weights, arch, target, train_step, groups);
     if (!rank0) return;
     double loss = 0, tau = 0, prod = 1;
     for (int64_t k = 0; k < T; ++k) {
@@ -340,7 +325,8 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
     if (rank0)
       dir = save_checkpoint(cfg.output_dir, step, weights, arch, vocab, optimizer, state,
                             cfg.checkpoint.keep);
-    MPI_Barrier(MPI_COMM_WORLD);  // nobody exits before the checkpoint is in place
+    groups.host_group(GroupKind::world)
+        .barrier();  // nobody exits before the checkpoint is in place
     if (rank0) spdlog::info("checkpoint {}", dir);
   };
 
@@ -361,8 +347,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
       }
       m.neutralised += sample->neutralised ? 1 : 0;
       m.tokens += sample->geometry.length;
-      auto obj = model::ttt_forward(weights, arch, target, std::move(sample->input), topt);
-      obj.total.backward();
+      auto obj = train_step.micro_batch(weights, target, std::move(sample->input));
       m.loss_k =
           m.loss_k.defined() ? m.loss_k + obj.loss_k * obj.count_k : obj.loss_k * obj.count_k;
       m.acc_k = m.acc_k.defined() ? m.acc_k + obj.acc_k * obj.count_k : obj.acc_k * obj.count_k;
@@ -377,7 +362,8 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
     // GPU this is their launch, and the device's work is waited for at the metrics' read-back
     // below (counted in compute_s).
     const double ts = now_s();
-    optimizer.sync_gradients(&groups.group(GroupKind::world), D);
+    train_step.sync_gradients(optimizer);
+    if (!opt.dump_grads.empty()) dump_gradients(opt.dump_grads, step + 1, weights, rank0);
     const double lr = learning_rate(cfg.training, step, total_steps);
     auto norm = optimizer.launch_step(lr);
     const double sync_s = now_s() - ts;
@@ -434,7 +420,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
             step_s - m.data_s - sync_s, sync_s, eta);
       }
     }
-    const bool signalled = preempted_anywhere();
+    const bool signalled = preempted_anywhere(groups);
     const bool stop_here = cfg.training.stop_after > 0 && step >= cfg.training.stop_after;
     if (signalled || stop_here) {
       if (signalled)

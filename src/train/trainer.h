@@ -14,16 +14,13 @@
 namespace eaglet::train {
 
 struct TrainOptions {
-  std::string resume;  // "", "auto" or a checkpoint folder
+  std::string resume;      // "", "auto" or a checkpoint folder
+  std::string dump_grads;  // when set: each step's synced, pre-clip gradients written here
 };
 
 // SIGTERM/SIGUSR1 set a flag the training loop checks at every step boundary (all ranks agree,
 // save, exit 0). Installed before MPI start-up so an early signal is not fatal.
 void install_signal_handlers();
-
-// The TTT options of a run: compute dtype, Ulysses and SP groups, block 0 (ring when R > 1), loss
-// chunk, MLP recomputation, loss weights (w_k / grad_accum).
-model::TttOptions ttt_options(const Config& cfg, const ProcessGroups& groups, at::ScalarType dtype);
 
 // Collective over the world. Returns the process exit code (0 also when pre-empted).
 int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& groups,

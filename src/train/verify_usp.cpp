@@ -1,31 +1,36 @@
-// verify-usp: the same sample and weights through USP and through one rank, compared.
+// verify-usp: samples through the training step's own assembly on the configured layout, against
+// the independent fp64 dense reference of the whole samples on one rank.
 #include "train/verify_usp.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/abs.h>
-#include <ATen/ops/arange.h>
-#include <ATen/ops/cat.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
 #include <ATen/ops/stack.h>
+#include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
-#include <mpi.h>
+#include <spdlog/spdlog.h>
 
-#include "attention/ring.h"
 #include "core/error.h"
+#include "core/tensor_compare.h"
 #include "data/sharding.h"
 #include "model/eagle3.h"
+#include "model/reference.h"
 #include "model/vocab.h"
+#include "train/optimizer.h"
+#include "train/step.h"
 
 namespace eaglet::train {
 namespace {
 
 // This rank's shard through the data path's own helpers (DESIGN §2-3): rows, halo, tail padding,
 // loss mask and the Ulysses-gathered ring-chunk positions.
-model::ShardInput make_shard(const data::FullSample& s, const std::vector<uint8_t>& mask, int64_t P,
-                             int64_t T, int64_t sp_rank, int64_t U, int64_t g, c10::Device device) {
+data::ShardInput make_shard(const data::FullSample& s, int64_t P, int64_t T, int64_t sp_rank,
+                            int64_t U, int64_t g, c10::Device device) {
   const int64_t L = s.ids.size(0);
+  std::vector<uint8_t> mask(L);
+  auto m = s.loss_mask.contiguous();
+  for (int64_t i = 0; i < L; ++i) mask[i] = m.data_ptr<float>()[i] > 0.5f;
   const auto geom = data::shard_geometry(L, L, P, T);
   auto t = data::slice_shard(s, geom, sp_rank);
   return {t.hs.to(device), t.ids.to(device), t.lhs.to(device),
@@ -33,100 +38,102 @@ model::ShardInput make_shard(const data::FullSample& s, const std::vector<uint8_
           data::ring_chunk_positions(geom, U, g).to(device)};
 }
 
-double rel_err(const at::Tensor& got, const at::Tensor& want) {
-  auto g = got.to(at::kDouble).cpu(), w = want.to(at::kDouble).cpu();
-  return at::abs(g - w).max().item<double>() / std::max(at::abs(w).max().item<double>(), 1e-30);
-}
-
 }  // namespace
-
-at::ScalarType compute_dtype(const std::string& name, c10::Device device) {
-  if (name == "float32") return at::kFloat;
-  if (name == "bfloat16") return at::kBFloat16;
-  if (name == "float64") return at::kDouble;
-  return device.is_cuda() ? at::kBFloat16 : at::kFloat;
-}
 
 VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const VerifyOptions& opt) {
   const auto& arch = cfg.model.config;
-  const auto device = groups.device();
-  const auto dtype = compute_dtype(cfg.runtime.dtype, device);
-  const int64_t T = cfg.training.ttt_length, P = groups.layout().sp(), U = groups.layout().ulysses;
+  const TrainStep step(cfg, groups);  // exactly what eaglet train assembles from this config
+  const auto device = step.device();
+  const auto dtype = step.dtype();
+  const auto& layout = groups.layout();
+  const auto& c = groups.coord();
+  const int64_t T = cfg.training.ttt_length, P = layout.sp(), U = layout.ulysses;
+  const int64_t D = layout.dp(), A = step.grad_accum(), N = D * A;
   const int64_t S = opt.seq_len > 0 ? opt.seq_len : cfg.data.max_seq_length;
   const int64_t L = std::min(S, cfg.data.max_seq_length);
   EAGLET_CHECK(
       L > T, "verify-usp: sequence of {} tokens must be longer than training.ttt_length {}", L, T);
 
-  // The same sample, target head and weights on every rank (seeded CPU generator).
+  // The same N = D x grad_accum samples, target head and weights on every rank (seeded CPU
+  // generator). Sample j is micro-batch j / D of replica j % D, as the trainer's stream deals them.
   auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(opt.seed));
   auto f32 = at::TensorOptions().dtype(at::kFloat);
   const int64_t vt = arch.vocab_size, ht = arch.target_hidden_size;
-  data::FullSample sample{
-      at::randn({L, 3 * ht}, gen, f32), at::randint(0, vt, {L}, gen, f32.dtype(at::kLong)),
-      at::randn({L, ht}, gen, f32), (at::randn({L}, gen, f32) > -0.5).to(at::kFloat)};
-  if (opt.loss_in_last_shard) {
-    const int64_t C = (L + P - 1) / P;
-    sample.loss_mask.zero_();
-    if ((P - 1) * C < L) sample.loss_mask.narrow(0, (P - 1) * C, L - (P - 1) * C).fill_(1.0);
-  }
-  // Compute-dtype copies of the stored hidden states (the store holds bf16).
-  sample.hs = sample.hs.to(at::kBFloat16).to(at::kFloat);
-  sample.lhs = sample.lhs.to(at::kBFloat16).to(at::kFloat);
   auto counts = at::randint(0, 1000, {vt}, gen, f32.dtype(at::kLong));
   auto vocab = model::vocab_from_counts(counts, arch.draft_vocab_size);
-  auto full_head = at::randn({vt, ht}, gen, f32);
-  auto target = model::loss_target(full_head, vocab, device);
+  // The target head in the compute dtype, as the trainer keeps it.
+  auto target = model::loss_target(at::randn({vt, ht}, gen, f32).to(dtype), vocab, device);
+  std::vector<data::FullSample> samples;
+  for (int64_t j = 0; j < N; ++j) {
+    // The store holds bf16 hidden states: both sides see the same bf16-exact values.
+    data::FullSample s{at::randn({L, 3 * ht}, gen, f32).to(at::kBFloat16).to(at::kFloat),
+                       at::randint(0, vt, {L}, gen, f32.dtype(at::kLong)),
+                       at::randn({L, ht}, gen, f32).to(at::kBFloat16).to(at::kFloat),
+                       (at::randn({L}, gen, f32) > -0.5).to(at::kFloat)};
+    if (opt.loss_in_last_shard) {
+      const int64_t C = (L + P - 1) / P;
+      s.loss_mask.zero_();
+      if ((P - 1) * C < L) s.loss_mask.narrow(0, (P - 1) * C, L - (P - 1) * C).fill_(1.0);
+    }
+    samples.push_back(std::move(s));
+  }
   auto weights = model::init_weights(arch, cfg.training.seed, device);
-  const auto step_w = model::step_weights(cfg.training);
-  const auto& kernel = attention::local_kernel(cfg.model.attention, device, dtype);
+  weights.embed_tokens = weights.embed_tokens.to(dtype);  // as the trainer keeps it
+  AdamW optimizer(weights.trainable(), cfg.training);
 
-  auto run = [&](const model::ShardInput& in, Communicator* ulysses, Communicator* ring,
-                 Communicator* sp) {
-    for (auto& [name, t] : weights.trainable()) t->mutable_grad() = at::Tensor();
-    model::TttOptions o;
-    o.ttt_length = T;
-    o.dtype = dtype;
-    o.ulysses = ulysses;
-    const auto balance = attention::ring_balance(cfg.parallel.ring_balance, U);
-    o.block0 = ring != nullptr ? attention::ring_block0(*ring, kernel, balance)
-                               : attention::local_block0(kernel);
-    o.zigzag_layout =
-        ring != nullptr && ring->size() > 1 && balance == attention::RingBalance::zigzag_layout;
-    o.loss_chunk = cfg.model.loss_chunk;
-    o.loss_weights = step_w;
-    o.sp = sp;
-    auto obj = model::ttt_forward(weights, arch, target, in, o);
-    obj.total.backward();
-    std::vector<at::Tensor> grads;
-    for (auto& [name, t] : weights.trainable()) grads.push_back(t->grad().detach().clone());
-    return std::make_pair(obj.loss_k.detach().clone(), grads);
-  };
+  // USP: this replica's micro-batches through the training step, then its gradient sync.
+  auto losses = at::zeros({N, T}, at::TensorOptions().dtype(at::kDouble));
+  for (int64_t a = 0; a < A; ++a) {
+    const int64_t j = c.dp + D * a;
+    auto obj =
+        step.micro_batch(weights, target, make_shard(samples[j], P, T, c.sp, U, c.ring, device));
+    losses[j].copy_(obj.loss_k.detach().to(at::kDouble).cpu());
+  }
+  step.sync_gradients(optimizer);
+  // Every replica's losses on every rank (each DP group holds one rank per replica).
+  groups.host_group(GroupKind::dp).all_reduce(losses, ReduceOp::sum);
 
-  // USP: this rank's shard through the configured layout; gradients summed over the SP group.
-  const auto& c = groups.coord();
-  std::vector<uint8_t> mask(L);
-  for (int64_t i = 0; i < L; ++i) mask[i] = sample.loss_mask[i].item<float>() > 0.5f;
-  auto usp_in = make_shard(sample, mask, P, T, c.sp, U, c.ring, device);
-  auto [usp_loss, usp_grads] = run(usp_in, &groups.group(GroupKind::ulysses),
-                                   &groups.group(GroupKind::ring), &groups.group(GroupKind::sp));
-  for (auto& g : usp_grads) groups.group(GroupKind::sp).all_reduce(g, ReduceOp::sum);
-
-  // Reference: the whole sample on this rank alone (P = 1).
-  auto ref_in = make_shard(sample, mask, 1, T, 0, 1, 0, device);
-  auto [ref_loss, ref_grads] = run(ref_in, nullptr, nullptr, nullptr);
-
+  // Reference on world rank 0: the fp64 dense unroll of every whole sample with the same
+  // weights, the objective averaged over the N samples as the step's normalisation says.
   VerifyResult r;
   const bool fp32 = dtype == at::kFloat || dtype == at::kDouble;
   r.tol_loss = opt.tol_loss > 0 ? opt.tol_loss : (fp32 ? 1e-5 : 2e-2);
   r.tol_grad = opt.tol_grad > 0 ? opt.tol_grad : (fp32 ? 1e-5 : 3e-2);
-  double local[2] = {rel_err(usp_loss, ref_loss), 0.0};
-  for (size_t i = 0; i < usp_grads.size(); ++i)
-    local[1] = std::max(local[1], rel_err(usp_grads[i], ref_grads[i]));
-  double worst[2];
-  MPI_Allreduce(local, worst, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  r.max_rel_loss = worst[0];
-  r.max_rel_grad = worst[1];
-  r.pass = r.max_rel_loss <= r.tol_loss && r.max_rel_grad <= r.tol_grad;
+  auto errors = at::zeros({6}, at::TensorOptions().dtype(at::kDouble));
+  if (groups.world_rank() == 0) {
+    auto w64 = model::fp64_leaves(weights);
+    const auto step_w = model::step_weights(cfg.training);
+    at::Tensor total;
+    std::vector<at::Tensor> ref_losses;
+    for (int64_t j = 0; j < N; ++j) {
+      auto ref = model::reference_unroll(arch, w64, weights.embed_tokens, target,
+                                         make_shard(samples[j], 1, T, 0, 1, 0, device), T, step_w);
+      ref_losses.push_back(at::tensor(ref.loss_k, at::TensorOptions().dtype(at::kDouble)));
+      auto term = ref.total / static_cast<double>(N);
+      total = total.defined() ? total + term : term;
+    }
+    total.backward();
+    const auto loss_err = tensor_error(losses, at::stack(ref_losses));
+    TensorError grad_err;
+    for (const auto& [name, t] : weights.trainable()) {
+      const auto e = tensor_error(t->grad(), w64.at(name).grad());
+      spdlog::info("verify-usp: {}: {}", name, e.text());
+      if (e.worst() >= grad_err.worst()) r.worst_grad = name;
+      grad_err = worse(grad_err, e);
+    }
+    errors = at::tensor({loss_err.max_norm, loss_err.row, loss_err.nmse, grad_err.max_norm,
+                         grad_err.row, grad_err.nmse},
+                        at::TensorOptions().dtype(at::kDouble));
+  }
+  auto& world = groups.host_group(GroupKind::world);
+  world.all_reduce(errors, ReduceOp::sum);  // rank 0's values on every rank
+  auto e = errors.accessor<double, 1>();
+  r.loss = {e[0], e[2], e[1]};
+  r.grad = {e[3], e[5], e[4]};
+  r.max_rel_loss = r.loss.worst();
+  r.max_rel_grad = r.grad.worst();
+  r.pass = r.loss.within(r.tol_loss) && r.grad.within(r.tol_grad);
+  r.samples = N;
   return r;
 }
 

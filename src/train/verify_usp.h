@@ -1,12 +1,16 @@
-// The USP health check behind `eaglet verify-usp` (DESIGN §5 correctness bar): one deterministic
-// sample through the configured Ulysses × Ring layout and through a single-rank (P = 1)
-// recomputation of the same sample with the same weights, compared loss by loss and gradient by
-// gradient.
+// The USP health check behind `eaglet verify-usp` (DESIGN §5 correctness bar): D × grad_accum
+// deterministic samples through the training step exactly as `eaglet train` assembles it
+// (train/step.h: the configured Ulysses × Ring layout, kernels, MLP recomputation, the
+// accumulation's normalisation and the gradient sync over data-parallel replicas), against the
+// independent fp64 dense reference (model/reference.h) of the whole samples on one rank, compared
+// loss by loss and gradient tensor by gradient tensor (core/tensor_compare.h).
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "core/config.h"
+#include "core/tensor_compare.h"
 #include "dist/process_groups.h"
 
 namespace eaglet::train {
@@ -19,15 +23,15 @@ struct VerifyOptions {
 };
 
 struct VerifyResult {
-  double max_rel_loss = 0, max_rel_grad = 0;  // over the world
+  TensorError loss, grad;                     // per-step losses of every sample; worst gradient
+  std::string worst_grad;                     // the gradient tensor with the worst error
+  int64_t samples = 0;                        // D x grad_accum
+  double max_rel_loss = 0, max_rel_grad = 0;  // loss.worst(), grad.worst()
   double tol_loss = 0, tol_grad = 0;
   bool pass = false;
 };
 
 // Collective over the world.
 VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const VerifyOptions& opt);
-
-// Compute dtype of runtime.dtype on a device (auto: bf16 on CUDA, fp32 on CPU).
-at::ScalarType compute_dtype(const std::string& name, c10::Device device);
 
 }  // namespace eaglet::train

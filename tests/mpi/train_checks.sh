@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Multi-rank training checks under real mpirun (CPU, fp32), on synthetic data in dir stores:
-#   equivalence  DP x SP = 2x2 (accum 1), 1x4 (accum 2), 4x1 (accum 1) reach the parameters of
-#                1x1 with the matching accumulation after 3 steps (relative error <= 1e-5)
+#   equivalence  every step's synced gradients (each tensor), losses and grad_norm of DP x SP x
+#                accumulation layouts equal the single-rank run of as many samples per step
+#                (fp32, 1e-5): (D2,P2), (D1,P2,acc2), (D2,P4) vs (D1,P1,acc2); (D4,P1) and
+#                (D2,P1,acc2) vs (D1,P1,acc4)
 #   resume       6 steps straight == 3 steps, stop, resume, 3 steps (model and optimizer bit for
 #                bit); a 2-replica run resumed on 1 replica continues the same sample stream
 #   faults       SIGTERM on one rank: a checkpoint and exit 0 on every rank; a process killed while
@@ -38,19 +40,28 @@ all_exit() {  # all_exit LOG NP CODE: every rank printed EXIT with CODE
 
 case $what in
 equivalence)
-  # lr 1e-5: Adam turns fp32 round-off in near-zero gradient entries into updates of up to lr, so
-  # the relative tolerance needs lr * steps well below 1e-5 * |w|; a wrong gradient still moves
-  # parameters by ~lr * steps / |w| ~ 3e-4, far outside it.
-  common+=(--set training.lr=1e-5)
+  # Gradients, not weights: AdamW and clipping are blind to a uniform gradient scale, so a wrong
+  # ÷D over replicas, a missing ÷grad_accum or SUM for AVG would leave the weights unchanged. Each
+  # run dumps every step's synced pre-clip gradients (--dump-grads); runs that see the same
+  # samples per step (D x grad_accum equal) must agree on every gradient tensor, loss, loss_ttt
+  # and grad_norm, fp32, tolerance 1e-5 (tests/compare_dumps.py). lr 1e-8 keeps the steps after
+  # the first comparable: Adam turns round-off in near-zero gradient entries into updates of up
+  # to lr whatever the gradient's size.
+  common+=(--set training.lr=1e-8)
   for p in 1 2 4; do synth $p "$out/store_p$p"; done
-  for acc in 1 2 4; do train 1 1 1 $acc "$out/store_p1" "$out/ref_acc$acc" --set training.max_steps=3 >/dev/null; done
-  train 4 2 1 1 "$out/store_p2" "$out/dp2_sp2" --set training.max_steps=3 >/dev/null
-  train 4 2 2 2 "$out/store_p4" "$out/dp1_sp4" --set training.max_steps=3 >/dev/null
-  train 4 1 1 1 "$out/store_p1" "$out/dp4_sp1" --set training.max_steps=3 >/dev/null
-  for pair in "dp2_sp2 ref_acc2" "dp1_sp4 ref_acc2" "dp4_sp1 ref_acc4"; do
+  dump() { local run=$1; shift; train "$@" "$out/$run" --set training.max_steps=3 --dump-grads "$out/$run/grads" >/dev/null; }
+  dump ref_acc2 1 1 1 2 "$out/store_p1"     # D 1, P 1, accum 2: the single-rank truth of 2 samples
+  dump ref_acc4 1 1 1 4 "$out/store_p1"     # D 1, P 1, accum 4: ... of 4 samples
+  dump dp2_sp2 4 2 1 1 "$out/store_p2"      # D 2, P 2 (U 2)
+  dump dp1_sp2_acc2 2 1 2 2 "$out/store_p2" # D 1, P 2 (R 2), accum 2
+  dump dp2_sp4 8 2 2 1 "$out/store_p4"      # D 2, P 4 (U 2 x R 2)
+  dump dp4_sp1 4 1 1 1 "$out/store_p1"      # D 4, P 1
+  dump dp2_sp1_acc2 2 1 1 2 "$out/store_p1" # D 2, P 1, accum 2
+  for pair in "dp2_sp2 ref_acc2" "dp1_sp2_acc2 ref_acc2" "dp2_sp4 ref_acc2" "dp4_sp1 ref_acc4" \
+              "dp2_sp1_acc2 ref_acc4"; do
     set -- $pair
-    check $cmp_ckpt "$out/$1/checkpoints/step_00000003/model.safetensors" \
-      "$out/$2/checkpoints/step_00000003/model.safetensors" --rel 1e-5
+    echo "$1 vs $2:"
+    check $py "$src/tests/compare_dumps.py" "$out/$1" "$out/$2" --tol 1e-5
   done
   ;;
 resume)

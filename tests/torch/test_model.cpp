@@ -40,6 +40,7 @@
 #include "model/eagle3.h"
 #include "model/layers.h"
 #include "model/loss.h"
+#include "model/reference.h"
 #include "model/soft_ce_rows.h"
 #include "model/vocab.h"
 #include "torch/model_fixture.h"
@@ -50,90 +51,16 @@ using namespace eaglet::test;
 
 namespace {
 
-// ---- the independent fp64 reference ------------------------------------------------------------
-at::Tensor ref_rms(const at::Tensor& x, const at::Tensor& w, double eps) {
-  return w * (x * at::rsqrt(x.pow(2).mean({-1}, true) + eps));
-}
-at::Tensor ref_rope(const at::Tensor& x, const at::Tensor& pos, const DraftArchConfig& c) {
-  const int64_t d = c.head_dim;
-  // HF: inv_freq = 1 / θ^(arange(0, d, 2) / d)
-  auto idx = at::arange(0, d, 2, at::TensorOptions().dtype(at::kDouble));
-  auto inv = 1.0 / at::pow(c.rope_theta, idx / static_cast<double>(d));
-  auto ang = at::outer(pos.to(at::kDouble), inv);
-  auto cos = at::cos(at::cat({ang, ang}, -1)).unsqueeze(1),
-       sin = at::sin(at::cat({ang, ang}, -1)).unsqueeze(1);
-  auto x1 = x.narrow(-1, 0, d / 2), x2 = x.narrow(-1, d / 2, d / 2);
-  auto rot = at::cat({-x2, x1}, -1);
-  return x * cos + rot * sin;
-}
-
+// ---- the independent fp64 reference (src/model/reference.h) -----------------------------------
 struct RefResult {
   std::vector<double> step_loss;  // normalised loss_k
   at::Tensor total;
 };
 
-// `w` holds fp64 leaves (name -> tensor). Dense masks, full softmax, no caching tricks.
 RefResult reference(const Problem& p, std::map<std::string, at::Tensor>& w,
                     const std::vector<double>& weights) {
-  const auto& c = p.cfg;
-  const int64_t T = p.T, n = p.in.ids.size(0), C = n - T, nH = c.num_attention_heads,
-                nKV = c.num_key_value_heads, d = c.head_dim;
-  const double eps = c.rms_norm_eps;
-  auto dbl = [](const at::Tensor& t) { return t.to(at::kDouble); };
-  auto embed = dbl(p.w.embed_tokens), hs = dbl(p.in.hs), lhs = dbl(p.in.lhs),
-       full = dbl(p.target.full_head), draft = full.index_select(0, p.target.draft_ids);
-  // Row-j mask: loss_mask[j] * t2d[argmax(lhs[j+1] Wtᵀ)], zero row past the end.
-  auto shifted = lhs.narrow(0, 1, n - 1), past_end = at::zeros({1, lhs.size(1)}, lhs.options());
-  auto next = at::cat({shifted, past_end});
-  auto row_mask =
-      p.in.loss_mask.to(at::kDouble) *
-      p.target.t2d.index_select(0, at::argmax(at::matmul(next, full.t()), -1)).to(at::kDouble);
-  auto h = at::matmul(hs.narrow(0, 0, C), w["fc.weight"].t());
-  std::vector<at::Tensor> keys, values;
-  RefResult r;
-  for (int64_t k = 0; k < T; ++k) {
-    auto e = embed.index_select(0, p.in.ids.narrow(0, k + 1, C));
-    auto e_n = ref_rms(e, w["midlayer.input_layernorm.weight"], eps);
-    auto h_n = ref_rms(h, w["midlayer.hidden_norm.weight"], eps);
-    auto x = at::cat({e_n, h_n}, -1);
-    auto pos = at::arange(C, at::TensorOptions().dtype(at::kLong)) + k;
-    auto q =
-        ref_rope(at::matmul(x, w["midlayer.self_attn.q_proj.weight"].t()).view({C, nH, d}), pos, c);
-    keys.push_back(ref_rope(
-        at::matmul(x, w["midlayer.self_attn.k_proj.weight"].t()).view({C, nKV, d}), pos, c));
-    values.push_back(at::matmul(x, w["midlayer.self_attn.v_proj.weight"].t()).view({C, nKV, d}));
-    auto K = at::cat(keys, 0), V = at::cat(values, 0);  // [(k+1)C, nKV, d]
-    // Allowed: block 0 causal (j <= i), block m >= 1 only its own position (j == i).
-    std::vector<at::Tensor> blocks{
-        at::tril(at::ones({C, C}, at::TensorOptions().dtype(at::kDouble)))};
-    for (int64_t m = 1; m <= k; ++m)
-      blocks.push_back(at::eye(C, at::TensorOptions().dtype(at::kDouble)));
-    auto allowed = at::cat(blocks, 1) > 0.5;  // [C, (k+1)C]
-    std::vector<at::Tensor> heads;
-    for (int64_t hd = 0; hd < nH; ++hd) {
-      const int64_t g = hd / (nH / nKV);
-      auto s = at::matmul(q.select(1, hd), K.select(1, g).t()) / std::sqrt(static_cast<double>(d));
-      s = s.masked_fill(allowed.logical_not(), -INFINITY);
-      heads.push_back(at::matmul(at::softmax(s, -1), V.select(1, g)));
-    }
-    auto a = at::cat(heads, -1);  // [C, nH*d], head-major like reshape of [C, nH, d]
-    auto h1 = h + at::matmul(a, w["midlayer.self_attn.o_proj.weight"].t());
-    auto nn = ref_rms(h1, w["midlayer.post_attention_layernorm.weight"], eps);
-    auto mlp = at::matmul(at::silu(at::matmul(nn, w["midlayer.mlp.gate_proj.weight"].t())) *
-                              at::matmul(nn, w["midlayer.mlp.up_proj.weight"].t()),
-                          w["midlayer.mlp.down_proj.weight"].t());
-    auto out = h1 + mlp;
-    auto z = at::matmul(ref_rms(out, w["norm.weight"], eps), w["lm_head.weight"].t());
-    auto pt = at::softmax(at::matmul(lhs.narrow(0, k + 1, C), draft.t()), -1);
-    auto m = row_mask.narrow(0, k, C);
-    auto sum = ((at::logsumexp(z, {-1}) - (pt * z).sum(-1)) * m).sum();
-    double count = std::max(m.sum().item<double>(), 1.0);
-    r.step_loss.push_back(sum.item<double>() / count);
-    auto term = sum * (weights[k] / count);
-    r.total = r.total.defined() ? r.total + term : term;
-    h = out;
-  }
-  return r;
+  auto r = reference_unroll(p.cfg, w, p.w.embed_tokens, p.target, p.in, p.T, weights);
+  return {r.loss_k, r.total};
 }
 
 }  // namespace
@@ -299,7 +226,7 @@ TEST_CASE("RoPE as one autograd function: value and gradient equal HF's formula 
     auto w = wide.clone().set_requires_grad(true);
     auto x = w.narrow(1, d, heads * d).view({S, heads, d});  // row stride (heads + 2)·d
     auto y = ours ? apply_rope(x, cos.to(at::kDouble), sin.to(at::kDouble), "reference")
-                  : ref_rope(x, pos, c);
+                  : reference_rope(x, pos, c);
     (y * probe).sum().backward();
     return std::make_pair(y.detach(), w.grad());
   };
