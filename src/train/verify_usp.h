@@ -19,6 +19,7 @@ struct VerifyOptions {
   int64_t seq_len = 0;  // S; 0 = data.max_seq_length
   int64_t seed = 1;
   double tol_loss = 0, tol_grad = 0;  // 0 = by dtype: fp32 1e-5 / 1e-5, bf16 2e-2 / 3e-2
+  double tol_row = 0;                 // row-normalised errors; 0 = by dtype: fp32 1e-5, bf16 1e-1
   bool loss_in_last_shard = false;    // put every loss token in the last shard (others have none)
 };
 
@@ -27,7 +28,7 @@ struct VerifyResult {
   std::string worst_grad;                     // the gradient tensor with the worst error
   int64_t samples = 0;                        // D x grad_accum
   double max_rel_loss = 0, max_rel_grad = 0;  // loss.worst(), grad.worst()
-  double tol_loss = 0, tol_grad = 0;
+  double tol_loss = 0, tol_grad = 0, tol_row = 0;
   bool pass = false;
 };
 
