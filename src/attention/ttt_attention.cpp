@@ -33,6 +33,7 @@ class LocalBlock0 final : public Block0 {
 struct Carry : torch::CustomClassHolder {
   std::shared_ptr<Block0> block0;
   KernelState state;
+  Impl diag = Impl::reference;  // the diagonal blocks' kernel
 };
 
 at::ScalarType merge_type(const at::Tensor& q) {
@@ -64,7 +65,7 @@ struct TttAttention : torch::autograd::Function<TttAttention> {
       out = out0;
       lse = lse0;
     } else {
-      auto r = diag_merge_forward(q, out0, lse0, ks.slice(1), vs.slice(1), scale);
+      auto r = diag_merge_forward(q, out0, lse0, ks.slice(1), vs.slice(1), scale, carry->diag);
       out = r.out;
       lse = r.lse.to(mt);
     }
@@ -109,7 +110,7 @@ struct TttAttention : torch::autograd::Function<TttAttention> {
       ks.push_back(k_at(m));
       vs.push_back(v_at(m));
     }
-    auto g = diag_backward(dout, q, out, lse, ks, vs, from_kernel(g0[0]), scale);
+    auto g = diag_backward(dout, q, out, lse, ks, vs, from_kernel(g0[0]), scale, carry->diag);
     result[0] = g.dq;
     for (int64_t m = 1; m < steps; ++m) {
       result[1 + m] = g.dk[m - 1];
@@ -127,9 +128,10 @@ std::shared_ptr<Block0> local_block0(const LocalKernel& kernel) {
 
 at::Tensor ttt_attention(const at::Tensor& q, const std::vector<at::Tensor>& ks,
                          const std::vector<at::Tensor>& vs, std::shared_ptr<Block0> block0,
-                         double scale) {
+                         double scale, Impl diag) {
   auto carry = c10::make_intrusive<Carry>();
   carry->block0 = std::move(block0);
+  carry->diag = diag;
   return TttAttention::apply(q, at::TensorList(ks), at::TensorList(vs), carry, scale);
 }
 

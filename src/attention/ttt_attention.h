@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "attention/local_attention.h"
+#include "core/kernels.h"
 
 namespace eaglet::attention {
 
@@ -30,9 +31,10 @@ class Block0 {
 std::shared_ptr<Block0> local_block0(const LocalKernel& kernel);
 
 // q [S, H, d] of step k = ks.size() - 1; ks[m], vs[m] [S, Hkv, d]: the cache block of step m
-// (K post-RoPE). Returns [S, H, d] in q's dtype. Differentiable in q and every block.
+// (K post-RoPE). Returns [S, H, d] in q's dtype. Differentiable in q and every block. `diag`: the
+// diagonal blocks' kernel (Kernels::ttt_diag, attention/ttt_diag.h).
 at::Tensor ttt_attention(const at::Tensor& q, const std::vector<at::Tensor>& ks,
                          const std::vector<at::Tensor>& vs, std::shared_ptr<Block0> block0,
-                         double scale);
+                         double scale, Impl diag = Impl::reference);
 
 }  // namespace eaglet::attention

@@ -73,14 +73,14 @@ DiagGrads reference_backward(const at::Tensor& dout, const at::Tensor& q, const 
 }
 
 // --- fused (CUDA) -------------------------------------------------------------------------------
-bool fused_runs(const at::Tensor& q, at::TensorList ks, const char* kernel) {
+bool fused_runs(const at::Tensor& q, at::TensorList ks, Impl impl) {
+  if (!use_fused(impl, q, "ttt_diag")) return false;
 #ifdef EAGLET_WITH_CUDA
-  return own_kernel_runs(q, kernel) && q.size(2) <= kMaxHeadDim &&
-         static_cast<int64_t>(ks.size()) <= kMaxDiagBlocks && q.size(1) % ks[0].size(1) == 0 &&
-         q.size(1) / ks[0].size(1) <= kMaxDiagGroup;
+  return q.size(2) <= kMaxHeadDim && static_cast<int64_t>(ks.size()) <= kMaxDiagBlocks &&
+         q.size(1) % ks[0].size(1) == 0 && q.size(1) / ks[0].size(1) <= kMaxDiagGroup;
 #else
-  (void)q, (void)ks, (void)kernel;
-  return false;
+  (void)ks;
+  return false;  // not reached: use_fused throws in a build without CUDA
 #endif
 }
 
@@ -161,16 +161,15 @@ DiagGrads fused_backward(const at::Tensor&, const at::Tensor&, const at::Tensor&
 }  // namespace
 
 DiagMerge diag_merge_forward(const at::Tensor& q, const at::Tensor& out0, const at::Tensor& lse0,
-                             at::TensorList ks, at::TensorList vs, double scale,
-                             const char* kernel) {
-  if (fused_runs(q, ks, kernel)) return fused_forward(q, out0, lse0, ks, vs, scale);
+                             at::TensorList ks, at::TensorList vs, double scale, Impl impl) {
+  if (fused_runs(q, ks, impl)) return fused_forward(q, out0, lse0, ks, vs, scale);
   return reference_forward(q, out0, lse0, ks, vs, scale);
 }
 
 DiagGrads diag_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& out,
                         const at::Tensor& lse, at::TensorList ks, at::TensorList vs,
-                        const at::Tensor& dq0, double scale, const char* kernel) {
-  if (fused_runs(q, ks, kernel)) return fused_backward(dout, q, out, lse, ks, vs, dq0, scale);
+                        const at::Tensor& dq0, double scale, Impl impl) {
+  if (fused_runs(q, ks, impl)) return fused_backward(dout, q, out, lse, ks, vs, dq0, scale);
   return reference_backward(dout, q, out, lse, ks, vs, dq0, scale);
 }
 

@@ -7,6 +7,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/kernels.h"
+
 namespace eaglet::attention {
 
 struct DiagMerge {
@@ -15,10 +17,12 @@ struct DiagMerge {
 };
 
 // q, out0 [S, H, d]; lse0 [S, H] (block 0's); ks, vs: the diagonal blocks [S, Hkv, d] (steps
-// 1..k, at least one). `kernel`: "auto" (fused where it runs) or "reference".
+// 1..k, at least one). `impl`: Kernels::ttt_diag (fused: q bf16/fp16 on the GPU, taken for a head
+// dim up to kMaxHeadDim, at most kMaxDiagBlocks blocks and kMaxDiagGroup query heads per KV head;
+// attention/ttt_diag_cuda.h; else the reference).
 DiagMerge diag_merge_forward(const at::Tensor& q, const at::Tensor& out0, const at::Tensor& lse0,
                              at::TensorList ks, at::TensorList vs, double scale,
-                             const char* kernel = "auto");
+                             Impl impl = Impl::reference);
 
 struct DiagGrads {
   at::Tensor dq;                   // [S, H, d], q's dtype: block 0's dq plus the blocks' part
@@ -30,6 +34,6 @@ struct DiagGrads {
 // rounding.
 DiagGrads diag_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& out,
                         const at::Tensor& lse, at::TensorList ks, at::TensorList vs,
-                        const at::Tensor& dq0, double scale, const char* kernel = "auto");
+                        const at::Tensor& dq0, double scale, Impl impl = Impl::reference);
 
 }  // namespace eaglet::attention

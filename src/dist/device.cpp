@@ -3,7 +3,6 @@
 
 #include <ATen/Parallel.h>
 
-#include <cstring>
 #include <fstream>
 #include <string>
 
@@ -24,18 +23,36 @@ int64_t cuda_device_count() {
 #endif
 }
 
-bool own_kernel_runs(c10::Device device, at::ScalarType dtype, const char* kernel) {
+bool fused_kernels_run(c10::Device device, at::ScalarType dtype) {
 #ifdef EAGLET_WITH_CUDA
-  return std::strcmp(kernel, "reference") != 0 && device.is_cuda() &&
-         (dtype == at::kBFloat16 || dtype == at::kHalf);
+  return device.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf);
 #else
-  (void)device, (void)dtype, (void)kernel;
+  (void)device, (void)dtype;
   return false;
 #endif
 }
 
-bool own_kernel_runs(const at::Tensor& x, const char* kernel) {
-  return own_kernel_runs(x.device(), x.scalar_type(), kernel);
+Kernels choose_kernels(c10::Device device, at::ScalarType dtype) {
+  return Kernels::all(fused_kernels_run(device, dtype) ? Impl::fused : Impl::reference);
+}
+
+bool use_fused(Impl impl, c10::Device device, at::ScalarType dtype, const char* op) {
+  if (impl == Impl::reference) return false;
+  EAGLET_CHECK(fused_kernels_run(device, dtype),
+               "{}: the fused kernel was asked for with {} on {}; it needs bf16/fp16 on a GPU{} "
+               "(choose_kernels picks the reference elsewhere)",
+               op, c10::toString(dtype), device.str(),
+#ifdef EAGLET_WITH_CUDA
+               ""
+#else
+               " in a CUDA build of eaglet"
+#endif
+  );
+  return true;
+}
+
+bool use_fused(Impl impl, const at::Tensor& x, const char* op) {
+  return use_fused(impl, x.device(), x.scalar_type(), op);
 }
 
 c10::Device select_device(const std::string& requested, int64_t local_rank, int64_t local_size,

@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/kernels.h"
+
 namespace eaglet {
 
 // Throws eaglet::Error when cuda is requested but absent, or the node has more ranks than GPUs
@@ -23,11 +25,17 @@ int64_t cuda_device_count();
 double peak_memory_gib(c10::Device device);
 // "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)" for logs.
 std::string device_description(c10::Device device);
-// Whether a kernel table's fused entry (eaglet's own CUDA kernels, src/*/*.cu) takes x: a CUDA
-// build, x on a GPU in bf16 or fp16, and `kernel` not "reference". Tables add their own shape
-// limits.
-bool own_kernel_runs(const at::Tensor& x, const char* kernel);
+// Whether eaglet's own CUDA kernels (src/*/*.cu) can take tensors of `dtype` on `device` at all:
+// a CUDA build, a GPU, bf16 or fp16.
+bool fused_kernels_run(c10::Device device, at::ScalarType dtype);
+// The kernel table (core/kernels.h) of a run computing in `dtype` on `device`, decided once: every
+// row fused where fused_kernels_run, else every row on its reference.
+Kernels choose_kernels(c10::Device device, at::ScalarType dtype);
+// Whether an op takes its fused entry: false for Impl::reference; for Impl::fused true where x
+// (the op's compute-dtype tensor) can take it at all, else eaglet::Error naming `op` (no silent
+// fallback). The op's own shape limits are checked by the op.
+bool use_fused(Impl impl, const at::Tensor& x, const char* op);
 // The same for a tensor of `dtype` on `device` that does not exist yet.
-bool own_kernel_runs(c10::Device device, at::ScalarType dtype, const char* kernel);
+bool use_fused(Impl impl, c10::Device device, at::ScalarType dtype, const char* op);
 
 }  // namespace eaglet

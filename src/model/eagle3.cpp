@@ -101,7 +101,7 @@ struct ComputeWeights {
   at::Tensor qkv, gate_up;
 };
 
-ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
+ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt, Impl widen) {
   ComputeWeights c;
   auto from = w.trainable();
   auto to = c.w.trainable();
@@ -111,10 +111,11 @@ ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt) {
         name.find("v_proj") != std::string::npos || name.find("gate_proj") != std::string::npos ||
         name.find("up_proj") != std::string::npos)
       continue;  // cast into qkv and gate_up below
-    *to[i].second = to_compute(*from[i].second, dt);
+    *to[i].second = to_compute(*from[i].second, dt, widen);
   }
-  c.qkv = at::cat({to_compute(w.q_proj, dt), to_compute(w.k_proj, dt), to_compute(w.v_proj, dt)});
-  c.gate_up = at::cat({to_compute(w.gate_proj, dt), to_compute(w.up_proj, dt)});
+  c.qkv = at::cat({to_compute(w.q_proj, dt, widen), to_compute(w.k_proj, dt, widen),
+                   to_compute(w.v_proj, dt, widen)});
+  c.gate_up = at::cat({to_compute(w.gate_proj, dt, widen), to_compute(w.up_proj, dt, widen)});
   c.w.embed_tokens = w.embed_tokens;
   return c;
 }
@@ -168,14 +169,15 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
     return at::cat(parts);
   };
   const auto dt = opt.dtype;
+  const Kernels& kn = opt.kernels;
 
-  const auto cw = in_dtype(w, dt);
+  const auto cw = in_dtype(w, dt, kn.widen);
   const auto& c = cw.w;
   // Target side of row i = lhs[i+1] (step k, position j uses row j+k), once for all steps.
   // (Across a run's end into the next run's rows is never read: step k reads rows up to n+k−1.)
   const int64_t rows = lhs.size(0);
   auto targets = target_rows(lhs.narrow(0, 1, rows - 1), target.full_head, target.draft_ids,
-                             target.order, target.t2d, opt.loss_chunk, dt);
+                             target.order, target.t2d, opt.loss_chunk, dt, kn.target_rows);
   // Row-i mask (DESIGN §4): loss_mask[i] × t2d[argmax(lhs[i+1] · Wtᵀ)]; past the shard lhs is the
   // zero row, whose logits are all 0 and whose argmax is token 0.
   auto mask_rows = loss_mask.to(at::kFloat) *
@@ -198,32 +200,35 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
     fc_runs.push_back(linear(hs.narrow(0, s.target, s.rows).to(dt), c.fc, fc_grad));
   auto h = fc_runs.size() == 1 ? fc_runs[0] : at::cat(fc_runs);
   std::vector<at::Tensor> ks, vs, sums;
-  FusedLoss loss(c.lm_head, opt.loss_chunk);
+  FusedLoss loss(c.lm_head, opt.loss_chunk, kn.soft_ce_rows, kn.scale);
   // The midlayer's weight gradients, summed over the T steps by their GEMMs (model/layers.h).
   const WeightGrad qkv_grad(T), o_grad(T);
   const MlpGrads mlp_grads{WeightGrad(T), WeightGrad(T)};
   at::Tensor total;
   for (int64_t k = 0; k < T; ++k) {
     auto [qkv_out, h_res] = input_projection_and_residual(
-        c.embed_tokens, take(ids, k + 1), h, c.input_layernorm, c.hidden_norm, cw.qkv, eps, qkv_grad);
+        c.embed_tokens, take(ids, k + 1), h, c.input_layernorm, c.hidden_norm, cw.qkv, eps,
+        qkv_grad, kn.input_norms, kn.rms_norm);
     // q and k stay strided views (RoPE reads them so); v is copied out so the K/V cache does not
     // keep the whole buffer alive. Ulysses (U > 1): one all-to-all scatters the q, k and v heads
     // and gathers the ring chunk's sequence ([C·U, heads/U, d]).
     auto [q, kk, v] = attention::scatter_qkv(qkv_out, nH, nKV, d, opt.ulysses);
     // RoPE after the all-to-all, with the chunk's global positions; TTT step k uses positions + k.
     auto [cos, sin] = rope_tables(inv_freq, in.positions + k);
-    q = apply_rope(q, cos, sin);
-    ks.push_back(apply_rope(kk, cos, sin));  // the cache keeps post-all-to-all, post-RoPE keys
+    q = apply_rope(q, cos, sin, kn.rope);
+    // The cache keeps post-all-to-all, post-RoPE keys.
+    ks.push_back(apply_rope(kk, cos, sin, kn.rope));
     vs.push_back(v);
-    auto a = attention::ttt_attention(q, ks, vs, opt.block0, scale);
+    auto a = attention::ttt_attention(q, ks, vs, opt.block0, scale, kn.ttt_diag);
     if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
     // Both residual adds happen in the GEMMs' epilogues.
     auto h1 = linear(a.reshape({C, nH * d}), c.o_proj, o_grad, h_res);
     // Each norm's input reaches its residual consumer through the norm (rms_norm_and_residual,
     // input_projection_and_residual for h): its two gradients are summed by the norm's backward.
-    auto [h1_n, h1_res] = rms_norm_and_residual(h1, c.post_norm, eps);
-    auto out = swiglu_mlp(h1_n, cw.gate_up, c.down_proj, opt.mlp_recompute, mlp_grads, h1_res);
-    auto [out_n, out_res] = rms_norm_and_residual(out, c.norm, eps);
+    auto [h1_n, h1_res] = rms_norm_and_residual(h1, c.post_norm, eps, kn.rms_norm);
+    auto out =
+        swiglu_mlp(h1_n, cw.gate_up, c.down_proj, opt.mlp_recompute, mlp_grads, h1_res, kn.swiglu);
+    auto [out_n, out_res] = rms_norm_and_residual(out, c.norm, eps, kn.rms_norm);
     auto s = loss.step(out_n, targets, spans(k), take(mask_rows, k),
                        inv_counts[k] * opt.loss_weights[k], k == T - 1);
     // Connectivity (DESIGN §5): the fused loss is itself the hidden·0 term: its gradient in h

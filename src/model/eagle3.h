@@ -12,6 +12,7 @@
 
 #include "attention/ttt_attention.h"
 #include "core/config.h"
+#include "core/kernels.h"
 #include "data/batch.h"
 #include "model/loss.h"
 #include "model/recompute.h"
@@ -73,6 +74,10 @@ struct TttOptions {
   // The ring takes its rows in the zigzag layout (attention/ring.h, RingBalance::zigzag_layout):
   // the shard's rows move to the ranks that train them before the unroll (collective over sp).
   bool zigzag_layout = false;
+  // Which ops run eaglet's fused CUDA kernels: every op of the unroll takes its row from here. The
+  // default is every reference (runs everywhere); a run sets choose_kernels(device, dtype)
+  // (dist/device.h).
+  Kernels kernels;
 };
 
 struct Objective {

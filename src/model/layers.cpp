@@ -129,10 +129,11 @@ struct ToCompute : torch::autograd::Function<ToCompute> {
 
 }  // namespace
 
-at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, const char* kernel) {
+at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, Impl widen) {
   if (w.scalar_type() == dt) return w;
-  // The fused entry is decided on the gradient's side of the cast (bf16/fp16 on the GPU).
-  const bool fused = w.scalar_type() == at::kFloat && own_kernel_runs(w.device(), dt, kernel);
+  // The fused entry runs on the gradient's side of the cast (dt: bf16/fp16 on the GPU).
+  const bool fused =
+      use_fused(widen, w.device(), dt, "to_compute (widen)") && w.scalar_type() == at::kFloat;
   return ToCompute::apply(w, dt, fused);
 }
 
@@ -182,10 +183,11 @@ struct FusedRmsNorm : torch::autograd::Function<FusedRmsNorm> {
   }
 };
 
-bool fused_rms_norm_runs(const at::Tensor& x, const at::Tensor& w, const char* kernel) {
-  return own_kernel_runs(x, kernel) && x.dim() == 2 && x.is_contiguous() && x.size(0) > 0 &&
-         x.size(1) % 8 == 0 && x.size(1) <= rms_norm_backward_max_dim() && aligned16(x) &&
-         w.is_contiguous() && aligned16(w) && at::GradMode::is_enabled();
+// The fused backward's shape limits (x already bf16/fp16 on the GPU).
+bool fused_rms_norm_fits(const at::Tensor& x, const at::Tensor& w) {
+  return x.dim() == 2 && x.is_contiguous() && x.size(0) > 0 && x.size(1) % 8 == 0 &&
+         x.size(1) <= rms_norm_backward_max_dim() && aligned16(x) && w.is_contiguous() &&
+         aligned16(w) && at::GradMode::is_enabled();
 }
 #endif
 
@@ -193,21 +195,22 @@ bool fused_rms_norm_runs(const at::Tensor& x, const at::Tensor& w, const char* k
 
 std::pair<at::Tensor, at::Tensor> rms_norm_and_residual(const at::Tensor& x,
                                                         const at::Tensor& weight, double eps,
-                                                        const char* kernel) {
+                                                        Impl impl) {
   // ATen's RMSNorm: statistics in fp32 (fp64 on the fp64 path), one fused kernel on CUDA.
   const auto w = weight.to(x.scalar_type());
+  if (use_fused(impl, x, "rms_norm")) {
 #ifdef EAGLET_WITH_CUDA
-  if (fused_rms_norm_runs(x, w, kernel)) {
-    auto out = FusedRmsNorm::apply(x, w, eps);
-    return {out[0], out[1]};
-  }
+    if (fused_rms_norm_fits(x, w)) {
+      auto out = FusedRmsNorm::apply(x, w, eps);
+      return {out[0], out[1]};
+    }
 #endif
-  (void)kernel;
+  }
   return {at::rms_norm(x, {x.size(-1)}, w, eps), x};
 }
 
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, const char* kernel) {
-  return rms_norm_and_residual(x, weight, eps, kernel).first;
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, Impl impl) {
+  return rms_norm_and_residual(x, weight, eps, impl).first;
 }
 
 namespace {
@@ -240,22 +243,21 @@ struct Linear : torch::autograd::Function<Linear> {
 };
 
 #ifdef EAGLET_WITH_CUDA
-// Whether rows of src (contiguous [*, H], bf16/fp16 on the GPU) normalise by the fused kernel
-// into out (a [rows, H] view of src's dtype whose rows may be strided) with weight w (or none).
-bool fused_norm_rows_runs(const at::Tensor& src, const at::Tensor& w, const at::Tensor& out,
-                          const char* kernel) {
+// Whether rows of src (contiguous [*, H] on the GPU) fit the fused kernel's limits into out (a
+// [rows, H] view of src's dtype whose rows may be strided) with weight w (or none).
+bool fused_norm_rows_fit(const at::Tensor& src, const at::Tensor& w, const at::Tensor& out) {
   const int64_t H = src.size(-1);
   auto aligned_view = [&](const at::Tensor& t) {
     return t.dim() == 2 && t.size(1) == H && t.stride(1) == 1 && t.stride(0) % 8 == 0 &&
            t.scalar_type() == src.scalar_type() && aligned16(t);
   };
-  return own_kernel_runs(src, kernel) && src.dim() == 2 && src.is_contiguous() && H % 8 == 0 &&
+  return src.is_cuda() && src.dim() == 2 && src.is_contiguous() && H % 8 == 0 &&
          H <= rms_norm_backward_max_dim() && aligned16(src) && aligned_view(out) &&
          (!w.defined() || (w.dim() == 1 && w.is_contiguous() && w.size(0) == H &&
                            w.scalar_type() == src.scalar_type() && aligned16(w)));
 }
 
-// out = rms_norm(src rows [ids], w) by the fused kernel (fused_norm_rows_runs holds).
+// out = rms_norm(src rows [ids], w) by the fused kernel (fused_norm_rows_fit holds).
 void fused_norm_rows(const at::Tensor& src, const at::Tensor& ids, const at::Tensor& w, double eps,
                      const at::Tensor& out) {
   const auto idx = ids.defined() ? ids.to(at::kLong).contiguous() : at::Tensor();
@@ -269,17 +271,16 @@ void fused_norm_rows(const at::Tensor& src, const at::Tensor& ids, const at::Ten
 
 // The embedding rows of ids normalised without their weight (x̂), in h's dtype.
 at::Tensor embedding_rows_normalised(const at::Tensor& embed, const at::Tensor& ids,
-                                     const at::Tensor& h, double eps, const char* kernel) {
+                                     const at::Tensor& h, double eps, Impl norms) {
+  if (use_fused(norms, h, "input norms")) {
 #ifdef EAGLET_WITH_CUDA
-  if (own_kernel_runs(h, kernel)) {
     auto out = at::empty({ids.size(0), embed.size(1)}, h.options());
-    if (fused_norm_rows_runs(embed, at::Tensor(), out, kernel)) {
+    if (fused_norm_rows_fit(embed, at::Tensor(), out)) {
       fused_norm_rows(embed, ids, at::Tensor(), eps, out);
       return out;
     }
-  }
 #endif
-  (void)kernel;
+  }
   return at::rms_norm(embed.index_select(0, ids).to(h.scalar_type()), {embed.size(1)}, std::nullopt,
                       eps);
 }
@@ -288,22 +289,23 @@ at::Tensor embedding_rows_normalised(const at::Tensor& embed, const at::Tensor& 
 // place by the fused kernel, the embedding rows read by id (no gathered copy, no cat).
 at::Tensor layer_input(const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h,
                        const at::Tensor& w_emb, const at::Tensor& w_hidden, double eps,
-                       const char* kernel) {
+                       Impl norms) {
+  if (use_fused(norms, h, "input norms")) {
 #ifdef EAGLET_WITH_CUDA
-  if (own_kernel_runs(h, kernel)) {
     const int64_t H = h.size(1);
     auto x = at::empty({h.size(0), 2 * H}, h.options());
     const auto we = w_emb.to(h.scalar_type()), wh = w_hidden.to(h.scalar_type());
-    if (fused_norm_rows_runs(embed, we, x.narrow(1, 0, H), kernel) &&
-        fused_norm_rows_runs(h, wh, x.narrow(1, H, H), kernel)) {
+    if (fused_norm_rows_fit(embed, we, x.narrow(1, 0, H)) &&
+        fused_norm_rows_fit(h, wh, x.narrow(1, H, H))) {
       fused_norm_rows(embed, ids, we, eps, x.narrow(1, 0, H));
       fused_norm_rows(h, at::Tensor(), wh, eps, x.narrow(1, H, H));
       return x;
     }
-  }
 #endif
+  }
+  // Autograd is off here (InputProjection's forward, or no grad): ATen's norms.
   auto emb = embed.index_select(0, ids).to(h.scalar_type());
-  return at::cat({rms_norm(emb, w_emb, eps, kernel), rms_norm(h, w_hidden, eps, kernel)}, -1);
+  return at::cat({rms_norm(emb, w_emb, eps), rms_norm(h, w_hidden, eps)}, -1);
 }
 
 struct InputProjection : torch::autograd::Function<InputProjection> {
@@ -313,13 +315,14 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
                                                 const at::Tensor& embed, const at::Tensor& ids,
                                                 const at::Tensor& h, const at::Tensor& w_emb,
                                                 const at::Tensor& w_hidden, const at::Tensor& w,
-                                                double eps, const WeightGrad& grad,
-                                                const char* kernel) {
+                                                double eps, const WeightGrad& grad, Impl norms,
+                                                Impl norm_backward) {
     ctx->save_for_backward({embed, ids, h, w_emb, w_hidden, w});
     ctx->saved_data["eps"] = eps;
-    ctx->saved_data["kernel"] = std::string(kernel);
+    ctx->saved_data["norms"] = static_cast<int64_t>(norms);
+    ctx->saved_data["norm_backward"] = static_cast<int64_t>(norm_backward);
     grad.save(ctx, "w");
-    return {at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps, kernel), w.t()), h};
+    return {at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps, norms), w.t()), h};
   }
   // With x̂ = the embedding rows normalised without their weight (e_n = x̂ · w_emb) and
   // G = dyᵀ x̂: dW_emb = G · diag(w_emb) and d w_emb = colsum(W_emb ⊙ G), so the embedding half
@@ -332,15 +335,16 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
     auto saved = ctx->get_saved_variables();
     const auto &embed = saved[0], &ids = saved[1], &w_emb = saved[3], &w = saved[5];
     const double eps = ctx->saved_data["eps"].toDouble();
-    const auto kernel = ctx->saved_data["kernel"].toStringRef();
+    const auto norms = static_cast<Impl>(ctx->saved_data["norms"].toInt()),
+               norm_backward = static_cast<Impl>(ctx->saved_data["norm_backward"].toInt());
     auto h = saved[2].detach().requires_grad_(true),
          w_hidden = saved[4].detach().requires_grad_(true);
     const int64_t H = w_emb.size(0);
-    auto x_hat = embedding_rows_normalised(embed, ids, h, eps, kernel.c_str());
+    auto x_hat = embedding_rows_normalised(embed, ids, h, eps, norms);
     at::Tensor h_n, h_res;
     {
       c10::AutoGradMode enable(true);
-      std::tie(h_n, h_res) = rms_norm_and_residual(h, w_hidden, eps, kernel.c_str());
+      std::tie(h_n, h_res) = rms_norm_and_residual(h, w_hidden, eps, norm_backward);
     }
     const auto &dy = grads[0], &dres = grads[1];  // both defined (autograd materialises them)
     auto grad = WeightGrad::load(ctx, "w");
@@ -361,8 +365,8 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
                                             {at::mm(dy, w.narrow(1, H, H)), dres})
                     : torch::autograd::grad({h_n}, {h, w_hidden}, {at::mm(dy, w.narrow(1, H, H))});
     if (!alias) dh[0] = dh[0] + dres;
-    return {at::Tensor(), at::Tensor(), dh[0],        d_w_emb,     dh[1],
-            dw,           at::Tensor(), at::Tensor(), at::Tensor()};
+    return {at::Tensor(), at::Tensor(), dh[0],        d_w_emb,      dh[1],
+            dw,           at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -370,14 +374,15 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
 
 std::pair<at::Tensor, at::Tensor> input_projection_and_residual(
     const at::Tensor& embed, const at::Tensor& ids, const at::Tensor& h, const at::Tensor& w_emb,
-    const at::Tensor& w_hidden, const at::Tensor& w, double eps, const WeightGrad& grad,
-    const char* kernel) {
+    const at::Tensor& w_hidden, const at::Tensor& w, double eps, const WeightGrad& grad, Impl norms,
+    Impl norm_backward) {
   EAGLET_CHECK(h.dim() == 2 && ids.dim() == 1 && ids.size(0) == h.size(0),
                "input_projection: h {} and ids {} must be [rows, H] and [rows]", tensor_text(h),
                tensor_text(ids));
   if (!at::GradMode::is_enabled())
-    return {at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps, kernel), w.t()), h};
-  auto out = InputProjection::apply(embed, ids, h, w_emb, w_hidden, w, eps, grad, kernel);
+    return {at::mm(layer_input(embed, ids, h, w_emb, w_hidden, eps, norms), w.t()), h};
+  auto out =
+      InputProjection::apply(embed, ids, h, w_emb, w_hidden, w, eps, grad, norms, norm_backward);
   return {out[0], out[1]};
 }
 
@@ -462,17 +467,17 @@ at::Tensor rope_fused(const at::Tensor& x_in, const at::Tensor& cos, const at::T
 
 struct Rope : torch::autograd::Function<Rope> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& cos, const at::Tensor& sin, std::string kernel) {
+                            const at::Tensor& cos, const at::Tensor& sin, Impl impl) {
     ctx->saved_data["cos"] = cos;
     ctx->saved_data["sin"] = sin;
-    ctx->saved_data["kernel"] = kernel;
-    return rope_rows(x, cos, sin, 1.0, kernel.c_str());
+    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
+    return rope_rows(x, cos, sin, 1.0, impl);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const auto kernel = ctx->saved_data["kernel"].toStringRef();
+    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
     return {rope_rows(grads[0], ctx->saved_data["cos"].toTensor(),
-                      ctx->saved_data["sin"].toTensor(), -1.0, kernel.c_str()),
+                      ctx->saved_data["sin"].toTensor(), -1.0, impl),
             at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -480,15 +485,15 @@ struct Rope : torch::autograd::Function<Rope> {
 }  // namespace
 
 at::Tensor rope_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, double sign,
-                     const char* kernel) {
-  if (own_kernel_runs(x, kernel)) return rope_fused(x, cos, sin, sign);
+                     Impl impl) {
+  if (use_fused(impl, x, "rope")) return rope_fused(x, cos, sin, sign);
   return rope_reference(x, cos, sin, sign);
 }
 
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                      const char* kernel) {
-  if (!at::GradMode::is_enabled() || !x.requires_grad()) return rope_rows(x, cos, sin, 1.0, kernel);
-  return Rope::apply(x, cos, sin, std::string(kernel));
+                      Impl impl) {
+  if (!at::GradMode::is_enabled() || !x.requires_grad()) return rope_rows(x, cos, sin, 1.0, impl);
+  return Rope::apply(x, cos, sin, impl);
 }
 
 }  // namespace eaglet::model

@@ -28,7 +28,8 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
                                                 const at::Tensor& target_argmax,
                                                 const at::Tensor& mask, const at::Tensor& weight,
                                                 const std::vector<RowSpan>& spans, int64_t chunk,
-                                                bool with_grads, at::Tensor* dw_sum, bool last) {
+                                                bool with_grads, at::Tensor* dw_sum, bool last,
+                                                Impl rows_impl, Impl scale_impl) {
     const auto acc = acc_type(h);
     const auto w = lm_head.to(h.scalar_type());
     const auto m = mask.to(acc).contiguous();
@@ -44,7 +45,7 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
         auto hc = h.narrow(0, at_h, len), mc = m.narrow(0, at_h, len);
         auto z = at::mm(hc, w.t());  // becomes dz
         auto rows = soft_ce_rows(z, logits.narrow(0, at_t, len), lse.narrow(0, at_t, len),
-                                 dz_rows.narrow(0, at_h, len));
+                                 dz_rows.narrow(0, at_h, len), rows_impl);
         loss = loss + (rows.loss * mc).sum();
         correct =
             correct + ((rows.argmax == target_argmax.narrow(0, at_t, len)).to(acc) * mc).sum();
@@ -63,6 +64,7 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
     ctx->saved_data["dh"] = dh;
     ctx->saved_data["dw"] = last && with_grads ? *dw_sum : at::Tensor();
     ctx->saved_data["w_dtype"] = static_cast<int64_t>(lm_head.scalar_type());
+    ctx->saved_data["scale"] = static_cast<int64_t>(scale_impl);
     ctx->mark_non_differentiable({loss, correct});
     return {loss * wt, loss, correct};
   }
@@ -73,15 +75,17 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
                  "the fused loss's backward runs once (retain_graph is not supported)");
     auto dh = ctx->saved_data["dh"].toTensor(), dw = ctx->saved_data["dw"].toTensor();
     const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
+    const auto scale = static_cast<Impl>(ctx->saved_data["scale"].toInt());
     ctx->saved_data.clear();  // dh and dw are ours now: scaled in place, freed after use
     const auto g = grads[0].to(acc_type(dh));  // scalar; products in fp32, one rounding
-    scale_in_place(dh, g);
+    scale_in_place(dh, g, scale);
     if (dw.defined()) {
-      scale_in_place(dw, g);
+      scale_in_place(dw, g, scale);
       dw = dw.to(w_dtype);
     }
-    return {dh,           dw,           at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dh,           dw,           at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -94,7 +98,7 @@ TargetRows TargetRows::narrow(int64_t start, int64_t length) const {
 
 TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
                        const at::Tensor& draft_ids, const at::Tensor& order, const at::Tensor& t2d,
-                       int64_t chunk, at::ScalarType dtype) {
+                       int64_t chunk, at::ScalarType dtype, Impl impl) {
   const auto acc = dtype == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t n = rows.size(0), v = draft_ids.size(0);
   const auto head = full_head.to(rows.scalar_type());
@@ -107,13 +111,13 @@ TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
     const int64_t len = std::min(chunk, n - s);
     auto full = at::mm(rows.narrow(0, s, len), head.t());  // [len, Vt], freed after the chunk
     target_side_rows(full, ids, order, t2d, t.logits.narrow(0, s, len), t.lse.narrow(0, s, len),
-                     t.argmax.narrow(0, s, len), t.in_draft.narrow(0, s, len));
+                     t.argmax.narrow(0, s, len), t.in_draft.narrow(0, s, len), impl);
   }
   return t;
 }
 
-FusedLoss::FusedLoss(at::Tensor lm_head, int64_t chunk)
-    : lm_head_(std::move(lm_head)), chunk_(chunk) {
+FusedLoss::FusedLoss(at::Tensor lm_head, int64_t chunk, Impl rows, Impl scale)
+    : lm_head_(std::move(lm_head)), chunk_(chunk), rows_(rows), scale_(scale) {
   EAGLET_CHECK(chunk_ >= 1, "loss chunk {} must be positive", chunk_);
 }
 
@@ -124,7 +128,7 @@ LossSums FusedLoss::step(const at::Tensor& h, const TargetRows& target,
   const bool with_grads =
       at::GradMode::is_enabled() && (h.requires_grad() || lm_head_.requires_grad());
   auto r = FusedSoftCe::apply(h, lm_head_, target.logits, target.lse, target.argmax, mask, weight,
-                              spans, chunk_, with_grads, &dw_sum_, last);
+                              spans, chunk_, with_grads, &dw_sum_, last, rows_, scale_);
   if (last) dw_sum_ = at::Tensor();  // the last step's backward holds the sum now
   return {r[0], r[1], r[2]};
 }

@@ -12,6 +12,8 @@
 
 #include <vector>
 
+#include "core/kernels.h"
+
 namespace eaglet::model {
 
 struct LossSums {
@@ -32,10 +34,11 @@ struct TargetRows {
 // rows [N, Ht], full_head [Vt, Ht], draft_ids [Vd] (target id of each draft token), order
 // [2, Vd] (draft_order: the ids ascending, their columns), t2d [Vt]: `chunk` rows at a time, one
 // GEMM against the full head per chunk in the rows' dtype (the stored hidden states'); the draft
-// vocabulary's logits are its draft_ids columns, kept in `dtype` (the compute dtype).
+// vocabulary's logits are its draft_ids columns, kept in `dtype` (the compute dtype). `impl`:
+// Kernels::target_rows (model/soft_ce_rows.h, target_side_rows).
 TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
                        const at::Tensor& draft_ids, const at::Tensor& order, const at::Tensor& t2d,
-                       int64_t chunk, at::ScalarType dtype);
+                       int64_t chunk, at::ScalarType dtype, Impl impl = Impl::reference);
 
 // `rows` consecutive target rows from row `target` on.
 struct RowSpan {
@@ -49,8 +52,10 @@ struct RowSpan {
 // returns nothing else differentiable), which hands every step the same upstream gradient.
 class FusedLoss {
  public:
-  // lm_head [Vd, H] (cast to h's dtype inside, dW returned in lm_head's dtype).
-  FusedLoss(at::Tensor lm_head, int64_t chunk);
+  // lm_head [Vd, H] (cast to h's dtype inside, dW returned in lm_head's dtype). `rows` and
+  // `scale`: Kernels::soft_ce_rows and Kernels::scale (model/soft_ce_rows.h).
+  FusedLoss(at::Tensor lm_head, int64_t chunk, Impl rows = Impl::reference,
+            Impl scale = Impl::reference);
   // h [N, H] (normed, compute dtype); its rows pair with the target rows of `spans` in order
   // (Σ rows = N); mask [N] (0/1), weight: a scalar tensor on h's device (the step's factor in the
   // objective). `last`: the unroll's last step, whose backward returns the summed dW.
@@ -60,6 +65,7 @@ class FusedLoss {
  private:
   at::Tensor lm_head_;
   int64_t chunk_;
+  Impl rows_, scale_;
   at::Tensor dw_sum_;  // Σ over the steps so far of weight · dW, compute dtype
 };
 

@@ -42,14 +42,15 @@ struct SwigluMlp : torch::autograd::Function<SwigluMlp> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& n,
                             const at::Tensor& gu, const at::Tensor& d,
                             const std::optional<at::Tensor>& residual_in, MlpRecompute recompute,
-                            const MlpGrads& grads) {
+                            const MlpGrads& grads, Impl impl) {
     const auto residual = residual_in.value_or(at::Tensor());  // optional: see layers.cpp Linear
     auto ab = at::mm(n, gu.t());
-    auto p = swiglu_rows(ab);
+    auto p = swiglu_rows(ab, impl);
     auto out = linear(p, d, {}, residual);  // autograd is off in forward: residual + p · dᵀ
     ctx->save_for_backward({n, gu, d, recompute == MlpRecompute::full ? at::Tensor() : ab,
                             recompute == MlpRecompute::none ? p : at::Tensor()});
     ctx->saved_data["residual"] = residual.defined();
+    ctx->saved_data["impl"] = static_cast<int64_t>(impl);
     grads.gate_up.save(ctx, "gate_up");
     grads.down.save(ctx, "down");
     return out;
@@ -62,41 +63,41 @@ struct SwigluMlp : torch::autograd::Function<SwigluMlp> {
     auto ab = saved[3].defined() ? saved[3] : at::mm(n, gu.t());
     auto d_down = WeightGrad::load(ctx, "down"), d_gate_up = WeightGrad::load(ctx, "gate_up");
     auto p = saved[4];  // recomputed (where not kept) by the backward's own pass over ab
-    auto dab = swiglu_rows_backward(at::mm(dy, d), ab, "auto", p.defined() ? nullptr : &p);
+    const auto impl = static_cast<Impl>(ctx->saved_data["impl"].toInt());
+    auto dab = swiglu_rows_backward(at::mm(dy, d), ab, impl, p.defined() ? nullptr : &p);
     d_down.add(dy, p, d.size(1));
     d_gate_up.add(dab, n, gu.size(1));
     return {at::mm(dab, gu), d_gate_up.finish(),
             d_down.finish(), ctx->saved_data["residual"].toBool() ? dy : at::Tensor(),
-            at::Tensor(),    at::Tensor()};
+            at::Tensor(),    at::Tensor(),
+            at::Tensor()};
   }
 };
 
 }  // namespace
 
-at::Tensor swiglu_rows(const at::Tensor& ab, const char* kernel) {
+at::Tensor swiglu_rows(const at::Tensor& ab, Impl impl) {
   const int64_t inter = inter_size(ab);
+  if (use_fused(impl, ab, "swiglu")) {
 #ifdef EAGLET_WITH_CUDA
-  if (own_kernel_runs(ab, kernel)) {
     auto x = ab.contiguous();
     auto p = at::empty({x.size(0), inter}, x.options());
     launch_swiglu_forward(x.data_ptr(), p.data_ptr(), x.size(0), inter,
                           x.scalar_type() == at::kBFloat16, stream_of(x));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return p;
-  }
-#else
-  (void)kernel;
 #endif
+  }
   return at::silu(ab.narrow(1, 0, inter)) * ab.narrow(1, inter, inter);
 }
 
-at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab, const char* kernel,
+at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab, Impl impl,
                                 at::Tensor* p) {
   const int64_t inter = inter_size(ab);
   EAGLET_CHECK(dp.dim() == 2 && dp.size(0) == ab.size(0) && dp.size(1) == inter,
                "swiglu backward: dp {} for ab {}", tensor_text(dp), tensor_text(ab));
+  if (use_fused(impl, ab, "swiglu") && dp.scalar_type() == ab.scalar_type()) {
 #ifdef EAGLET_WITH_CUDA
-  if (own_kernel_runs(ab, kernel) && dp.scalar_type() == ab.scalar_type()) {
     auto x = ab.contiguous(), g = dp.contiguous();
     auto dab = at::empty(x.sizes(), x.options());
     if (p != nullptr) *p = at::empty({x.size(0), inter}, x.options());
@@ -105,21 +106,23 @@ at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab, cons
                            x.scalar_type() == at::kBFloat16, stream_of(x));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return dab;
-  }
 #endif
-  if (p != nullptr) *p = swiglu_rows(ab, kernel);
+  }
+  if (p != nullptr) *p = swiglu_rows(ab, impl);
   auto a = ab.narrow(1, 0, inter), b = ab.narrow(1, inter, inter);
   return at::cat({at::silu_backward(dp * b, a), dp * at::silu(a)}, 1);
 }
 
 at::Tensor swiglu_mlp(const at::Tensor& n, const at::Tensor& gate_up, const at::Tensor& down,
-                      MlpRecompute recompute, const MlpGrads& grads, const at::Tensor& residual) {
+                      MlpRecompute recompute, const MlpGrads& grads, const at::Tensor& residual,
+                      Impl swiglu) {
   EAGLET_CHECK(n.dim() == 2 && gate_up.size(1) == n.size(1) && down.size(1) * 2 == gate_up.size(0),
                "swiglu mlp: n {}, gate_up {}, down {}", tensor_text(n), tensor_text(gate_up),
                tensor_text(down));
   auto gu = gate_up.to(n.scalar_type()), d = down.to(n.scalar_type());
-  if (!c10::GradMode::is_enabled()) return linear(swiglu_rows(at::mm(n, gu.t())), d, {}, residual);
-  return SwigluMlp::apply(n, gu, d, std::optional<at::Tensor>(residual), recompute, grads);
+  if (!c10::GradMode::is_enabled())
+    return linear(swiglu_rows(at::mm(n, gu.t()), swiglu), d, {}, residual);
+  return SwigluMlp::apply(n, gu, d, std::optional<at::Tensor>(residual), recompute, grads, swiglu);
 }
 
 }  // namespace eaglet::model

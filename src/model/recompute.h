@@ -15,14 +15,14 @@ namespace eaglet::model {
 enum class MlpRecompute { none, swiglu, full };
 
 // p = silu(a)·b of ab [rows, 2I] (no autograd), and its backward d[a | b] from dp [rows, I].
-// Kernel table: "reference" (ATen: silu, mul, silu_backward; every device and dtype) and the
-// fused CUDA kernels (model/swiglu.cu: bf16/fp16 on the GPU, fp32 arithmetic, one pass each);
-// "auto" takes the fused one where it runs.
-at::Tensor swiglu_rows(const at::Tensor& ab, const char* kernel = "auto");
+// `impl` (Kernels::swiglu): reference = ATen (silu, mul, silu_backward; every device and dtype);
+// fused = the CUDA kernels (model/swiglu.cu: ab bf16/fp16 on the GPU, fp32 arithmetic, one pass
+// each; the backward takes the reference where dp has another dtype than ab).
+at::Tensor swiglu_rows(const at::Tensor& ab, Impl impl = Impl::reference);
 // With p given, *p = swiglu_rows(ab) too: the fused kernel writes it in the same pass (the
 // recomputation for the down weight's gradient).
 at::Tensor swiglu_rows_backward(const at::Tensor& dp, const at::Tensor& ab,
-                                const char* kernel = "auto", at::Tensor* p = nullptr);
+                                Impl impl = Impl::reference, at::Tensor* p = nullptr);
 
 // Where the two weights' gradients go (model/layers.h: summed over the TTT steps).
 struct MlpGrads {
@@ -30,9 +30,10 @@ struct MlpGrads {
 };
 
 // residual + down(silu(gate(n)) ⊙ up(n)) with n [rows, H], gate_up [2I, H] and down [H, I] in
-// n's dtype; residual [rows, H] (added by the down GEMM's epilogue) or undefined.
+// n's dtype; residual [rows, H] (added by the down GEMM's epilogue) or undefined; `swiglu`: the
+// activation's kernel (Kernels::swiglu).
 at::Tensor swiglu_mlp(const at::Tensor& n, const at::Tensor& gate_up, const at::Tensor& down,
                       MlpRecompute recompute, const MlpGrads& grads = {},
-                      const at::Tensor& residual = {});
+                      const at::Tensor& residual = {}, Impl swiglu = Impl::reference);
 
 }  // namespace eaglet::model

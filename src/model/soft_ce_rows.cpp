@@ -71,25 +71,24 @@ SoftCeRows fused(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
 }  // namespace
 
 SoftCeRows soft_ce_rows(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
-                        const at::Tensor& mask, const char* kernel) {
-  if (own_kernel_runs(z, kernel)) return fused(z, logits, lse, mask);
+                        const at::Tensor& mask, Impl impl) {
+  if (use_fused(impl, z, "soft_ce_rows")) return fused(z, logits, lse, mask);
   return reference(z, logits, lse, mask);
 }
 
-void row_lse_argmax(const at::Tensor& logits, at::Tensor lse, at::Tensor argmax,
-                    const char* kernel) {
-#ifdef EAGLET_WITH_CUDA
-  if (own_kernel_runs(logits, kernel) && logits.stride(1) == 1 && lse.scalar_type() == at::kFloat &&
-      lse.is_contiguous() && argmax.is_contiguous() && argmax.scalar_type() == at::kLong) {
+void row_lse_argmax(const at::Tensor& logits, at::Tensor lse, at::Tensor argmax, Impl impl) {
+  if (use_fused(impl, logits, "row_lse_argmax (target rows)") && logits.stride(1) == 1 &&
+      lse.scalar_type() == at::kFloat && lse.is_contiguous() && argmax.is_contiguous() &&
+      argmax.scalar_type() == at::kLong) {
     if (logits.size(0) == 0) return;
+#ifdef EAGLET_WITH_CUDA
     launch_lse_argmax(logits.data_ptr(), logits.stride(0), lse.data_ptr<float>(),
                       argmax.data_ptr<int64_t>(), logits.size(0), logits.size(1),
                       logits.scalar_type() == at::kBFloat16, stream_of(logits));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
-  }
 #endif
-  (void)kernel;
+  }
   lse.copy_(at::logsumexp(logits.to(lse.scalar_type()), {-1}));
   argmax.copy_(at::argmax(logits, -1));
 }
@@ -101,9 +100,8 @@ at::Tensor draft_order(const at::Tensor& draft_ids) {
 
 void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const at::Tensor& order,
                       const at::Tensor& t2d, at::Tensor draft, at::Tensor lse, at::Tensor argmax,
-                      at::Tensor in_draft, const char* kernel) {
-#ifdef EAGLET_WITH_CUDA
-  if (own_kernel_runs(full, kernel) && full.scalar_type() == draft.scalar_type() &&
+                      at::Tensor in_draft, Impl impl) {
+  if (use_fused(impl, draft, "target rows") && full.scalar_type() == draft.scalar_type() &&
       full.stride(1) == 1 && draft.stride(1) == 1 && lse.scalar_type() == at::kFloat &&
       lse.is_contiguous() && argmax.scalar_type() == at::kLong && argmax.is_contiguous() &&
       in_draft.scalar_type() == at::kBool && in_draft.is_contiguous() &&
@@ -112,6 +110,7 @@ void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const
       t2d.is_contiguous()) {
     const int64_t n = full.size(0);
     if (n == 0) return;
+#ifdef EAGLET_WITH_CUDA
     launch_target_side(full.data_ptr(), full.stride(0), order.data_ptr<int>(),
                        static_cast<int>(order.size(1)), t2d.data_ptr<bool>(), draft.data_ptr(),
                        draft.stride(0), lse.data_ptr<float>(), argmax.data_ptr<int64_t>(),
@@ -119,30 +118,28 @@ void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const
                        full.scalar_type() == at::kBFloat16, stream_of(full));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
-  }
 #endif
-  (void)order;
+  }
   in_draft.copy_(t2d.index_select(0, at::argmax(full, -1)));
   if (full.scalar_type() == draft.scalar_type() && draft.is_contiguous())
     at::index_select_out(draft, full, 1, draft_ids);
   else
     draft.copy_(at::index_select(full, 1, draft_ids));
-  row_lse_argmax(draft, lse, argmax, kernel);
+  row_lse_argmax(draft, lse, argmax, impl);
 }
 
-void scale_in_place(at::Tensor& x, const at::Tensor& g, const char* kernel) {
+void scale_in_place(at::Tensor& x, const at::Tensor& g, Impl impl) {
   EAGLET_CHECK(g.numel() == 1 && g.device() == x.device(),
                "scale_in_place: g must be a scalar on {}", x.device().str());
+  if (use_fused(impl, x, "scale") && x.is_contiguous()) {
 #ifdef EAGLET_WITH_CUDA
-  if (own_kernel_runs(x, kernel) && x.is_contiguous()) {
     auto gf = g.to(at::kFloat);
     launch_scale(x.data_ptr(), gf.data_ptr<float>(), x.numel(), x.scalar_type() == at::kBFloat16,
                  stream_of(x));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
-  }
 #endif
-  (void)kernel;
+  }
   x.mul_(g);
 }
 

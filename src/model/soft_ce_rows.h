@@ -6,6 +6,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "core/kernels.h"
+
 namespace eaglet::model {
 
 struct SoftCeRows {
@@ -14,30 +16,35 @@ struct SoftCeRows {
 };
 
 // z [n, Vd] contiguous, compute dtype: replaced by dz. logits [n, Vd] (row-contiguous), lse [n]
-// and mask [n] in the accumulation dtype. `kernel`: "auto" (fused where it runs) or "reference".
+// and mask [n] in the accumulation dtype. `impl`: Kernels::soft_ce_rows (fused: z bf16/fp16 on
+// the GPU, logits in z's dtype, lse and mask fp32).
 SoftCeRows soft_ce_rows(at::Tensor& z, const at::Tensor& logits, const at::Tensor& lse,
-                        const at::Tensor& mask, const char* kernel = "auto");
+                        const at::Tensor& mask, Impl impl = Impl::reference);
 
 // The target rows' lse (accumulation dtype) and argmax (int64, first index on ties) of logits
-// [n, Vd] (row-contiguous), written into lse [n] and argmax [n]. Fused: one sweep per row.
+// [n, Vd] (row-contiguous), written into lse [n] and argmax [n]. `impl`: Kernels::target_rows
+// (fused: logits bf16/fp16 on the GPU, one sweep per row; taken for contiguous fp32 lse and int64
+// argmax, else the reference).
 void row_lse_argmax(const at::Tensor& logits, at::Tensor lse, at::Tensor argmax,
-                    const char* kernel = "auto");
+                    Impl impl = Impl::reference);
 
 // The target side of a chunk from its full-vocabulary logits full [n, Vt] (row-contiguous):
 // the draft columns (draft_ids [Vd], int64: the target id of each draft column) copied into
 // draft [n, Vd], their lse (accumulation dtype) and argmax (int64, first draft column on ties)
 // into lse [n] and argmax [n], and in_draft [n] (bool) = t2d[argmax of the full row] (first index
 // on ties). order [2, Vd] (int32, draft_order): the target ids ascending and their draft columns.
-// Fused (full and draft bf16/fp16 of one dtype on the GPU): each row read once, the draft columns
-// picked from it by id; otherwise ATen's argmax, index_select and row_lse_argmax.
+// `impl`: Kernels::target_rows. Fused (draft, the compute dtype, bf16/fp16 on the GPU): each row of
+// full read once, the draft columns picked from it by id, where full has draft's dtype (else
+// ATen's argmax and index_select, then row_lse_argmax's fused sweep); reference: ATen's argmax,
+// index_select and row_lse_argmax.
 void target_side_rows(const at::Tensor& full, const at::Tensor& draft_ids, const at::Tensor& order,
                       const at::Tensor& t2d, at::Tensor draft, at::Tensor lse, at::Tensor argmax,
-                      at::Tensor in_draft, const char* kernel = "auto");
+                      at::Tensor in_draft, Impl impl = Impl::reference);
 at::Tensor draft_order(const at::Tensor& draft_ids);
 
-// x *= g in place, g a scalar tensor on x's device (the upstream gradient: no host sync). The
-// fused entry (contiguous bf16/fp16 x on the GPU, fp32 g) is one vectorised pass; ATen's mul_ by
-// a device scalar is a broadcast there and does not vectorise.
-void scale_in_place(at::Tensor& x, const at::Tensor& g, const char* kernel = "auto");
+// x *= g in place, g a scalar tensor on x's device (the upstream gradient: no host sync). `impl`:
+// Kernels::scale; fused (x bf16/fp16 on the GPU, taken where it is contiguous) is one vectorised
+// pass with g in fp32; ATen's mul_ by a device scalar is a broadcast there and does not vectorise.
+void scale_in_place(at::Tensor& x, const at::Tensor& g, Impl impl = Impl::reference);
 
 }  // namespace eaglet::model

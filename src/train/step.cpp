@@ -1,8 +1,12 @@
 // The training step's assembly: config -> dtype, device, kernels, TTT options, gradient sync.
 #include "train/step.h"
 
+#include <spdlog/spdlog.h>
 #include "attention/ring.h"
+
 #include "core/error.h"
+#include "core/kernels.h"
+#include "dist/device.h"
 #include "train/optimizer.h"
 
 namespace eaglet::train {
@@ -39,9 +43,17 @@ TrainStep::TrainStep(const Config& cfg, const ProcessGroups& groups)
   // DESIGN §4: total = Σ_k w_k · loss_k / accumulation steps.
   for (double w : model::step_weights(cfg.training))
     ttt_.loss_weights.push_back(w / static_cast<double>(grad_accum_));
+  ttt_.kernels = choose_kernels(device_, dtype_);
   ttt_.mlp_recompute = cfg.model.recompute_mlp      ? model::MlpRecompute::full
                        : cfg.model.recompute_swiglu ? model::MlpRecompute::swiglu
                                                     : model::MlpRecompute::none;
+  spdlog::info("step: {} on {}, attention {}, MLP keeps {}, {}; kernels {}", c10::toString(dtype_),
+               device_.str(), attention_->name,
+               cfg.model.recompute_mlp      ? "nothing (full recompute)"
+               : cfg.model.recompute_swiglu ? "gate|up (SwiGLU recomputed)"
+                                            : "gate|up and the product",
+               ttt_.zigzag_layout ? "zigzag layout" : (ring ? "ring" : "no ring"),
+               kernels_text(ttt_.kernels));
 }
 
 model::Objective TrainStep::forward(const model::Eagle3Weights& w, const model::LossTarget& target,

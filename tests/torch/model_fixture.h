@@ -16,6 +16,7 @@
 
 #include "attention/local_attention.h"
 #include "attention/ttt_attention.h"
+#include "dist/device.h"
 #include "model/eagle3.h"
 #include "model/vocab.h"
 
@@ -80,7 +81,8 @@ inline double rel_err(const at::Tensor& got, const at::Tensor& want) {
   return at::abs(g - w).max().item<double>() / scale;
 }
 
-// Model losses and gradients for one problem through the given kernel and dtype.
+// Model losses and gradients for one problem through the given local attention kernel and dtype,
+// with eaglet's own kernels as a run on that device would choose them (choose_kernels).
 struct ModelRun {
   std::vector<double> step_loss;
   std::map<std::string, at::Tensor> grads;
@@ -98,6 +100,7 @@ inline ModelRun run_model(Problem& p, const std::string& kernel, at::ScalarType 
   opt.loss_chunk = chunk;
   opt.mlp_recompute = recompute;
   opt.loss_weights = weights;
+  opt.kernels = choose_kernels(p.in.ids.device(), dtype);
   auto obj = ttt_forward(p.w, p.cfg, p.target, p.in, opt);
   obj.total.backward();
   ModelRun r;

@@ -30,16 +30,22 @@
 #include <c10/core/GradMode.h>
 
 #include <cmath>
+#include <set>
+#include <string>
 
 #include "attention/local_attention.h"
 #include "attention/ttt_attention.h"
 #include "catch.h"
+#include "core/error.h"
+#include "core/kernels.h"
+#include "dist/device.h"
 #include "io/files.h"
 #include "io/hf_export.h"
 #include "model/draft_io.h"
 #include "model/eagle3.h"
 #include "model/layers.h"
 #include "model/loss.h"
+#include "model/recompute.h"
 #include "model/reference.h"
 #include "model/soft_ce_rows.h"
 #include "model/vocab.h"
@@ -225,7 +231,7 @@ TEST_CASE("RoPE as one autograd function: value and gradient equal HF's formula 
   auto run = [&](bool ours) {
     auto w = wide.clone().set_requires_grad(true);
     auto x = w.narrow(1, d, heads * d).view({S, heads, d});  // row stride (heads + 2)·d
-    auto y = ours ? apply_rope(x, cos.to(at::kDouble), sin.to(at::kDouble), "reference")
+    auto y = ours ? apply_rope(x, cos.to(at::kDouble), sin.to(at::kDouble), Impl::reference)
                   : reference_rope(x, pos, c);
     (y * probe).sum().backward();
     return std::make_pair(y.detach(), w.grad());
@@ -356,4 +362,54 @@ TEST_CASE("recomputing the MLP in backward gives the same losses and gradients",
       CHECK(rel_err(again.grads[name], g) <= 1e-6);  // same ops; only summation order may differ
     }
   }
+}
+
+TEST_CASE("kernel table: a row per kernel, reference by default, fused where it cannot run fails",
+          "[model]") {
+  // The rows: named, distinct, and set together by Kernels::all.
+  std::set<std::string> names;
+  for (const auto& row : kKernelRows) names.insert(row.name);
+  CHECK(names.size() == kKernelRows.size());
+  const auto fused = Kernels::all(Impl::fused), reference = Kernels::all(Impl::reference);
+  CHECK(Kernels{} == reference);  // what TttOptions holds unless a run chooses
+  for (const auto& row : kKernelRows) {
+    INFO(row.name);
+    CHECK(fused.*row.field == Impl::fused);
+    CHECK(kernels_text(fused).find(std::string(row.name) + "=fused") != std::string::npos);
+  }
+  // On the CPU nothing is fused, whatever the dtype.
+  for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf})
+    CHECK(choose_kernels(c10::Device(c10::kCPU), dt) == reference);
+  CHECK_FALSE(use_fused(Impl::reference, at::zeros({8}, at::kBFloat16), "test"));
+  // Fused asked for on CPU tensors: an error naming the op, no silent fallback.
+  auto error_of = [](auto&& fn) -> std::string {
+    try {
+      fn();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  auto bf16 = at::TensorOptions().dtype(at::kBFloat16);
+  auto x = at::zeros({3, 2, 8}, bf16);
+  DraftArchConfig c = tiny_config();
+  auto [cos, sin] = rope_tables(rope_inv_freq(c, c10::kCPU), at::arange(3, at::kLong));
+  CHECK(error_of([&] { rope_rows(x, cos, sin, 1.0, Impl::fused); }).find("rope") !=
+        std::string::npos);
+  CHECK(error_of([&] {
+          swiglu_rows(at::zeros({3, 8}, bf16), Impl::fused);
+        }).find("swiglu") != std::string::npos);
+  auto g = at::ones({}, at::kFloat);
+  auto y = at::zeros({5}, bf16);
+  CHECK(error_of([&] { scale_in_place(y, g, Impl::fused); }).find("scale") != std::string::npos);
+  // The whole unroll with every row fused on the CPU stops at its first op.
+  Problem p = make_problem(/*C=*/5, /*T=*/2, 7);
+  TttOptions opt;
+  opt.ttt_length = 2;
+  opt.dtype = at::kBFloat16;
+  opt.block0 = attention::local_block0(attention::local_kernel("reference", c10::kCPU, opt.dtype));
+  opt.loss_weights = {1.0, 0.8};
+  opt.kernels = fused;
+  CHECK(error_of([&] { ttt_forward(p.w, p.cfg, p.target, p.in, opt); }).find("fused kernel") !=
+        std::string::npos);
 }

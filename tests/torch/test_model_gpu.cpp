@@ -45,16 +45,19 @@ bool no_cuda() {
 
 TEST_CASE("GPU: the kernel tables pick eaglet's own CUDA kernels for bf16/fp16 on the GPU",
           "[gpu]") {
-  // Guards the "auto vs reference" tests below: were the fused entries never taken, they would
+  // Guards the "fused vs reference" tests below: were the fused entries never taken, they would
   // compare the reference with itself.
   if (no_cuda()) return;
   auto on = at::TensorOptions().device(c10::Device(c10::kCUDA, 0));
   auto bf16 = at::zeros({8}, on.dtype(at::kBFloat16)), f16 = at::zeros({8}, on.dtype(at::kHalf));
-  CHECK(own_kernel_runs(bf16, "auto"));
-  CHECK(own_kernel_runs(f16, "auto"));
-  CHECK_FALSE(own_kernel_runs(bf16, "reference"));
-  CHECK_FALSE(own_kernel_runs(at::zeros({8}, on.dtype(at::kFloat)), "auto"));
-  CHECK_FALSE(own_kernel_runs(at::zeros({8}, at::TensorOptions().dtype(at::kBFloat16)), "auto"));
+  const auto fused = Kernels::all(Impl::fused), reference = Kernels::all(Impl::reference);
+  CHECK(choose_kernels(bf16.device(), at::kBFloat16) == fused);
+  CHECK(choose_kernels(f16.device(), at::kHalf) == fused);
+  CHECK(use_fused(Impl::fused, bf16, "test"));
+  CHECK_FALSE(use_fused(Impl::reference, bf16, "test"));
+  CHECK(choose_kernels(bf16.device(), at::kFloat) == reference);
+  CHECK(choose_kernels(c10::Device(c10::kCPU), at::kBFloat16) == reference);
+  CHECK_THROWS(use_fused(Impl::fused, at::zeros({8}, on.dtype(at::kFloat)), "test"));
 }
 
 TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2",
@@ -80,7 +83,8 @@ TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2"
              vs = v0.to(dev, dtype).set_requires_grad(true);
         auto out = attention::ttt_attention(
             q, ks.unbind(0), vs.unbind(0),
-            attention::local_block0(attention::local_kernel(kernel, dev, dtype)), scale);
+            attention::local_block0(attention::local_kernel(kernel, dev, dtype)), scale,
+            choose_kernels(dev, dtype).ttt_diag);
         (out.to(at::kFloat) * probe).sum().backward();
         return std::vector<at::Tensor>{out.detach(), q.grad(), ks.grad(), vs.grad()};
       };
@@ -139,8 +143,8 @@ TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same
                                        model::draft_order(ids), t2d, 16, dtype);
       auto mask = (at::randn({n}, gen, f32) > 0).to(at::kFloat).to(dev);
       auto z_ref = z0.clone(), z_got = z0.clone();
-      auto ref = model::soft_ce_rows(z_ref, target.logits, target.lse, mask, "reference");
-      auto got = model::soft_ce_rows(z_got, target.logits, target.lse, mask, "auto");
+      auto ref = model::soft_ce_rows(z_ref, target.logits, target.lse, mask, Impl::reference);
+      auto got = model::soft_ce_rows(z_got, target.logits, target.lse, mask, Impl::fused);
       // fp32 sums in another order: 1e-5 of the row loss; dz within one bf16/fp16 rounding.
       INFO("loss rel err " << test::rel_err(got.loss, ref.loss) << ", dz rel err "
                            << test::rel_err(z_got, z_ref));
@@ -176,8 +180,8 @@ TEST_CASE("GPU: the fused TTT diagonal kernels equal the ATen reference on the s
           vs.push_back(bf({S, KV, d}));
         }
         const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-        auto ref = attention::diag_merge_forward(q, out0, lse0, ks, vs, scale, "reference");
-        auto got = attention::diag_merge_forward(q, out0, lse0, ks, vs, scale, "auto");
+        auto ref = attention::diag_merge_forward(q, out0, lse0, ks, vs, scale, Impl::reference);
+        auto got = attention::diag_merge_forward(q, out0, lse0, ks, vs, scale, Impl::fused);
         // Same fp32 arithmetic in another order; outputs rounded to bf16 once (rel 2^-8).
         INFO("out " << test::rel_err(got.out, ref.out) << " lse "
                     << test::rel_err(got.lse, ref.lse));
@@ -185,10 +189,10 @@ TEST_CASE("GPU: the fused TTT diagonal kernels equal the ATen reference on the s
         CHECK(test::rel_err(got.lse, ref.lse) <= 1e-5);
         // Block 0's dq in a head-major layout (as cuDNN may leave it): read through its strides.
         auto dq0 = bf({H, S, d}).transpose(0, 1);
-        auto g_ref =
-            attention::diag_backward(dout, q, ref.out, ref.lse, ks, vs, dq0, scale, "reference");
+        auto g_ref = attention::diag_backward(dout, q, ref.out, ref.lse, ks, vs, dq0, scale,
+                                              Impl::reference);
         auto g_got =
-            attention::diag_backward(dout, q, ref.out, ref.lse, ks, vs, dq0, scale, "auto");
+            attention::diag_backward(dout, q, ref.out, ref.lse, ks, vs, dq0, scale, Impl::fused);
         // dq: fp32 sums on both sides, each rounded to bf16 once (within 2 ulp of the largest).
         INFO("dq " << test::rel_err(g_got.dq, g_ref.dq));
         CHECK(g_got.dq.scalar_type() == at::kBFloat16);
@@ -223,8 +227,8 @@ TEST_CASE("GPU: the fused RoPE kernel equals the fp32 reference on the same inpu
         auto pos = at::arange(1000, 1000 + S, at::TensorOptions().dtype(at::kLong).device(dev));
         auto [cos, sin] = model::rope_tables(model::rope_inv_freq(c, dev), pos);
         for (double sign : {1.0, -1.0}) {
-          auto ref = model::rope_rows(x.to(at::kFloat), cos, sin, sign, "reference");
-          auto got = model::rope_rows(x, cos, sin, sign, "auto");
+          auto ref = model::rope_rows(x.to(at::kFloat), cos, sin, sign, Impl::reference);
+          auto got = model::rope_rows(x, cos, sin, sign, Impl::fused);
           // fp32 arithmetic, one rounding of the result (rel 2^-8 per element in bf16).
           INFO("sign " << sign << " rel err " << test::rel_err(got, ref));
           CHECK(got.is_contiguous());
@@ -246,7 +250,7 @@ TEST_CASE("GPU: scaling by a device scalar in place equals the fp32 product", "[
       INFO("dtype " << c10::toString(dtype) << " n " << n);
       auto x = at::randn({n}, gen, f32).to(dev, dtype);
       auto want = x.to(at::kFloat) * g;
-      model::scale_in_place(x, g, "auto");
+      model::scale_in_place(x, g, Impl::fused);
       INFO("rel err " << test::rel_err(x, want));
       CHECK(test::rel_err(x, want) <= 4e-3);  // one rounding to bf16/fp16
     }
@@ -265,10 +269,11 @@ TEST_CASE("GPU: the fused SwiGLU kernels equal the fp32 reference on the same in
       const int64_t rows = 301;
       auto ab = (at::randn({rows, 2 * inter}, gen, f32) * 3).to(dev, dtype);
       auto dp = at::randn({rows, inter}, gen, f32).to(dev, dtype);
-      auto p_ref = model::swiglu_rows(ab.to(at::kFloat), "reference");
-      auto p_got = model::swiglu_rows(ab, "auto");
-      auto d_ref = model::swiglu_rows_backward(dp.to(at::kFloat), ab.to(at::kFloat), "reference");
-      auto d_got = model::swiglu_rows_backward(dp, ab, "auto");
+      auto p_ref = model::swiglu_rows(ab.to(at::kFloat), Impl::reference);
+      auto p_got = model::swiglu_rows(ab, Impl::fused);
+      auto d_ref =
+          model::swiglu_rows_backward(dp.to(at::kFloat), ab.to(at::kFloat), Impl::reference);
+      auto d_got = model::swiglu_rows_backward(dp, ab, Impl::fused);
       // fp32 arithmetic, one rounding per output (rel 2^-8 per element in bf16).
       INFO("p rel err " << test::rel_err(p_got, p_ref) << ", d[a|b] rel err "
                         << test::rel_err(d_got, d_ref));
@@ -276,7 +281,7 @@ TEST_CASE("GPU: the fused SwiGLU kernels equal the fp32 reference on the same in
       CHECK(test::rel_err(d_got, d_ref) <= 8e-3);
       // The backward that recomputes p on the way: the forward kernel's p, the same d[a|b].
       at::Tensor p_again;
-      auto d_again = model::swiglu_rows_backward(dp, ab, "auto", &p_again);
+      auto d_again = model::swiglu_rows_backward(dp, ab, Impl::fused, &p_again);
       CHECK(at::equal(p_again, p_got));
       CHECK(at::equal(d_again, d_got));
     }
@@ -298,8 +303,8 @@ TEST_CASE("GPU: the fused target-row lse and argmax equal the ATen reference", "
       auto lse_ref = at::empty({n}, f32.device(dev)), lse_got = at::empty({n}, f32.device(dev));
       auto am_ref = at::empty({n}, f32.device(dev).dtype(at::kLong)),
            am_got = at::empty({n}, f32.device(dev).dtype(at::kLong));
-      model::row_lse_argmax(logits, lse_ref, am_ref, "reference");
-      model::row_lse_argmax(logits, lse_got, am_got, "auto");
+      model::row_lse_argmax(logits, lse_ref, am_ref, Impl::reference);
+      model::row_lse_argmax(logits, lse_got, am_got, Impl::fused);
       INFO("lse rel err " << test::rel_err(lse_got, lse_ref));
       CHECK(test::rel_err(lse_got, lse_ref) <= 1e-5);  // fp32 sums in another order
       CHECK(at::equal(am_got, am_ref));
@@ -321,7 +326,7 @@ TEST_CASE("GPU: to_compute's backward widens the gradient to fp32 exactly", "[gp
       auto w = at::randn({rows, cols}, gen, at::TensorOptions().dtype(at::kFloat))
                    .to(dev)
                    .requires_grad_();
-      auto y = model::to_compute(w, dtype);
+      auto y = model::to_compute(w, dtype, Impl::fused);
       CHECK(y.scalar_type() == dtype);
       CHECK(at::equal(y, w.detach().to(dtype)));
       auto storage = at::randn({rows * cols + offset}, gen, at::TensorOptions().dtype(at::kFloat))
@@ -354,16 +359,16 @@ TEST_CASE("GPU: the fused target side of a chunk equals the ATen reference", "[g
         // Rounded to a few values: many ties, in the full row and among the draft columns.
         auto full = (at::randn({n, vt}, gen, f32) * 2).round().to(dev, dtype);
         auto order = model::draft_order(ids);
-        auto run = [&](const char* kernel) {
+        auto run = [&](Impl impl) {
           std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> r{
               at::empty({n, vd}, full.options()), at::empty({n}, f32.device(dev)),
               at::empty({n}, i64.device(dev)), at::empty({n}, i64.device(dev).dtype(at::kBool))};
           model::target_side_rows(full, ids, order, t2d, std::get<0>(r), std::get<1>(r),
-                                  std::get<2>(r), std::get<3>(r), kernel);
+                                  std::get<2>(r), std::get<3>(r), impl);
           return r;
         };
-        auto [d_ref, lse_ref, am_ref, in_ref] = run("reference");
-        auto [d_got, lse_got, am_got, in_got] = run("auto");
+        auto [d_ref, lse_ref, am_ref, in_ref] = run(Impl::reference);
+        auto [d_got, lse_got, am_got, in_got] = run(Impl::fused);
         CHECK(at::equal(d_got, d_ref));  // copies
         INFO("lse rel err " << test::rel_err(lse_got, lse_ref));
         CHECK(test::rel_err(lse_got, lse_ref) <= 1e-5);  // fp32 sums in another order
@@ -395,11 +400,11 @@ TEST_CASE("GPU: the fused RMSNorm backward (with a residual gradient) equals the
       auto xr = x.to(dtype).to(f32).to(dev).requires_grad_(),
            wr = w.to(dtype).to(f32).to(dev).requires_grad_();
       // The residual alias gets its own gradient, added to dx by the fused backward.
-      auto [yr, rr] = model::rms_norm_and_residual(xr, wr, 1e-6, "reference");
+      auto [yr, rr] = model::rms_norm_and_residual(xr, wr, 1e-6, Impl::reference);
       torch::autograd::backward({yr, rr},
                                 {dy.to(dtype).to(f32).to(dev), dres.to(dtype).to(f32).to(dev)});
       auto xg = x.to(dev, dtype).requires_grad_(), wg = w.to(dev, dtype).requires_grad_();
-      auto [yg, rg] = model::rms_norm_and_residual(xg, wg, 1e-6, "auto");
+      auto [yg, rg] = model::rms_norm_and_residual(xg, wg, 1e-6, Impl::fused);
       torch::autograd::backward({yg, rg}, {dy.to(dev, dtype), dres.to(dev, dtype)});
       INFO("y " << test::rel_err(yg, yr) << " dx " << test::rel_err(xg.grad(), xr.grad()) << " dw "
                 << test::rel_err(wg.grad(), wr.grad()));
@@ -431,17 +436,17 @@ TEST_CASE("GPU: the fused input norms (embedding rows by id, x in place) equal t
       auto dy = at::randn({rows, out}, gen, f32), dres = at::randn({rows, H}, gen, f32);
       // The reference table in fp32 on the rounded inputs, then the fused one in dtype; h's
       // residual alias carries a gradient of its own (added to dh inside the norm's backward).
-      auto run = [&](at::ScalarType dt, const char* kernel) {
+      auto run = [&](at::ScalarType dt, Impl impl) {
         auto on = [&](const at::Tensor& t) { return t.to(dtype).to(dev, dt); };
         auto hv = on(h).requires_grad_(), we = on(w_emb).requires_grad_(),
              wh = on(w_hidden).requires_grad_(), wv = on(w).requires_grad_();
-        auto [y, res] = model::input_projection_and_residual(on(embed), ids.to(dev), hv, we, wh,
-                                                             wv, 1e-6, {}, kernel);
+        auto [y, res] = model::input_projection_and_residual(on(embed), ids.to(dev), hv, we, wh, wv,
+                                                             1e-6, {}, impl, impl);
         torch::autograd::backward({y, res}, {on(dy), on(dres)});
         return std::vector<at::Tensor>{y, hv.grad(), we.grad(), wh.grad(), wv.grad()};
       };
-      auto want = run(at::kFloat, "reference");
-      auto got = run(dtype, "auto");
+      auto want = run(at::kFloat, Impl::reference);
+      auto got = run(dtype, Impl::fused);
       const char* names[] = {"y", "dh", "d w_emb", "d w_hidden", "dW"};
       for (size_t i = 0; i < want.size(); ++i) {
         INFO(names[i] << " rel err " << test::rel_err(got[i].to(at::kFloat), want[i]));
@@ -463,7 +468,8 @@ TEST_CASE("GPU: AdamW clips and steps like the CPU, and skips a non-finite step 
   cfg.max_grad_norm = 0.5;  // the random gradients' norm is ~9: every step clips
   at::Tensor a_cpu = at::randn({33, 17}, gen, f32), b_cpu = at::randn({40}, gen, f32);
   at::Tensor a_gpu = a_cpu.to(dev), b_gpu = b_cpu.to(dev);
-  train::AdamW on_cpu({{"a", &a_cpu}, {"b", &b_cpu}}, cfg), on_gpu({{"a", &a_gpu}, {"b", &b_gpu}}, cfg);
+  train::AdamW on_cpu({{"a", &a_cpu}, {"b", &b_cpu}}, cfg),
+      on_gpu({{"a", &a_gpu}, {"b", &b_gpu}}, cfg);
   for (int step = 1; step <= 3; ++step) {
     auto ga = at::randn({33, 17}, gen, f32), gb = at::randn({40}, gen, f32);
     if (step == 2) ga[0][0] = NAN;  // skipped by both
