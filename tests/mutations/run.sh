@@ -16,7 +16,8 @@ mutations=("$@")
 [ ${#mutations[@]} = 0 ] && mutations=(dp_sum no_accum_div)
 caught=0
 for m in "${mutations[@]}"; do
-  wt=$(mktemp -d /tmp/eaglet-mutant-XXXX)
+  mkdir -p "$src/../.mutants"  # under the checkout's parent: ccache's base_dir (if set there) shares objects
+  wt=$(mktemp -d "$src/../.mutants/eaglet-mutant-XXXX")
   git -C "$src" worktree add -q --detach "$wt" HEAD
   case $m in
     dp_sum) file=src/train/optimizer.cpp
