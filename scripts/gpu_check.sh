@@ -16,7 +16,7 @@ gpus=$(nvidia-smi -L | grep -c '^GPU')
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1
 echo "== GPU unit tests (bf16) =="
 build/tests/eaglet_tests "[gpu]" -s >"$log/gpu_unit.log" 2>&1
-grep -E "rel err|FAILED|test cases|assertions" "$log/gpu_unit.log" | grep -vE "^\s*$" | tail -${GPU_UNIT_LINES:-12}
+grep -E "rel err|FAILED|test cases|assertions|^skipped" "$log/gpu_unit.log" | grep -vE "^\s*$" | tail -${GPU_UNIT_LINES:-12}
 if [ "${SKIP_TOPO:-0}" != 1 ]; then
   echo "== NCCL collectives =="
   (cd build && ctest -L gpu -R nccl --output-on-failure 2>&1 | grep -E "ok |FAIL|Passed|Failed")

@@ -5,7 +5,10 @@
 #      kept (the GPU image), otherwise .venv is made with the CPU wheel torch==2.13.0;
 #   3. Mooncake's client for data.store=mooncake (the mooncake-transfer-engine-non-cuda wheel in that
 #      Python; its system libraries libibverbs1, libnuma1, libcurl4 come with step 1). Optional: a
-#      failure is a warning, and the mooncake test then skips itself (docs/MOONCAKE.md).
+#      failure is a warning, and the mooncake test then skips itself (docs/MOONCAKE.md);
+#   4. for a CPU build's cuda_compile test (scripts/check_cuda.sh): the cuBLAS/cuSPARSE/cuSOLVER/NCCL
+#      headers of NVIDIA's wheels in build/cuda_check, and clang where there is no nvcc. Optional: a
+#      failure is a warning, and that test then fails saying what it lacks.
 # Prints what it did; writes the chosen Python's path to .eaglet_python for the build scripts.
 # EAGLET_PYTHON=/path/to/python skips step 2's choice; EAGLET_NO_APT=1 skips apt.
 set -euo pipefail
@@ -21,6 +24,8 @@ declare -A need=(
   # loaded by the Mooncake wheel's store.so and mooncake_master (readelf -d: DT_NEEDED)
   [lib:libibverbs.so.1]=libibverbs1 [lib:libnuma.so.1]=libnuma1 [lib:libcurl.so.4]=libcurl4
 )
+# The CUDA compile check's other route where CUDA's nvcc is missing (scripts/check_cuda.sh).
+command -v nvcc >/dev/null 2>&1 || [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ] || need[clang++]=clang
 missing=()
 for what in "${!need[@]}"; do
   case $what in
@@ -94,3 +99,14 @@ else
   say "mooncake: installed $mooncake_pin into $py"
 fi
 say "LibTorch: torch $("$py" -c 'import torch; print(torch.__version__)') at $("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+
+# --- 4. headers for the CUDA compile check (optional) --------------------------------------------
+# Fetched once (about 1 GB of wheels downloaded, 2 MB of headers kept). A CUDA PyTorch means a CUDA
+# build, which compiles the CUDA code itself: nothing to fetch.
+if has_cuda_torch "$py"; then
+  say "cuda check: not needed (a CUDA build compiles the CUDA code itself)"
+elif out=$(EAGLET_PYTHON=$py scripts/check_cuda.sh --fetch 2>&1); then
+  say "cuda check: ${out##*check_cuda: }"
+else
+  say "WARNING: no headers for the CUDA compile check (${out##*$'\n'}); the cuda_compile test fails"
+fi

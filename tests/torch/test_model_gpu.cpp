@@ -1,4 +1,4 @@
-// GPU (bf16) checks, tagged [gpu]: they return early with a warning on machines without CUDA.
+// GPU (bf16) checks, tagged [gpu]: each fails without a CUDA device (main.cpp skips the run).
 // The fused kernels (flash, cuDNN) in the TTT merge against the reference kernel, and the whole
 // TTT step in bf16 against the fp32 CPU model on the same weights and data.
 #include <ATen/CPUGeneratorImpl.h>
@@ -36,10 +36,10 @@
 using namespace eaglet;
 
 namespace {
-bool no_cuda() {
-  if (cuda_device_count() > 0) return false;
-  WARN("no CUDA device: skipped");
-  return true;
+// Without a device a [gpu] case fails: none passes unrun. A run of [gpu] cases only exits 77
+// (skipped) before any case starts where no device is visible (tests/torch/main.cpp).
+void require_cuda() {
+  if (cuda_device_count() == 0) FAIL("no CUDA device: [gpu] cases need one (\"~[gpu]\": the rest)");
 }
 }  // namespace
 
@@ -47,7 +47,7 @@ TEST_CASE("GPU: the kernel tables pick eaglet's own CUDA kernels for bf16/fp16 o
           "[gpu]") {
   // Guards the "fused vs reference" tests below: were the fused entries never taken, they would
   // compare the reference with itself.
-  if (no_cuda()) return;
+  require_cuda();
   auto on = at::TensorOptions().device(c10::Device(c10::kCUDA, 0));
   auto bf16 = at::zeros({8}, on.dtype(at::kBFloat16)), f16 = at::zeros({8}, on.dtype(at::kHalf));
   const auto fused = Kernels::all(Impl::fused), reference = Kernels::all(Impl::reference);
@@ -62,7 +62,7 @@ TEST_CASE("GPU: the kernel tables pick eaglet's own CUDA kernels for bf16/fp16 o
 
 TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2",
           "[gpu][attention]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   for (int64_t d : {8, 64, 128}) {
     for (int64_t steps : {1, 3}) {
@@ -103,7 +103,7 @@ TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2"
 
 TEST_CASE("GPU bf16: the TTT unroll matches the fp32 CPU model (losses 2e-2, gradients 5e-2)",
           "[gpu][model]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   test::Problem p = test::make_problem(/*C=*/96, /*T=*/3, 2024);
   std::vector<double> weights{1.0, 0.8, 0.64};
@@ -125,7 +125,7 @@ TEST_CASE("GPU bf16: the TTT unroll matches the fp32 CPU model (losses 2e-2, gra
 
 TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same inputs",
           "[gpu][loss]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(5);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -157,7 +157,7 @@ TEST_CASE("GPU: the fused loss-rows kernel equals the ATen reference on the same
 
 TEST_CASE("GPU: the fused TTT diagonal kernels equal the ATen reference on the same inputs",
           "[gpu][attention]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(9);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -210,7 +210,7 @@ TEST_CASE("GPU: the fused TTT diagonal kernels equal the ATen reference on the s
 
 TEST_CASE("GPU: the fused RoPE kernel equals the fp32 reference on the same inputs",
           "[gpu][model]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(13);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -240,7 +240,7 @@ TEST_CASE("GPU: the fused RoPE kernel equals the fp32 reference on the same inpu
 }
 
 TEST_CASE("GPU: scaling by a device scalar in place equals the fp32 product", "[gpu][loss]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(17);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -259,7 +259,7 @@ TEST_CASE("GPU: scaling by a device scalar in place equals the fp32 product", "[
 
 TEST_CASE("GPU: the fused SwiGLU kernels equal the fp32 reference on the same inputs",
           "[gpu][model]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(19);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -289,7 +289,7 @@ TEST_CASE("GPU: the fused SwiGLU kernels equal the fp32 reference on the same in
 }
 
 TEST_CASE("GPU: the fused target-row lse and argmax equal the ATen reference", "[gpu][loss]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(23);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -313,7 +313,7 @@ TEST_CASE("GPU: the fused target-row lse and argmax equal the ATen reference", "
 }
 
 TEST_CASE("GPU: to_compute's backward widens the gradient to fp32 exactly", "[gpu][model]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(17);
   for (auto dtype : {at::kBFloat16, at::kHalf}) {
@@ -339,7 +339,7 @@ TEST_CASE("GPU: to_compute's backward widens the gradient to fp32 exactly", "[gp
 }
 
 TEST_CASE("GPU: the fused target side of a chunk equals the ATen reference", "[gpu][loss]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(29);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -383,7 +383,7 @@ TEST_CASE("GPU: the fused target side of a chunk equals the ATen reference", "[g
 
 TEST_CASE("GPU: the fused RMSNorm backward (with a residual gradient) equals the fp32 reference",
           "[gpu][model]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(37);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -418,7 +418,7 @@ TEST_CASE("GPU: the fused RMSNorm backward (with a residual gradient) equals the
 
 TEST_CASE("GPU: the fused input norms (embedding rows by id, x in place) equal the fp32 reference",
           "[gpu][model]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(41);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
@@ -459,7 +459,7 @@ TEST_CASE("GPU: the fused input norms (embedding rows by id, x in place) equal t
 
 TEST_CASE("GPU: AdamW clips and steps like the CPU, and skips a non-finite step on the device",
           "[gpu][train]") {
-  if (no_cuda()) return;
+  require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
   auto gen = at::detail::createCPUGenerator(43);
   auto f32 = at::TensorOptions().dtype(at::kFloat);
