@@ -92,32 +92,22 @@ Eagle3Weights init_weights(const DraftArchConfig& cfg, int64_t seed, c10::Device
 }
 
 namespace {
-// The trainable weights cast to the compute dtype once per unroll, not once per use: their
-// gradients sum over the T steps in the compute dtype (as under autocast) and reach the fp32
-// masters through one cast each. q, k and v as one [(nH + 2·nKV)·d, 2H] weight and gate and up
-// as one [2I, H]: one GEMM per step for each group (and one for its input's gradient).
+// The matrices cast to the compute dtype once per unroll, not once per use, each with the sum of
+// its gradient over its uses (fp32 for bf16/fp16, handed to the fp32 masters unrounded). q, k and
+// v as one [(nH + 2·nKV)·d, 2H] weight and gate and up as one [2I, H]: one GEMM per step for each
+// group (and one for its input's gradient). The norm weights stay fp32 masters, cast at each use.
 struct ComputeWeights {
-  Eagle3Weights w;
-  at::Tensor qkv, gate_up;
+  ComputeWeight fc, qkv, o_proj, gate_up, down_proj, lm_head;
 };
 
-ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt, Impl widen) {
-  ComputeWeights c;
-  auto from = w.trainable();
-  auto to = c.w.trainable();
-  for (size_t i = 0; i < from.size(); ++i) {
-    const auto& name = from[i].first;
-    if (name.find("q_proj") != std::string::npos || name.find("k_proj") != std::string::npos ||
-        name.find("v_proj") != std::string::npos || name.find("gate_proj") != std::string::npos ||
-        name.find("up_proj") != std::string::npos)
-      continue;  // cast into qkv and gate_up below
-    *to[i].second = to_compute(*from[i].second, dt, widen);
-  }
-  c.qkv = at::cat({to_compute(w.q_proj, dt, widen), to_compute(w.k_proj, dt, widen),
-                   to_compute(w.v_proj, dt, widen)});
-  c.gate_up = at::cat({to_compute(w.gate_proj, dt, widen), to_compute(w.up_proj, dt, widen)});
-  c.w.embed_tokens = w.embed_tokens;
-  return c;
+ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt, int64_t steps, int64_t runs,
+                        Impl widen) {
+  return {to_compute({w.fc}, dt, runs, widen),
+          to_compute({w.q_proj, w.k_proj, w.v_proj}, dt, steps, widen),
+          to_compute({w.o_proj}, dt, steps, widen),
+          to_compute({w.gate_proj, w.up_proj}, dt, steps, widen),
+          to_compute({w.down_proj}, dt, steps, widen),
+          to_compute({w.lm_head}, dt, 1, widen)};  // one use: the unroll's fused loss
 }
 }  // namespace
 
@@ -171,8 +161,7 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   const auto dt = opt.dtype;
   const Kernels& kn = opt.kernels;
 
-  const auto cw = in_dtype(w, dt, kn.widen);
-  const auto& c = cw.w;
+  const auto cw = in_dtype(w, dt, T, static_cast<int64_t>(in.runs.size()), kn.widen);
   // Target side of row i = lhs[i+1] (step k, position j uses row j+k), once for all steps.
   // (Across a run's end into the next run's rows is never read: step k reads rows up to n+k−1.)
   const int64_t rows = lhs.size(0);
@@ -195,20 +184,18 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   auto ids = in.tensors[1].clamp(0, cfg.vocab_size - 1);
   // Step 0's input fc(hs), run by run (what fc keeps for backward are views of hs, not a copy).
   std::vector<at::Tensor> fc_runs;
-  const WeightGrad fc_grad(static_cast<int64_t>(in.runs.size()));
   for (const auto& s : spans(0))
-    fc_runs.push_back(linear(hs.narrow(0, s.target, s.rows).to(dt), c.fc, fc_grad));
+    fc_runs.push_back(linear(hs.narrow(0, s.target, s.rows).to(dt), cw.fc.w, cw.fc.grad));
   auto h = fc_runs.size() == 1 ? fc_runs[0] : at::cat(fc_runs);
   std::vector<at::Tensor> ks, vs, sums;
-  FusedLoss loss(c.lm_head, opt.loss_chunk, kn.soft_ce_rows, kn.scale);
-  // The midlayer's weight gradients, summed over the T steps by their GEMMs (model/layers.h).
-  const WeightGrad qkv_grad(T), o_grad(T);
-  const MlpGrads mlp_grads{WeightGrad(T), WeightGrad(T)};
+  FusedLoss loss(cw.lm_head.w, opt.loss_chunk, cw.lm_head.grad, kn.soft_ce_rows, kn.scale);
+  // The midlayer's weight gradients are summed over the T steps by their GEMMs (model/layers.h).
+  const MlpGrads mlp_grads{cw.gate_up.grad, cw.down_proj.grad};
   at::Tensor total;
   for (int64_t k = 0; k < T; ++k) {
     auto [qkv_out, h_res] = input_projection_and_residual(
-        c.embed_tokens, take(ids, k + 1), h, c.input_layernorm, c.hidden_norm, cw.qkv, eps,
-        qkv_grad, kn.input_norms, kn.rms_norm);
+        w.embed_tokens, take(ids, k + 1), h, w.input_layernorm, w.hidden_norm, cw.qkv.w, eps,
+        cw.qkv.grad, kn.input_norms, kn.rms_norm);
     // q and k stay strided views (RoPE reads them so); v is copied out so the K/V cache does not
     // keep the whole buffer alive. Ulysses (U > 1): one all-to-all scatters the q, k and v heads
     // and gathers the ring chunk's sequence ([C·U, heads/U, d]).
@@ -222,13 +209,13 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
     auto a = attention::ttt_attention(q, ks, vs, opt.block0, scale, kn.ttt_diag);
     if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
     // Both residual adds happen in the GEMMs' epilogues.
-    auto h1 = linear(a.reshape({C, nH * d}), c.o_proj, o_grad, h_res);
+    auto h1 = linear(a.reshape({C, nH * d}), cw.o_proj.w, cw.o_proj.grad, h_res);
     // Each norm's input reaches its residual consumer through the norm (rms_norm_and_residual,
     // input_projection_and_residual for h): its two gradients are summed by the norm's backward.
-    auto [h1_n, h1_res] = rms_norm_and_residual(h1, c.post_norm, eps, kn.rms_norm);
-    auto out =
-        swiglu_mlp(h1_n, cw.gate_up, c.down_proj, opt.mlp_recompute, mlp_grads, h1_res, kn.swiglu);
-    auto [out_n, out_res] = rms_norm_and_residual(out, c.norm, eps, kn.rms_norm);
+    auto [h1_n, h1_res] = rms_norm_and_residual(h1, w.post_norm, eps, kn.rms_norm);
+    auto out = swiglu_mlp(h1_n, cw.gate_up.w, cw.down_proj.w, opt.mlp_recompute, mlp_grads, h1_res,
+                          kn.swiglu);
+    auto [out_n, out_res] = rms_norm_and_residual(out, w.norm, eps, kn.rms_norm);
     auto s = loss.step(out_n, targets, spans(k), take(mask_rows, k),
                        inv_counts[k] * opt.loss_weights[k], k == T - 1);
     // Connectivity (DESIGN §5): the fused loss is itself the hidden·0 term: its gradient in h

@@ -1,7 +1,8 @@
 // The Eagle3 draft (DESIGN §4): weights with SGLang names, kept as fp32 masters, and the
 // training-time-test (TTT) unroll over one rank's shard producing per-step loss sums.
-// Compute runs in a chosen dtype (bf16 on GPU, fp32 on CPU, fp64 for tests); the weights are
-// cast to it once per unroll, so gradients land on the fp32 masters.
+// Compute runs in a chosen dtype (bf16 on GPU, fp32 on CPU, fp64 for tests); the matrices are
+// cast to it once per unroll and their gradients summed over the steps in fp32 (model/layers.h,
+// WeightGrad), landing on the fp32 masters unrounded.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -26,6 +26,7 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "core/tensor_text.h"
@@ -55,12 +56,46 @@ void launch_rms_norm_rows(const void* src, const int64_t* ids, const void* w, fl
                           int64_t out_stride, int64_t rows, int H, bool bf16, cudaStream_t stream);
 #endif
 
-WeightGrad::WeightGrad(int64_t uses) : sum_({at::Tensor()}), count_({uses, 0}) {
+namespace {
+
+at::ScalarType accumulation_type(at::ScalarType t) {
+  return t == at::kBFloat16 || t == at::kHalf ? at::kFloat : t;
+}
+
+// out (+)= a · b with out in a's accumulation dtype (fp32 for bf16/fp16 a and b), rounded once
+// into out: on the GPU one cuBLAS GEMM with an fp32 C (β = 0 for the first product, 1 after, as
+// ATen's out_dtype overloads); on the CPU a and b widened first (correct, not fast).
+void add_product(at::Tensor out, const at::Tensor& a, const at::Tensor& b, bool first) {
+  const auto acc = out.scalar_type();
+  if (a.scalar_type() == acc) {
+    if (first)
+      at::mm_out(out, a, b);
+    else
+      out.addmm_(a, b);
+  } else if (a.is_cuda()) {
+    if (first)
+      at::mm_out(out, a, b, acc);
+    else
+      at::addmm_out(out, out, a, b, acc);
+  } else {
+    const auto aw = a.to(acc), bw = b.to(acc);
+    if (first)
+      at::mm_out(out, aw, bw);
+    else
+      out.addmm_(aw, bw);
+  }
+}
+
+}  // namespace
+
+WeightGrad::WeightGrad(int64_t uses, bool to_masters)
+    : sum_({at::Tensor()}), state_({uses, 0, to_masters ? 1 : 0}) {
   EAGLET_CHECK(uses >= 1, "a weight gradient summed over {} uses", uses);
 }
 
-WeightGrad::WeightGrad(c10::List<at::Tensor> sum, c10::List<int64_t> count)
-    : sum_(std::move(sum)), count_(std::move(count)) {}
+WeightGrad::WeightGrad(c10::List<at::Tensor> sum, c10::List<int64_t> state,
+                       c10::List<int64_t> written)
+    : sum_(std::move(sum)), state_(std::move(state)), written_(std::move(written)) {}
 
 void WeightGrad::add(const at::Tensor& dy, const at::Tensor& x, int64_t cols, int64_t col) {
   EAGLET_CHECK(dy.dim() == 2 && x.dim() == 2 && dy.size(0) == x.size(0) && col + x.size(1) <= cols,
@@ -68,73 +103,143 @@ void WeightGrad::add(const at::Tensor& dy, const at::Tensor& x, int64_t cols, in
                tensor_text(x), col, col + x.size(1), cols);
   at::Tensor sum = sum_.get(0);
   if (!sum.defined()) {
-    sum = at::empty({dy.size(1), cols}, dy.options());
+    sum = at::empty({dy.size(1), cols}, dy.options().dtype(accumulation_type(dy.scalar_type())));
     sum_.set(0, sum);
   }
-  auto block = sum.narrow(1, col, x.size(1));
-  if (count_.get(1) == 0)
-    at::mm_out(block, dy.t(), x);
-  else
-    block.addmm_(dy.t(), x);
+  EAGLET_CHECK(sum.size(0) == dy.size(1) && sum.size(1) == cols,
+               "weight gradient: dy {} for a sum of {}", tensor_text(dy), tensor_text(sum));
+  bool first = true;
+  for (size_t i = 0; i < written_.size(); ++i) first = first && written_.get(i) != col;
+  if (first) written_.push_back(col);
+  add_product(sum.narrow(1, col, x.size(1)), dy.t(), x, first);
 }
 
 at::Tensor WeightGrad::finish() {
-  const int64_t done = count_.get(1) + 1;
-  if (done < count_.get(0)) {
-    count_.set(1, done);
+  const int64_t done = state_.get(1) + 1;
+  if (done < state_.get(0)) {
+    state_.set(1, done);
     return {};
   }
-  count_.set(1, 0);  // a later backward pass starts a new sum
+  state_.set(1, 0);  // complete: a later backward pass starts a new sum
   at::Tensor sum = sum_.get(0);
-  sum_.set(0, at::Tensor());
+  if (state_.get(2) == 0) reset();  // plain: the sum leaves as the returned gradient
   return sum;
+}
+
+at::Tensor WeightGrad::returned(const at::Tensor& sum) const {
+  return state_.get(2) != 0 ? at::Tensor() : sum;
+}
+
+at::Tensor WeightGrad::take() {
+  EAGLET_CHECK(state_.get(1) == 0,
+               "a weight's cast ran its backward after {} of its {} uses' backward calls",
+               state_.get(1), state_.get(0));
+  at::Tensor sum = sum_.get(0);
+  reset();
+  return sum;
+}
+
+void WeightGrad::reset() {
+  sum_.set(0, at::Tensor());
+  written_.clear();
 }
 
 void WeightGrad::save(torch::autograd::AutogradContext* ctx, const std::string& key) const {
   ctx->saved_data[key + ".sum"] = sum_;
-  ctx->saved_data[key + ".count"] = count_;
+  ctx->saved_data[key + ".state"] = state_;
+  ctx->saved_data[key + ".written"] = written_;
 }
 
 WeightGrad WeightGrad::load(torch::autograd::AutogradContext* ctx, const std::string& key) {
   return {ctx->saved_data.at(key + ".sum").toTensorList(),
-          ctx->saved_data.at(key + ".count").toIntList()};
+          ctx->saved_data.at(key + ".state").toIntList(),
+          ctx->saved_data.at(key + ".written").toIntList()};
 }
 
 namespace {
 
+// A gradient that reached a compute copy as a tensor, in the masters' dtype `to`.
+at::Tensor widened(const at::Tensor& g, at::ScalarType to, bool fused) {
+#ifdef EAGLET_WITH_CUDA
+  if (fused && to == at::kFloat && g.is_contiguous() &&
+      (g.scalar_type() == at::kBFloat16 || g.scalar_type() == at::kHalf)) {
+    auto out = at::empty(g.sizes(), g.options().dtype(at::kFloat));
+    launch_widen(g.data_ptr(), out.data_ptr<float>(), g.numel(), g.scalar_type() == at::kBFloat16,
+                 stream_of(g));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return out;
+  }
+#endif
+  (void)fused;
+  return g.to(to);
+}
+
+// The masters stacked by rows and cast; backward: the WeightGrad's sum (plus any gradient that
+// reached the copy as a tensor), split by rows. The uses give the copy no gradient, so none is
+// materialised as zeros; autograd still runs this backward after every use's.
 struct ToCompute : torch::autograd::Function<ToCompute> {
-  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& w,
-                            at::ScalarType dt, bool fused) {
-    ctx->saved_data["dtype"] = static_cast<int64_t>(w.scalar_type());
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList masters,
+                            at::ScalarType dt, const WeightGrad& grad, bool fused) {
+    ctx->set_materialize_grads(false);
+    std::vector<int64_t> rows;
+    int64_t total = 0;
+    for (const auto& m : masters) {
+      rows.push_back(m.size(0));
+      total += m.size(0);
+    }
+    ctx->saved_data["rows"] = rows;
+    ctx->saved_data["dtype"] = static_cast<int64_t>(masters[0].scalar_type());
     ctx->saved_data["fused"] = fused;
-    return w.to(dt);
+    grad.save(ctx, "w");
+    if (masters.size() == 1) return masters[0].to(dt);
+    auto out = at::empty({total, masters[0].size(1)}, masters[0].options().dtype(dt));
+    int64_t row = 0;
+    for (const auto& m : masters) {
+      out.narrow(0, row, m.size(0)).copy_(m);
+      row += m.size(0);
+    }
+    return out;
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto to = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
-    const auto& g = grads[0];
-#ifdef EAGLET_WITH_CUDA
-    if (ctx->saved_data["fused"].toBool() && g.is_contiguous() &&
-        (g.scalar_type() == at::kBFloat16 || g.scalar_type() == at::kHalf)) {
-      auto out = at::empty(g.sizes(), g.options().dtype(at::kFloat));
-      launch_widen(g.data_ptr(), out.data_ptr<float>(), g.numel(), g.scalar_type() == at::kBFloat16,
-                   stream_of(g));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      return {out, at::Tensor(), at::Tensor()};
+    const auto rows = ctx->saved_data["rows"].toIntVector();
+    auto sum = WeightGrad::load(ctx, "w").take();
+    if (grads[0].defined()) {
+      auto g = widened(grads[0], to, ctx->saved_data["fused"].toBool());
+      sum = sum.defined() ? sum.add_(g) : g;
     }
-#endif
-    return {g.to(to), at::Tensor(), at::Tensor()};
+    torch::autograd::variable_list out(rows.size() + 3);
+    if (!sum.defined()) return out;
+    if (sum.scalar_type() != to) sum = sum.to(to);
+    int64_t row = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      out[i] = rows.size() == 1 ? sum : sum.narrow(0, row, rows[i]);
+      row += rows[i];
+    }
+    return out;
   }
 };
 
 }  // namespace
 
-at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, Impl widen) {
-  if (w.scalar_type() == dt) return w;
+ComputeWeight to_compute(at::TensorList masters, at::ScalarType dt, int64_t uses, Impl widen) {
+  EAGLET_CHECK(!masters.empty(), "to_compute: no weights");
+  for (const auto& m : masters)
+    EAGLET_CHECK(m.scalar_type() == masters[0].scalar_type() && m.device() == masters[0].device() &&
+                     (masters.size() == 1 || (m.dim() == 2 && m.size(1) == masters[0].size(1))),
+                 "to_compute: {} does not stack under {}", tensor_text(m), tensor_text(masters[0]));
+  const auto from = masters[0].scalar_type();
+  if (masters.size() == 1 && from == dt) return {masters[0], WeightGrad(uses)};
   // The fused entry runs on the gradient's side of the cast (dt: bf16/fp16 on the GPU).
   const bool fused =
-      use_fused(widen, w.device(), dt, "to_compute (widen)") && w.scalar_type() == at::kFloat;
-  return ToCompute::apply(w, dt, fused);
+      use_fused(widen, masters[0].device(), dt, "to_compute (widen)") && from == at::kFloat;
+  auto grad = WeightGrad::to_masters(uses);
+  return {ToCompute::apply(masters, dt, grad, fused), grad};
+}
+
+at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, Impl widen) {
+  return to_compute(at::TensorList(w), dt, 1, widen).w;
 }
 
 namespace {
@@ -237,7 +342,7 @@ struct Linear : torch::autograd::Function<Linear> {
     const auto& dy = grads[0];
     auto grad = WeightGrad::load(ctx, "w");
     grad.add(dy, x, w.size(1));
-    return {ctx->needs_input_grad(0) ? at::mm(dy, w) : at::Tensor(), grad.finish(),
+    return {ctx->needs_input_grad(0) ? at::mm(dy, w) : at::Tensor(), grad.returned(grad.finish()),
             ctx->saved_data["residual"].toBool() ? dy : at::Tensor(), at::Tensor()};
   }
 };
@@ -350,7 +455,7 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
     auto grad = WeightGrad::load(ctx, "w");
     grad.add(dy, x_hat, 2 * H, 0);
     grad.add(dy, h_n.detach(), 2 * H, H);
-    auto dw = grad.finish();  // [G | dW_hidden], summed over the uses
+    auto dw = grad.finish();  // [G | dW_hidden], summed over the uses (fp32 for bf16/fp16)
     at::Tensor d_w_emb;
     if (dw.defined()) {
       auto g = dw.narrow(1, 0, H);
@@ -365,8 +470,8 @@ struct InputProjection : torch::autograd::Function<InputProjection> {
                                             {at::mm(dy, w.narrow(1, H, H)), dres})
                     : torch::autograd::grad({h_n}, {h, w_hidden}, {at::mm(dy, w.narrow(1, H, H))});
     if (!alias) dh[0] = dh[0] + dres;
-    return {at::Tensor(), at::Tensor(), dh[0],        d_w_emb,      dh[1],
-            dw,           at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {at::Tensor(),      at::Tensor(), dh[0],        d_w_emb,      dh[1],
+            grad.returned(dw), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 

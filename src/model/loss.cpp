@@ -21,15 +21,12 @@ at::ScalarType acc_type(const at::Tensor& h) {
 
 struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
   // Returns [weight·loss_sum, loss_sum, correct]; only the first is differentiable (in h
-  // and lm_head). dW goes into *dw_sum; the `last` step keeps the sum for its backward.
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
-                                                const at::Tensor& h, const at::Tensor& lm_head,
-                                                const at::Tensor& logits, const at::Tensor& lse,
-                                                const at::Tensor& target_argmax,
-                                                const at::Tensor& mask, const at::Tensor& weight,
-                                                const std::vector<RowSpan>& spans, int64_t chunk,
-                                                bool with_grads, at::Tensor* dw_sum, bool last,
-                                                Impl rows_impl, Impl scale_impl) {
+  // and lm_head). dW goes into `grad`; the `last` step's backward scales the sum.
+  static torch::autograd::variable_list forward(
+      torch::autograd::AutogradContext* ctx, const at::Tensor& h, const at::Tensor& lm_head,
+      const at::Tensor& logits, const at::Tensor& lse, const at::Tensor& target_argmax,
+      const at::Tensor& mask, const at::Tensor& weight, const std::vector<RowSpan>& spans,
+      int64_t chunk, bool with_grads, WeightGrad grad, bool last, Impl rows_impl, Impl scale_impl) {
     const auto acc = acc_type(h);
     const auto w = lm_head.to(h.scalar_type());
     const auto m = mask.to(acc).contiguous();
@@ -52,18 +49,15 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
         if (!with_grads) continue;  // evaluation: the loss only
         auto dh_rows = dh.narrow(0, at_h, len);
         at::mm_out(dh_rows, z, w);
-        // Σ over chunks and steps: cuBLAS adds each product to the sum in fp32, one rounding each.
-        if (dw_sum->defined())
-          dw_sum->addmm_(z.t(), hc);
-        else
-          *dw_sum = at::mm(z.t(), hc);
+        // Σ over chunks and steps in fp32 (for bf16/fp16): cuBLAS adds each product to the sum.
+        grad.add(z, hc, w.size(1));
       }
       row += span.rows;
     }
     EAGLET_CHECK(row == h.size(0), "fused loss: spans of {} rows for h of {}", row, h.size(0));
     ctx->saved_data["dh"] = dh;
-    ctx->saved_data["dw"] = last && with_grads ? *dw_sum : at::Tensor();
-    ctx->saved_data["w_dtype"] = static_cast<int64_t>(lm_head.scalar_type());
+    ctx->saved_data["last"] = last && with_grads;
+    grad.save(ctx, "w");
     ctx->saved_data["scale"] = static_cast<int64_t>(scale_impl);
     ctx->mark_non_differentiable({loss, correct});
     return {loss * wt, loss, correct};
@@ -73,15 +67,20 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
                                                  torch::autograd::variable_list grads) {
     EAGLET_CHECK(ctx->saved_data.count("dh") == 1,
                  "the fused loss's backward runs once (retain_graph is not supported)");
-    auto dh = ctx->saved_data["dh"].toTensor(), dw = ctx->saved_data["dw"].toTensor();
-    const auto w_dtype = static_cast<at::ScalarType>(ctx->saved_data["w_dtype"].toInt());
+    auto dh = ctx->saved_data["dh"].toTensor();
+    const bool last = ctx->saved_data["last"].toBool();
+    auto grad = WeightGrad::load(ctx, "w");
     const auto scale = static_cast<Impl>(ctx->saved_data["scale"].toInt());
-    ctx->saved_data.clear();  // dh and dw are ours now: scaled in place, freed after use
+    ctx->saved_data.clear();                   // dh is ours now: scaled in place, freed after use
     const auto g = grads[0].to(acc_type(dh));  // scalar; products in fp32, one rounding
     scale_in_place(dh, g, scale);
-    if (dw.defined()) {
-      scale_in_place(dw, g, scale);
-      dw = dw.to(w_dtype);
+    at::Tensor dw;
+    if (last) {
+      dw = grad.finish();  // the sum over every step (the loss's one use of lm_head)
+      // In place in its own dtype (fp32 for bf16/fp16: ATen's, the fused scale is bf16/fp16).
+      if (dw.defined())
+        scale_in_place(dw, g, dw.scalar_type() == dh.scalar_type() ? scale : Impl::reference);
+      dw = grad.returned(dw);
     }
     return {dh,           dw,           at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
@@ -116,8 +115,12 @@ TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
   return t;
 }
 
-FusedLoss::FusedLoss(at::Tensor lm_head, int64_t chunk, Impl rows, Impl scale)
-    : lm_head_(std::move(lm_head)), chunk_(chunk), rows_(rows), scale_(scale) {
+FusedLoss::FusedLoss(at::Tensor lm_head, int64_t chunk, WeightGrad grad, Impl rows, Impl scale)
+    : lm_head_(std::move(lm_head)),
+      chunk_(chunk),
+      grad_(std::move(grad)),
+      rows_(rows),
+      scale_(scale) {
   EAGLET_CHECK(chunk_ >= 1, "loss chunk {} must be positive", chunk_);
 }
 
@@ -128,8 +131,7 @@ LossSums FusedLoss::step(const at::Tensor& h, const TargetRows& target,
   const bool with_grads =
       at::GradMode::is_enabled() && (h.requires_grad() || lm_head_.requires_grad());
   auto r = FusedSoftCe::apply(h, lm_head_, target.logits, target.lse, target.argmax, mask, weight,
-                              spans, chunk_, with_grads, &dw_sum_, last, rows_, scale_);
-  if (last) dw_sum_ = at::Tensor();  // the last step's backward holds the sum now
+                              spans, chunk_, with_grads, grad_, last, rows_, scale_);
   return {r[0], r[1], r[2]};
 }
 

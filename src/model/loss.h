@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/kernels.h"
+#include "model/layers.h"
 
 namespace eaglet::model {
 
@@ -46,15 +47,17 @@ struct RowSpan {
 };
 
 // The draft side of one unroll's losses, one step at a time. Every step's dW = dzᵀ·h is added,
-// already weighted, into one [Vd, H] sum kept by the unroll (one buffer instead of one per step;
-// the sum over steps is the GEMMs' own accumulation), and the last step's backward returns it.
+// already weighted, into lm_head's WeightGrad (model/layers.h: one [Vd, H] buffer for the unroll,
+// fp32 for a bf16/fp16 h; the sum over chunks and steps is the GEMMs' own accumulation), and the
+// last step's backward scales it by the upstream gradient: one use of the WeightGrad, whose sum
+// reaches the fp32 master through to_compute's backward (or is returned, for a plain lm_head).
 // That is exact because the weighted losses are differentiated only through their sum (ttt_forward
 // returns nothing else differentiable), which hands every step the same upstream gradient.
 class FusedLoss {
  public:
-  // lm_head [Vd, H] (cast to h's dtype inside, dW returned in lm_head's dtype). `rows` and
+  // lm_head [Vd, H] (cast to h's dtype inside) and where its gradient goes (one use). `rows` and
   // `scale`: Kernels::soft_ce_rows and Kernels::scale (model/soft_ce_rows.h).
-  FusedLoss(at::Tensor lm_head, int64_t chunk, Impl rows = Impl::reference,
+  FusedLoss(at::Tensor lm_head, int64_t chunk, WeightGrad grad = {}, Impl rows = Impl::reference,
             Impl scale = Impl::reference);
   // h [N, H] (normed, compute dtype); its rows pair with the target rows of `spans` in order
   // (Σ rows = N); mask [N] (0/1), weight: a scalar tensor on h's device (the step's factor in the
@@ -65,8 +68,8 @@ class FusedLoss {
  private:
   at::Tensor lm_head_;
   int64_t chunk_;
+  WeightGrad grad_;  // Σ over the steps so far of weight · dW
   Impl rows_, scale_;
-  at::Tensor dw_sum_;  // Σ over the steps so far of weight · dW, compute dtype
 };
 
 }  // namespace eaglet::model

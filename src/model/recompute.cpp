@@ -67,9 +67,12 @@ struct SwigluMlp : torch::autograd::Function<SwigluMlp> {
     auto dab = swiglu_rows_backward(at::mm(dy, d), ab, impl, p.defined() ? nullptr : &p);
     d_down.add(dy, p, d.size(1));
     d_gate_up.add(dab, n, gu.size(1));
-    return {at::mm(dab, gu), d_gate_up.finish(),
-            d_down.finish(), ctx->saved_data["residual"].toBool() ? dy : at::Tensor(),
-            at::Tensor(),    at::Tensor(),
+    return {at::mm(dab, gu),
+            d_gate_up.returned(d_gate_up.finish()),
+            d_down.returned(d_down.finish()),
+            ctx->saved_data["residual"].toBool() ? dy : at::Tensor(),
+            at::Tensor(),
+            at::Tensor(),
             at::Tensor()};
   }
 };

@@ -413,3 +413,67 @@ TEST_CASE("kernel table: a row per kernel, reference by default, fused where it 
   CHECK(error_of([&] { ttt_forward(p.w, p.cfg, p.target, p.in, opt); }).find("fused kernel") !=
         std::string::npos);
 }
+
+TEST_CASE("weight gradients: bf16 uses summed in fp32, the fp32 masters get the sum unrounded",
+          "[model]") {
+  // 64 uses of one bf16 compute copy of two stacked masters (as q|k|v): the products of bf16
+  // dy and x are exact in fp32, so the only error left is the fp32 summation (rel ~1e-7); summed
+  // in bf16 (one rounding per use) it would be ~1e-3.
+  auto gen = at::detail::createCPUGenerator(31);
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const int64_t uses = 64, rows = 32, in = 16;
+  auto a = at::randn({24, in}, gen, f32).set_requires_grad(true);
+  auto b = at::randn({8, in}, gen, f32).set_requires_grad(true);
+  auto cw = to_compute({a, b}, at::kBFloat16, uses);
+  REQUIRE(cw.w.scalar_type() == at::kBFloat16);
+  at::Tensor loss, want = at::zeros({32, in}, f32.dtype(at::kDouble));
+  for (int64_t i = 0; i < uses; ++i) {
+    auto x = at::randn({rows, in}, gen, f32).to(at::kBFloat16);
+    auto probe = at::randn({rows, 32}, gen, f32).to(at::kBFloat16);  // dy, exact in bf16
+    auto y = linear(x, cw.w, cw.grad);
+    auto term = (y.to(at::kFloat) * probe.to(at::kFloat)).sum();
+    loss = loss.defined() ? loss + term : term;
+    want += at::matmul(probe.t().to(at::kDouble), x.to(at::kDouble));
+  }
+  loss.backward();
+  REQUIRE(a.grad().scalar_type() == at::kFloat);
+  INFO("rel err " << rel_err(a.grad(), want.narrow(0, 0, 24)) << ", "
+                  << rel_err(b.grad(), want.narrow(0, 24, 8)));
+  const double tol = 1e-5;  // fp32 accumulation of exact products
+  CHECK(rel_err(a.grad(), want.narrow(0, 0, 24)) <= tol);
+  CHECK(rel_err(b.grad(), want.narrow(0, 24, 8)) <= tol);
+
+  // The buffer itself: two column blocks per use (as the input projection's), several adds to a
+  // block within one use (as the loss's chunks); only the last use gets the sum.
+  WeightGrad g(3);
+  auto sum_want = at::zeros({5, 2 * in}, f32.dtype(at::kDouble));
+  for (int use = 0; use < 3; ++use) {
+    for (int chunk = 0; chunk < 2; ++chunk) {
+      auto dy = at::randn({rows, 5}, gen, f32).to(at::kBFloat16);
+      auto x = at::randn({rows, 2 * in}, gen, f32).to(at::kBFloat16);
+      g.add(dy, x.narrow(1, 0, in), 2 * in, 0);
+      g.add(dy, x.narrow(1, in, in), 2 * in, in);
+      sum_want += at::matmul(dy.t().to(at::kDouble), x.to(at::kDouble));
+    }
+    auto sum = g.finish();
+    CHECK(sum.defined() == (use == 2));
+    if (!sum.defined()) continue;
+    CHECK(sum.scalar_type() == at::kFloat);
+    INFO("buffer rel err " << rel_err(sum, sum_want));
+    CHECK(rel_err(sum, sum_want) <= tol);
+    CHECK(g.returned(sum).is_same(sum));  // a plain weight: the last use returns the sum
+  }
+}
+
+TEST_CASE("bf16 unroll on the CPU: fp32 gradients on every master, near the fp32 model's",
+          "[model]") {
+  Problem p = make_problem(/*C=*/16, /*T=*/3, 4242);
+  std::vector<double> weights{1.0, 0.8, 0.64};
+  auto ref = run_model(p, "reference", at::kFloat, 5, weights);
+  auto got = run_model(p, "reference", at::kBFloat16, 5, weights);
+  for (auto& [name, g] : ref.grads) {
+    INFO(name << " rel err " << rel_err(got.grads[name], g));
+    CHECK(got.grads[name].scalar_type() == at::kFloat);
+    CHECK(rel_err(got.grads[name], g) <= 5e-2);  // bf16 activations (as the GPU test's bound)
+  }
+}
