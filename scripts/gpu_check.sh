@@ -4,8 +4,8 @@
 # allow. Prints a summary table; logs go to ${OUT:-/tmp}/gpu_check.
 # Environment: SKIP_TOPO=1 (no NCCL collective tests), LAYOUTS="2x2 4x1" (verify-usp layouts U x R;
 # empty for none; a layout with more ranks than GPUs runs with runtime.collectives=host, ranks
-# sharing GPUs, unless HOST=0), KERNELS, SEQ, T, BENCH_SEQS, TRAIN=1 (a short training run on up to
-# 2 GPUs).
+# sharing GPUs, unless HOST=0; UxRxD adds D data-parallel replicas), KERNELS, SEQ, T, VERIFY_ARGS
+# (more verify-usp arguments), BENCH_SEQS, TRAIN=1 (a short training run on up to 2 GPUs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0
@@ -28,8 +28,9 @@ model=(--set model.config.hidden_size=1024 --set model.config.num_attention_head
        --set model.config.intermediate_size=2048 --set model.config.vocab_size=4000
        --set model.config.draft_vocab_size=2000 --set model.config.target_hidden_size=1024
        --set training.ttt_length=${T:-3} --set runtime.device=cuda --set data.max_seq_length=100000)
-for layout in ${LAYOUTS-2x1 1x2 2x2 4x1}; do  # LAYOUTS= (empty): none
-  u=${layout%x*} r=${layout#*x} np=$((${layout%x*} * ${layout#*x}))
+for layout in ${LAYOUTS-2x1 1x2 2x2 4x1}; do  # LAYOUTS= (empty): none; UxR or UxRxD (D replicas)
+  IFS=x read -r u r dp <<<"$layout"
+  dp=${dp:-1} np=$((u * r * dp))
   # More ranks than GPUs: the ranks share them and exchange through host memory (the CUDA
   # kernels and the layout's maths as on np GPUs; only the transport differs). HOST=0 skips.
   comm=(--set runtime.collectives=auto) how="$np GPUs"
@@ -40,8 +41,10 @@ for layout in ${LAYOUTS-2x1 1x2 2x2 4x1}; do  # LAYOUTS= (empty): none
   for attn in ${KERNELS:-auto}; do
     out=$(timeout 300 scripts/mpirun.sh -np "$np" build/eaglet verify-usp --config configs/demo.yaml "${model[@]}" \
       --set parallel.ulysses="$u" --set parallel.ring="$r" --set model.attention="$attn" "${comm[@]}" \
-      --set output_dir="$log/usp_$layout" --seq ${SEQ:-4001} 2>&1)
-    echo "U x R = $u x $r ($how, attention $attn): $(echo "$out" | grep -E '^verify-usp:' || echo "$out" | tail -3)"
+      --set output_dir="$log/usp_$layout" --seq ${SEQ:-4001} ${VERIFY_ARGS:-} 2>&1)
+    echo "$out" >"$log/usp_$layout.log"
+    echo "U x R x D = $u x $r x $dp ($how, attention $attn): $(echo "$out" | grep -E '^verify-usp:' || echo "$out" | tail -3)"
+    echo "    $(echo "$out" | grep -oE 'worst gradient .*' | head -1)"
   done
 done
 
