@@ -16,8 +16,8 @@ Command verify_usp_command() {
   opts.push_back({"--seed", "N", "seed of the synthetic sample (default 1)"});
   opts.push_back(
       {"--tol", "X",
-       "tolerance for losses, gradients and row-normalised errors (default fp32 1e-5; bf16 "
-       "2e-2 losses, 3e-2 gradients, 1e-1 rows)"});
+       "tolerance for losses, gradients and row-normalised errors (default fp32 1e-5, rows "
+       "1e-4; bf16 2e-2 losses, 3e-2 gradients, 1e-1 rows)"});
   opts.push_back(
       {"--loss-in-last-shard", "", "put every loss token in the last shard (others have none)"});
   return {

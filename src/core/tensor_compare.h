@@ -9,7 +9,7 @@
 //             round-off in near-zero rows, which follows the summands' size, from counting)
 // A check passes when max_norm is within its tolerance and row within its row tolerance (the same
 // number in fp32; looser in bf16, where a row's sum of bf16-rounded products carries noise of a
-// few 2^-8 of that row's own scale: verify-usp declares 1e-1 there).
+// few 2^-8 of that row's own scale: verify-usp declares 1e-4 in fp32 against fp64, 1e-1 in bf16).
 #pragma once
 
 #include <ATen/TensorOperators.h>

@@ -99,7 +99,9 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
   const bool fp32 = dtype == at::kFloat || dtype == at::kDouble;
   r.tol_loss = opt.tol_loss > 0 ? opt.tol_loss : (fp32 ? 1e-5 : 2e-2);
   r.tol_grad = opt.tol_grad > 0 ? opt.tol_grad : (fp32 ? 1e-5 : 3e-2);
-  r.tol_row = opt.tol_row > 0 ? opt.tol_row : (fp32 ? 1e-5 : 1e-1);
+  // Per row: fp32 round-off against the fp64 reference reaches ~1.5e-5 in rows of small entries
+  // (8 ranks, every loss token in the last shard); a wrong region is off by far more.
+  r.tol_row = opt.tol_row > 0 ? opt.tol_row : (fp32 ? 1e-4 : 1e-1);
   auto errors = at::zeros({6}, at::TensorOptions().dtype(at::kDouble));
   if (groups.world_rank() == 0) {
     auto w64 = model::fp64_leaves(weights);

@@ -279,7 +279,7 @@ Case fused_loss_case() {
     const auto& k = run.kernels;
     auto targets = model::target_rows(in[0], in[1], in[2], model::draft_order(in[2]), in[3], chunk,
                                       run.dtype, k.target_rows);
-    model::FusedLoss loss(in[6], chunk, k.soft_ce_rows, k.scale);
+    model::FusedLoss loss(in[6], chunk, model::WeightGrad{}, k.soft_ce_rows, k.scale);
     auto s0 = loss.step(in[4], targets, spans(0), in[7], in[9], /*last=*/false);
     auto s1 = loss.step(in[5], targets, spans(1), in[8], in[10], /*last=*/true);
     return Tensors{s0.weighted + s1.weighted,
