@@ -5,6 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/abs.h>
+#include <ATen/ops/arange.h>
 #include <ATen/ops/argmax.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/eq.h>
@@ -452,4 +453,41 @@ TEST_CASE("synthesize writes samples, manifest and a loadable target folder", "[
         REQUIRE(store.size(spec.key) == spec.bytes);
       }
   }
+}
+
+TEST_CASE("read_shard_ids: the ids object in the manifest's dtype (int32, int64), errors name it",
+          "[data]") {
+  TempDir dir{"ids"};
+  DirStore store{dir / "store"};
+  const int64_t S = 11, P = 2, T = 2;
+  const auto g = shard_geometry(S, S, P, T);
+  ManifestEntry e;
+  e.key = "k";
+  e.seq_len = S;
+  e.hidden_size = 4;
+  e.sp_size = P;
+  e.ttt_length = T;
+  e.max_seq_length = S;
+  auto want = at::arange(100, 100 + g.local_len, at::TensorOptions().dtype(at::kLong));
+  for (auto dtype : {at::kInt, at::kLong}) {
+    e.ids_dtype = dtype == at::kInt ? "int32" : "int64";
+    auto stored = want.to(dtype).contiguous();
+    store.put(object_key("k", 1, ShardObject::ids), stored.data_ptr(),
+              stored.numel() * stored.element_size());
+    auto ids = read_shard_ids(store, e, g, 1, "vocabulary count");
+    CHECK(ids.scalar_type() == at::kLong);
+    CHECK(same(ids, want));  // exact: the values, not the bytes, of the stored dtype
+  }
+  // Stored as int64 but declared int32: a size mismatch naming the key, dtype and both sizes.
+  auto err = error_of([&] {
+    e.ids_dtype = "int32";
+    auto wide = want.contiguous();
+    store.put(object_key("k", 1, ShardObject::ids), wide.data_ptr(), wide.numel() * 8);
+    (void)read_shard_ids(store, e, g, 1, "vocabulary count");
+  });
+  CHECK(err.find("vocabulary count: object k_usp1_ids (int32") != std::string::npos);
+  CHECK(err.find(std::to_string(g.local_len * 4) + " bytes") != std::string::npos);
+  CHECK(error_of([&] {
+          (void)read_shard_ids(store, e, g, 0, "vocabulary count");
+        }).find("no value") != std::string::npos);
 }
