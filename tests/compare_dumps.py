@@ -3,7 +3,7 @@
 --dump-grads DIR` wrote (every tensor), and the per-step loss, loss_ttt[] and grad_norm of their
 metrics.jsonl. Each gradient tensor is judged by two errors, both within the tolerance:
   max-normalised  max|a - b| / max|b|
-  row-normalised  max over rows r of max|a_r - b_r| / max(max|b_r|, rms(b))
+  row-normalised  max over rows r of max|a_r - b_r| / max(max|b_r|, median_r max|b_r|)
 (the second catches a wrong region smaller than tol x the largest entry; NMSE is printed too).
 Scalars: |a - b| / max(|b|, 1e-12). Prints one line per step; exit 1 on any mismatch.
 usage: compare_dumps.py RUN_A RUN_B --tol TOL   (each RUN: an output_dir with grads/ inside)"""
@@ -21,7 +21,9 @@ def tensor_errors(a, b):
     d, m = np.abs(a - b), np.abs(b)
     scale = max(m.max(), 1e-300)
     rows = (lambda x: x.reshape(x.shape[0], -1)) if a.ndim >= 2 else (lambda x: x.reshape(-1, 1))
-    row = (rows(d).max(axis=1) / np.maximum(rows(m).max(axis=1), max(np.sqrt((b * b).mean()), 1e-300))).max()
+    scale_r = rows(m).max(axis=1)
+    floor = max(np.sort(scale_r)[(len(scale_r) - 1) // 2], 1e-300)  # torch's median: the lower middle
+    row = (rows(d).max(axis=1) / np.maximum(scale_r, floor)).max()
     nmse = (d * d).sum() / max((b * b).sum(), 1e-300)
     return d.max() / scale, row, nmse
 
