@@ -24,7 +24,8 @@ Command verify_usp_command() {
       "verify-usp",
       "run D x grad_accum synthetic samples through the training step of this config (layout, "
       "kernels, accumulation, gradient sync) and compare every loss and gradient with an fp64 "
-      "dense reference on one rank (last line: verify-usp: ... PASS or FAIL)",
+      "dense reference on one rank (bf16: with the same step on one rank in bf16, and with fp64 "
+      "for gross errors) (last line: verify-usp: ... PASS or FAIL)",
       opts, [](const ParsedArgs& args) {
         return run_distributed(args, "verify-usp", [&](Session& s) {
           train::VerifyOptions o;
@@ -34,10 +35,10 @@ Command verify_usp_command() {
           o.loss_in_last_shard = args.has("--loss-in-last-shard");
           auto r = train::verify_usp(s.config, *s.groups, o);
           spdlog::info(
-              "verify-usp: {} samples; tolerance loss {:g}, gradients {:g}, rows {:g}; losses {}; "
-              "worst gradient {} {}",
-              r.samples, r.tol_loss, r.tol_grad, r.tol_row, r.loss.text(), r.worst_grad,
-              r.grad.text());
+              "verify-usp: {} samples against {}; tolerance loss {:g}, gradients {:g}, rows {:g}; "
+              "losses {}; worst gradient {} {}; against the fp64 reference: {} (tolerance {:g})",
+              r.samples, r.against, r.tol_loss, r.tol_grad, r.tol_row, r.loss.text(), r.worst_grad,
+              r.grad.text(), r.fp64.text(), r.tol_fp64);
           if (s.env.rank() == 0)
             std::cout << fmt::format("verify-usp: max_rel_loss={:.3e} max_rel_grad={:.3e} {}\n",
                                      r.max_rel_loss, r.max_rel_grad, r.pass ? "PASS" : "FAIL")

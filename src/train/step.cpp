@@ -1,6 +1,8 @@
 // The training step's assembly: config -> dtype, device, kernels, TTT options, gradient sync.
 #include "train/step.h"
 
+#include <utility>
+
 #include <spdlog/spdlog.h>
 #include "attention/ring.h"
 
@@ -18,20 +20,23 @@ at::ScalarType compute_dtype(const std::string& name, c10::Device device) {
   return device.is_cuda() ? at::kBFloat16 : at::kFloat;
 }
 
-TrainStep::TrainStep(const Config& cfg, const ProcessGroups& groups)
+TrainStep::TrainStep(const Config& cfg, const ProcessGroups& groups, Scope scope)
     : groups_(groups),
       arch_(cfg.model.config),
       device_(groups.device()),
       dtype_(compute_dtype(cfg.runtime.dtype, groups.device())),
       attention_(&attention::local_kernel(cfg.model.attention, groups.device(), dtype_)),
       grad_accum_(cfg.training.grad_accum),
-      dp_size_(groups.layout().dp()) {
-  const auto& layout = groups.layout();
+      dp_size_(groups.layout().dp()),
+      single_rank_(scope == Scope::single_rank) {
+  // One rank alone: a 1 x 1 layout, and the D replicas' micro-batches accumulated here.
+  const Layout layout = single_rank_ ? Layout{1, 1, 1} : groups.layout();
+  if (single_rank_) grad_accum_ *= std::exchange(dp_size_, 1);
   EAGLET_CHECK(grad_accum_ >= 1, "training.grad_accum {} must be at least 1", grad_accum_);
   ttt_.ttt_length = cfg.training.ttt_length;
   ttt_.dtype = dtype_;
-  ttt_.ulysses = &groups.group(GroupKind::ulysses);
-  ttt_.sp = &groups.group(GroupKind::sp);
+  ttt_.ulysses = single_rank_ ? nullptr : &groups.group(GroupKind::ulysses);
+  ttt_.sp = single_rank_ ? nullptr : &groups.group(GroupKind::sp);
   // Block 0: the local kernel on one ring rank, the ring over several; the zigzag layout (rows
   // moved once per sample, attention/ring.h) is decided here and nowhere else.
   const auto balance = attention::ring_balance(cfg.parallel.ring_balance, layout.ulysses);
@@ -47,6 +52,7 @@ TrainStep::TrainStep(const Config& cfg, const ProcessGroups& groups)
   ttt_.mlp_recompute = cfg.model.recompute_mlp      ? model::MlpRecompute::full
                        : cfg.model.recompute_swiglu ? model::MlpRecompute::swiglu
                                                     : model::MlpRecompute::none;
+  if (single_rank_) return;  // the reference copy of a check: logged once, by its layout's step
   spdlog::info("step: {} on {}, attention {}, MLP keeps {}, {}; kernels {}", c10::toString(dtype_),
                device_.str(), attention_->name,
                cfg.model.recompute_mlp      ? "nothing (full recompute)"
@@ -70,7 +76,7 @@ model::Objective TrainStep::micro_batch(const model::Eagle3Weights& w,
 }
 
 void TrainStep::sync_gradients(AdamW& optimizer) const {
-  optimizer.sync_gradients(&groups_.group(GroupKind::world), dp_size_);
+  optimizer.sync_gradients(single_rank_ ? nullptr : &groups_.group(GroupKind::world), dp_size_);
 }
 
 }  // namespace eaglet::train

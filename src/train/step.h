@@ -24,8 +24,12 @@ at::ScalarType compute_dtype(const std::string& name, c10::Device device);
 
 class TrainStep {
  public:
+  // layout: the run's U x R x D. single_rank: the same step (dtype, kernels, recomputation, loss
+  // chunk, weights) on this rank alone, as a 1 x 1 run accumulating all D x grad_accum
+  // micro-batches: what verify-usp compares a layout with in the compute dtype (DESIGN §5).
+  enum class Scope { layout, single_rank };
   // Every choice is made here, once; the groups must outlive the step.
-  TrainStep(const Config& cfg, const ProcessGroups& groups);
+  TrainStep(const Config& cfg, const ProcessGroups& groups, Scope scope = Scope::layout);
 
   c10::Device device() const { return device_; }
   at::ScalarType dtype() const { return dtype_; }
@@ -55,6 +59,7 @@ class TrainStep {
   const attention::LocalKernel* attention_;
   model::TttOptions ttt_;
   int64_t grad_accum_ = 1, dp_size_ = 1;
+  bool single_rank_ = false;
 };
 
 }  // namespace eaglet::train

@@ -93,17 +93,25 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
   // Every replica's losses on every rank (each DP group holds one rank per replica).
   groups.host_group(GroupKind::dp).all_reduce(losses, ReduceOp::sum);
 
-  // Reference on world rank 0: the fp64 dense unroll of every whole sample with the same
-  // weights, the objective averaged over the N samples as the step's normalisation says.
+  // On world rank 0: the fp64 dense unroll of every whole sample with the same weights, the
+  // objective averaged over the N samples as the step's normalisation says. fp32 is judged
+  // against it. bf16 carries its own rounding (a few 1e-2 of a gradient's scale against fp64 on
+  // realistic shapes), so bf16 is judged, as DESIGN §5 defines, against the same step on one rank
+  // in bf16 (TrainStep::Scope::single_rank: the same kernels and roundings, all N samples
+  // accumulated), and against fp64 only for gross errors (max-normalised 1e-1).
   VerifyResult r;
   const bool fp32 = dtype == at::kFloat || dtype == at::kDouble;
+  r.against = fp32 ? "the fp64 dense reference" : "one rank in the same dtype";
   r.tol_loss = opt.tol_loss > 0 ? opt.tol_loss : (fp32 ? 1e-5 : 2e-2);
   r.tol_grad = opt.tol_grad > 0 ? opt.tol_grad : (fp32 ? 1e-5 : 3e-2);
   // Per row: fp32 round-off against the fp64 reference reaches ~1.5e-5 in rows of small entries
   // (8 ranks, every loss token in the last shard); a wrong region is off by far more.
   r.tol_row = opt.tol_row > 0 ? opt.tol_row : (fp32 ? 1e-4 : 1e-1);
-  auto errors = at::zeros({6}, at::TensorOptions().dtype(at::kDouble));
+  r.tol_fp64 = fp32 ? r.tol_grad : 1e-1;
+  auto errors = at::zeros({9}, at::TensorOptions().dtype(at::kDouble));
   if (groups.world_rank() == 0) {
+    std::vector<at::Tensor> usp_grads;
+    for (const auto& [name, t] : weights.trainable()) usp_grads.push_back(t->grad().clone());
     auto w64 = model::fp64_leaves(weights);
     const auto step_w = model::step_weights(cfg.training);
     at::Tensor total;
@@ -116,27 +124,48 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
       total = total.defined() ? total + term : term;
     }
     total.backward();
-    const auto loss_err = tensor_error(losses, at::stack(ref_losses));
+    auto want_losses = at::stack(ref_losses);
+    std::vector<at::Tensor> want;
+    for (const auto& [name, t] : weights.trainable()) want.push_back(w64.at(name).grad());
+    TensorError fp64_err;
+    for (size_t i = 0; i < want.size(); ++i)
+      fp64_err = worse(fp64_err, tensor_error(usp_grads[i], want[i]));
+    if (!fp32) {
+      const TrainStep solo(cfg, groups, TrainStep::Scope::single_rank);
+      for (auto& [name, t] : weights.trainable()) t->mutable_grad() = at::Tensor();
+      for (int64_t j = 0; j < N; ++j) {
+        auto obj = solo.micro_batch(weights, target, make_shard(samples[j], 1, T, 0, 1, 0, device));
+        want_losses[j].copy_(obj.loss_k.detach().to(at::kDouble).cpu());
+      }
+      want.clear();
+      for (const auto& [name, t] : weights.trainable()) want.push_back(t->grad());
+    }
+    const auto loss_err = tensor_error(losses, want_losses);
     TensorError grad_err;
+    size_t i = 0;
     for (const auto& [name, t] : weights.trainable()) {
-      const auto e = tensor_error(t->grad(), w64.at(name).grad());
-      spdlog::info("verify-usp: {}: {}", name, e.text());
+      const auto e = tensor_error(usp_grads[i], want[i]);
+      spdlog::info("verify-usp: {} against {}: {}", name, r.against, e.text());
       if (e.worst() >= grad_err.worst()) r.worst_grad = name;
       grad_err = worse(grad_err, e);
+      ++i;
     }
-    errors = at::tensor({loss_err.max_norm, loss_err.row, loss_err.nmse, grad_err.max_norm,
-                         grad_err.row, grad_err.nmse},
-                        at::TensorOptions().dtype(at::kDouble));
+    errors =
+        at::tensor({loss_err.max_norm, loss_err.row, loss_err.nmse, grad_err.max_norm, grad_err.row,
+                    grad_err.nmse, fp64_err.max_norm, fp64_err.row, fp64_err.nmse},
+                   at::TensorOptions().dtype(at::kDouble));
   }
   auto& world = groups.host_group(GroupKind::world);
   world.all_reduce(errors, ReduceOp::sum);  // rank 0's values on every rank
   auto e = errors.accessor<double, 1>();
   r.loss = {e[0], e[2], e[1]};
   r.grad = {e[3], e[5], e[4]};
+  r.fp64 = {e[6], e[8], e[7]};
   r.max_rel_loss = r.loss.worst();
   r.max_rel_grad = r.grad.worst();
   r.pass = r.loss.within(r.tol_loss, std::max(r.tol_loss, r.tol_row)) &&
-           r.grad.within(r.tol_grad, std::max(r.tol_grad, r.tol_row));
+           r.grad.within(r.tol_grad, std::max(r.tol_grad, r.tol_row)) &&
+           r.fp64.max_norm <= r.tol_fp64;
   r.samples = N;
   return r;
 }

@@ -24,7 +24,10 @@ struct VerifyOptions {
 };
 
 struct VerifyResult {
+  std::string against;                        // what loss and grad compare with
   TensorError loss, grad;                     // per-step losses of every sample; worst gradient
+  TensorError fp64;                           // the gradients against the fp64 reference
+  double tol_fp64 = 0;                        // its max-normalised bound
   std::string worst_grad;                     // the gradient tensor with the worst error
   int64_t samples = 0;                        // D x grad_accum
   double max_rel_loss = 0, max_rel_grad = 0;  // loss.worst(), grad.worst()
