@@ -20,8 +20,8 @@ TEST_CASE("tensor_error: a wrong row of small entries shows in the row-normalise
   got[7].mul_(1.1);  // ... 10% wrong
   const auto e = eaglet::tensor_error(got, ref);
   INFO(e.text());
-  CHECK(e.max_norm < 1e-8);             // invisible against the outlier
-  CHECK(e.row > 5e-5);  // judged against the median row's scale, not the outlier
+  CHECK(e.max_norm < 1e-8);  // invisible against the outlier
+  CHECK(e.row > 5e-5);       // judged against the median row's scale, not the outlier
   CHECK(!e.within(1e-5, 1e-5));
   CHECK(eaglet::tensor_error(ref, ref).within(0, 0));
   // A 1-D tensor's rows are its elements; near-zero entries are judged against the RMS floor.

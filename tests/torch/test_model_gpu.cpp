@@ -30,8 +30,8 @@
 #include "model/loss.h"
 #include "model/recompute.h"
 #include "model/soft_ce_rows.h"
-#include "train/optimizer.h"
 #include "torch/model_fixture.h"
+#include "train/optimizer.h"
 
 using namespace eaglet;
 
