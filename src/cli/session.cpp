@@ -42,6 +42,12 @@ void start(Session& s, const ParsedArgs& args, const std::string& command) {
     fs::create_directories(s.config.output_dir, ec);
     EAGLET_CHECK(!ec, "output_dir={}: cannot create the folder: {}", s.config.output_dir,
                  ec.message());
+  });
+  // Before anything is written there: a second run on the folder stops here, on every rank.
+  env.agree([&] {
+    if (env.rank() == 0) s.lock = std::make_unique<io::RunLock>(s.config.output_dir, command);
+  });
+  env.agree([&] {
     log::init_files(static_cast<int>(env.rank()), s.config.output_dir, s.config.runtime.log_level);
     if (env.rank() == 0)
       write_atomically(fs::path(s.config.output_dir) / "config.yaml", to_yaml(s.config));

@@ -10,7 +10,9 @@
 #                writing a checkpoint leaves the previous one loadable; a missing or incompatible
 #                checkpoint and a bad config: clear error, exit 2 on every rank, no hang
 #   follow       training follows a manifest a producer is still writing (data.follow)
-# usage: train_checks.sh equivalence|resume|faults|follow EAGLET MPIRUN PYTHON SOURCE_DIR OUT
+#   lock         a second run on a busy output_dir exits 2 naming the holder; a killed holder's
+#                lock is taken over with a warning
+# usage: train_checks.sh equivalence|resume|faults|follow|lock EAGLET MPIRUN PYTHON SOURCE_DIR OUT
 set -uo pipefail
 what=$1 eaglet=$2 mpirun=$3 py=$4 src=$5 out=$6/$1
 rm -rf "$out" && mkdir -p "$out"
@@ -119,6 +121,29 @@ faults)
   check grep -q "config error: training.lr=-1: must be > 0" "$out/y.log"
   train 2 2 1 1 "$out/store" "$out/z" --set model.target="$out/none" >/dev/null
   check all_exit "$out/z.log" 2 2
+  ;;
+lock)
+  # One run per output_dir: a second run on the folder exits 2 on every rank naming the holder and
+  # writes nothing there; once the holder is killed (SIGKILL: no clean-up) its lock is taken over.
+  synth 2 "$out/store"
+  "$mpirun" -np 2 sh -c '"$0" "$@"; echo "EXIT rank=$OMPI_COMM_WORLD_RANK code=$?"' "$eaglet" train "${common[@]}" \
+    --set parallel.ulysses=2 --set parallel.ring=1 --set data.path="$out/store" --set model.target="$out/store/target" \
+    --set output_dir="$out/run" --set training.num_epochs=100 --set checkpoint.interval=2 >"$out/first.log" 2>&1 &
+  job=$!
+  for _ in $(seq 600); do grep -q '"step":3,' "$out/run/metrics.jsonl" 2>/dev/null && break; sleep 0.1; done
+  check test -f "$out/run/eaglet.lock"
+  cp "$out/run/config.yaml" "$out/config.first"
+  train 2 2 1 1 "$out/store" "$out/run" --set training.lr=5e-4 >/dev/null
+  check all_exit "$out/run.log" 2 2
+  check grep -q "output_dir $out/run is in use by eaglet train (pid [0-9]* on host" "$out/run.log"
+  check cmp -s "$out/run/config.yaml" "$out/config.first"  # the second run wrote nothing there
+  pkill -KILL -f "$eaglet train .*output_dir=$out/run"; wait $job 2>/dev/null
+  for _ in $(seq 100); do pgrep -f "$eaglet train .*output_dir=$out/run" >/dev/null || break; sleep 0.1; done
+  check test -f "$out/run/eaglet.lock"  # left behind by the killed run
+  train 2 2 1 1 "$out/store" "$out/run" --set training.max_steps=6 --resume auto >/dev/null
+  check all_exit "$out/run.log" 2 0
+  check grep -q "taking over the lock of eaglet train (pid" "$out/run.log"
+  check test ! -e "$out/run/eaglet.lock"  # released at the end
   ;;
 follow)
   # Training starts on an empty store while a producer is still writing (data.follow): the target
