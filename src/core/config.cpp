@@ -266,6 +266,9 @@ std::vector<Field> fields(Config& c) {
             "auto | nccl | host: how ranks exchange tensors. auto: NCCL on GPUs, MPI on CPUs; "
             "host: GPU tensors copied to host memory and moved by MPI, and ranks may share a "
             "GPU (slow: for checking a layout on fewer GPUs than ranks, or without NCCL)"),
+      field("runtime.timeout_s", c.runtime.timeout_s,
+            "progress watchdog: when a rank makes no progress (a collective, a step, a read) for "
+            "this many seconds, every live rank logs where it waits and the job exits 1; 0 = off"),
       field("data.store", c.data.store, "dir (embedded, on disk) | mooncake"),
       field("data.path", c.data.path, "folder of the dir store"),
       field("data.manifest", c.data.manifest,
@@ -274,6 +277,9 @@ std::vector<Field> fields(Config& c) {
             "longest sequence L used; longer samples are cut"),
       field("data.on_error", c.data.on_error,
             "fail | skip (neutralise a bad sample on its SP group)"),
+      field("data.max_bad_fraction", c.data.max_bad_fraction,
+            "the run fails (exit 1) when more than this fraction of its samples were skipped or "
+            "neutralised (bad objects, non-finite values, no loss tokens)"),
       field("data.consume", c.data.consume, "remove objects from the store after reading them"),
       field("data.eval_manifest", c.data.eval_manifest,
             "manifest of held-out samples in the same store (evaluated, never trained on)"),
@@ -449,6 +455,7 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
   rule(!(c.runtime.collectives == "nccl" && c.runtime.device == "cpu"), "runtime.collectives",
        c.runtime.collectives, "nccl needs runtime.device cuda (or auto on a GPU machine)");
   rule(c.runtime.threads >= 0, "runtime.threads", c.runtime.threads, "must be >= 0");
+  rule(c.runtime.timeout_s >= 0, "runtime.timeout_s", c.runtime.timeout_s, "must be >= 0");
   msg = one_of(c.runtime.log_level, {"trace", "debug", "info", "warn", "error"});
   rule(msg.empty(), "runtime.log_level", c.runtime.log_level, msg);
 
@@ -464,6 +471,8 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
        "must be > 0");
   msg = one_of(c.data.on_error, {"fail", "skip"});
   rule(msg.empty(), "data.on_error", c.data.on_error, msg);
+  rule(c.data.max_bad_fraction >= 0 && c.data.max_bad_fraction <= 1, "data.max_bad_fraction",
+       c.data.max_bad_fraction, "must be in [0, 1]");
   rule(c.data.max_seq_length > t.ttt_length, "data.max_seq_length", c.data.max_seq_length,
        fmt::format("must be > training.ttt_length ({})", t.ttt_length));
 

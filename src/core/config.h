@@ -27,6 +27,7 @@ struct RuntimeConfig {
   std::string dtype =
       "auto";  // compute dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float64
   std::string collectives = "auto";  // auto | nccl | host (CUDA tensors through MPI on the host)
+  int64_t timeout_s = 600;  // watchdog: no progress for this long (a hung peer) ends the job, exit 1
 };
 
 struct DataConfig {
@@ -35,6 +36,7 @@ struct DataConfig {
   std::string manifest;  // default: <path>/manifest.jsonl
   int64_t max_seq_length = 4096;
   std::string on_error = "fail";  // fail | skip
+  double max_bad_fraction = 0.05;  // above this fraction of samples skipped/neutralised: exit 1
   bool consume = false;
   std::string
       eval_manifest;    // held-out samples (same store) evaluated every training.eval_interval
