@@ -73,6 +73,8 @@ void start(Session& s, const ParsedArgs& args, const std::string& command) {
                 env::launcher_local_rank().value_or(-1), device_description(s.device),
                 env::slurm_job_id().value_or("none"));
   s.groups = std::make_unique<ProcessGroups>(env, layout, s.device, host_collectives);
+  s.watchdog =
+      std::make_unique<Watchdog>(env, *s.groups, std::chrono::seconds(s.config.runtime.timeout_s));
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 // The start-up every distributed command shares: MPI, console log, config (parsed and validated
 // on every rank, errors agreed so all ranks exit together), output folder (locked for the run:
-// io/run_lock.h) with per-rank logs and the config dump, device, process groups; then the command
-// body under one error policy.
+// io/run_lock.h) with per-rank logs and the config dump, device, process groups, the progress
+// watchdog (dist/watchdog.h); then the command body under one error policy.
 #pragma once
 
 #include <c10/core/Device.h>
@@ -13,6 +13,7 @@
 #include "core/config.h"
 #include "dist/mpi_env.h"
 #include "dist/process_groups.h"
+#include "dist/watchdog.h"
 #include "io/run_lock.h"
 
 namespace eaglet::cli {
@@ -22,7 +23,8 @@ struct Session {
   Config config;
   c10::Device device{c10::kCPU};
   std::unique_ptr<ProcessGroups> groups;
-  std::unique_ptr<io::RunLock> lock;  // world rank 0: output_dir held for the whole run
+  std::unique_ptr<Watchdog> watchdog;  // runtime.timeout_s; stopped before the groups go
+  std::unique_ptr<io::RunLock> lock;   // world rank 0: output_dir held for the whole run
 };
 
 // Options every distributed command accepts.

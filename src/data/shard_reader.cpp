@@ -39,7 +39,55 @@ ShardGeometry stand_in_geometry(const ReaderOptions& opt) {
 // tokens. Ranks fill only their own slots, so a sum is a gather.
 constexpr int64_t kSlot = 4;
 
+template <typename Bits>
+int64_t first_row_with(const Bits* p, int64_t rows, int64_t cols, Bits exponent) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const Bits* row = p + r * cols;
+    bool bad = false;
+    for (int64_t c = 0; c < cols; ++c) bad |= (row[c] & exponent) == exponent;
+    if (bad) return r;
+  }
+  return -1;
+}
+
 }  // namespace
+
+const char* problem_text(ProblemKind kind) {
+  switch (kind) {
+    case ProblemKind::none:
+      return "none";
+    case ProblemKind::manifest:
+      return "invalid manifest line";
+    case ProblemKind::missing:
+      return "missing object";
+    case ProblemKind::size:
+      return "object of the wrong size";
+    case ProblemKind::io:
+      return "store read failed";
+    case ProblemKind::nonfinite:
+      return "non-finite hidden state";
+  }
+  return "unknown";
+}
+
+int64_t first_nonfinite_row(const at::Tensor& t) {
+  EAGLET_CHECK(t.device().is_cpu() && t.is_contiguous() && t.dim() >= 1,
+               "first_nonfinite_row: needs a contiguous host tensor, got {}", tensor_text(t));
+  const int64_t rows = t.size(0), cols = rows > 0 ? t.numel() / rows : 0;
+  switch (t.scalar_type()) {
+    case at::kBFloat16:
+      return first_row_with(static_cast<const uint16_t*>(t.data_ptr()), rows, cols,
+                            uint16_t{0x7F80});
+    case at::kHalf:
+      return first_row_with(static_cast<const uint16_t*>(t.data_ptr()), rows, cols,
+                            uint16_t{0x7C00});
+    case at::kFloat:
+      return first_row_with(static_cast<const uint32_t*>(t.data_ptr()), rows, cols,
+                            uint32_t{0x7F800000});
+    default:
+      EAGLET_FAIL("first_nonfinite_row: {} is not a float tensor", tensor_text(t));
+  }
+}
 
 ReaderOptions reader_options(const Config& cfg, const Layout& layout, const RankCoord& coord,
                              c10::Device device, at::ScalarType hidden_dtype) {
@@ -135,6 +183,11 @@ FetchedShard fetch_shard(Store& store, const ManifestRecord& record, const Reade
                    fmt::format("{} store read of {}, {}, {} failed: {}", store.backend(), keys[0],
                                keys[1], keys[2], ex.what())};
     }
+    for (int64_t i : {0, 2}) {  // _hs, _lhs: a NaN or Inf would poison the whole step
+      if (f.problem.kind != ProblemKind::none) break;
+      const int64_t row = first_nonfinite_row(bufs[i]);
+      if (row >= 0) f.problem = {ProblemKind::nonfinite, i, 0, row, ""};
+    }
     if (f.problem.kind == ProblemKind::none) {
       f.hs = bufs[0];
       f.ids = bufs[1];
@@ -199,6 +252,11 @@ std::string ShardReader::describe(const FetchedShard& f, int64_t rank, ProblemKi
                object, rank);
   const auto spec = shard_objects(r.entry, f.geometry, rank)[static_cast<size_t>(object)];
   const std::string layout = fmt::format("{} {}", spec.dtype, shape_text(spec.shape));
+  if (kind == ProblemKind::nonfinite)
+    return fmt::format(
+        "{}: object {} holds a non-finite value (NaN or Inf) in row {} of its {} "
+        "rows ({}; {})",
+        sample, spec.key, actual, spec.shape[0], layout, who);
   if (kind == ProblemKind::missing)
     return fmt::format("{}: object {} is missing from the {} store ({}; expected {} bytes = {})",
                        sample, spec.key, store_.backend(), who, expected, layout);
@@ -224,9 +282,13 @@ ShardSample ShardReader::finish(FetchedShard f) {
   sp_.all_reduce(info, ReduceOp::sum);     // on the host: nothing waits for the device's queue
 
   std::vector<std::string> problems;
+  ProblemKind first = ProblemKind::none;
   for (int64_t r = 0; r < P; ++r) {
     const auto kind = static_cast<ProblemKind>(v[kSlot * r]);
     if (kind == ProblemKind::none) continue;
+    EAGLET_CHECK(v[kSlot * r] > 0 && v[kSlot * r] < kProblemKinds,
+                 "shard reader: bad problem kind {} from SP rank {}", v[kSlot * r], r);
+    if (first == ProblemKind::none) first = kind;
     // Every rank of a group sees the same invalid line: report it once.
     if (kind == ProblemKind::manifest && !problems.empty()) continue;
     problems.push_back(describe(f, r, kind, v[kSlot * r + 1], v[kSlot * r + 2], v[kSlot * r + 3]));
@@ -246,6 +308,7 @@ ShardSample ShardReader::finish(FetchedShard f) {
     EAGLET_CHECK(opt_.skip_errors,
                  "data: {} (data.on_error=fail; data.on_error=skip neutralises such samples)", all);
     ++skipped_errors_;
+    ++skipped_by_kind_[static_cast<size_t>(first)];
     spdlog::warn("data: neutralised (data.on_error=skip, {} so far): {}", skipped_errors_, all);
     const auto& g = f.geometry;
     const int64_t ht = f.record.ok() ? f.record.entry.hidden_size : opt_.hidden_size;

@@ -10,8 +10,9 @@
 //    a small int64 vector carries every rank's error (kind, object, expected and actual bytes) and
 //    its loss-token count, so every SP rank builds the same message and takes the same decision:
 //    with data.on_error=fail every SP rank throws the same eaglet::Error (naming key, rank and
-//    sizes); with skip, or when the sample has no loss token at all, every SP rank neutralises it
-//    (zero tensors, zero loss mask, same shapes) and counts it.
+//    sizes, or the row holding a NaN / Inf: hidden states are scanned for non-finite values on
+//    the host, in the background part); with skip, or when the sample has no loss token at all,
+//    every SP rank neutralises it (zero tensors, zero loss mask, same shapes) and counts it.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -56,14 +57,28 @@ ReaderOptions reader_options(const Config& cfg, const Layout& layout, const Rank
                              c10::Device device, at::ScalarType hidden_dtype);
 
 // What went wrong with this rank's shard (kind values travel in the all-reduce).
-enum class ProblemKind : int64_t { none = 0, manifest = 1, missing = 2, size = 3, io = 4 };
+enum class ProblemKind : int64_t {
+  none = 0,
+  manifest = 1,
+  missing = 2,
+  size = 3,
+  io = 4,
+  nonfinite = 5,
+};
+constexpr int64_t kProblemKinds = 6;
+// For summaries: "invalid manifest line", "missing object", ...
+const char* problem_text(ProblemKind kind);
 struct ShardProblem {
   ProblemKind kind = ProblemKind::none;
   int64_t object = -1;   // index into kShardObjects
   int64_t expected = 0;  // bytes
-  int64_t actual = -1;   // bytes (-1: unknown)
+  int64_t actual = -1;   // bytes (-1: unknown); nonfinite: the first bad row of the shard
   std::string message;   // local detail (I/O errors, the manifest line's error)
 };
+
+// The first row of a host float tensor (bf16, fp16 or fp32; rows along dim 0) holding a NaN or
+// an infinity, or -1. Reads the bits (an all-ones exponent), at memory speed.
+int64_t first_nonfinite_row(const at::Tensor& t);
 
 // One object of a shard as the manifest and the layout say it must be.
 struct ObjectSpec {
@@ -137,6 +152,8 @@ class ShardReader {
   int64_t skipped_errors() const { return skipped_errors_; }  // neutralised for a problem
   int64_t empty_samples() const { return empty_samples_; }    // neutralised: no loss token
   int64_t neutralised() const { return skipped_errors_ + empty_samples_; }
+  // Neutralised for a problem, by the kind of the lowest SP rank's problem (index: ProblemKind).
+  const std::array<int64_t, kProblemKinds>& skipped_by_kind() const { return skipped_by_kind_; }
 
  private:
   std::string describe(const FetchedShard& f, int64_t rank, ProblemKind kind, int64_t object,
@@ -145,6 +162,7 @@ class ShardReader {
   Communicator& sp_;
   ReaderOptions opt_;
   int64_t skipped_errors_ = 0, empty_samples_ = 0;
+  std::array<int64_t, kProblemKinds> skipped_by_kind_{};
 };
 
 }  // namespace eaglet::data

@@ -51,6 +51,9 @@ class Communicator {
   virtual void barrier() = 0;
   // Tears the communicator down without waiting for peers (error path only).
   virtual void abort() noexcept = 0;
+  // An error the backend raised outside any call (NCCL's asynchronous errors), or "". Safe to call
+  // from another thread (the watchdog's).
+  virtual std::string async_error() const { return {}; }
 };
 
 // One host value reduced over a group's members (a CPU tensor through c: pass a host group).

@@ -72,17 +72,26 @@ NcclCommunicator::NcclCommunicator(MPI_Comm bootstrap, std::vector<int64_t> memb
   if (rank_ == 0) EAGLET_NCCL_CHECK(ncclGetUniqueId(&id), nullptr);
   EAGLET_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, bootstrap));
   c10::cuda::CUDAGuard guard(device_);
-  EAGLET_NCCL_CHECK(ncclCommInitRank(&comm_, static_cast<int>(size()), id, static_cast<int>(rank_)),
+  ncclComm_t comm = nullptr;
+  EAGLET_NCCL_CHECK(ncclCommInitRank(&comm, static_cast<int>(size()), id, static_cast<int>(rank_)),
                     nullptr);
+  comm_ = comm;
 }
 
 NcclCommunicator::~NcclCommunicator() {
-  if (comm_ != nullptr) ncclCommDestroy(comm_);
+  if (ncclComm_t c = comm_.exchange(nullptr)) ncclCommDestroy(c);
 }
 
 void NcclCommunicator::abort() noexcept {
-  if (comm_ != nullptr) ncclCommAbort(comm_);
-  comm_ = nullptr;
+  if (ncclComm_t c = comm_.exchange(nullptr)) ncclCommAbort(c);
+}
+
+std::string NcclCommunicator::async_error() const {
+  ncclComm_t c = comm_;
+  ncclResult_t state = ncclSuccess;
+  if (c == nullptr || ncclCommGetAsyncError(c, &state) != ncclSuccess) return {};
+  if (state == ncclSuccess || state == ncclInProgress) return {};
+  return fmt::format("nccl: {} ({})", ncclGetErrorString(state), ncclGetLastError(c));
 }
 
 c10::cuda::CUDAStream NcclCommunicator::enter(const char* op,

@@ -9,6 +9,8 @@
 
 #include <c10/cuda/CUDAStream.h>
 
+#include <atomic>
+
 #include "dist/communicator.h"
 
 namespace eaglet {
@@ -31,6 +33,7 @@ class NcclCommunicator final : public Communicator {
   void broadcast(const at::Tensor& t, int64_t root) override;
   void barrier() override;
   void abort() noexcept override;
+  std::string async_error() const override;
 
  private:
   // Makes the communicator's stream wait for the caller's current stream; returns the latter.
@@ -42,7 +45,7 @@ class NcclCommunicator final : public Communicator {
   std::vector<int64_t> members_;
   int64_t rank_ = 0;
   c10::Device device_;
-  ncclComm_t comm_ = nullptr;
+  std::atomic<ncclComm_t> comm_{nullptr};  // the watchdog's thread may abort it
   c10::cuda::CUDAStream stream_;
 };
 

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "dist/mpi_communicator.h"
 #include "dist/staged_communicator.h"
+#include "dist/watchdog.h"
 #ifdef EAGLET_WITH_CUDA
 #include "dist/nccl_communicator.h"
 #endif
@@ -24,18 +25,20 @@ ProcessGroups::ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Devic
     EAGLET_MPI_CHECK(
         MPI_Comm_split(MPI_COMM_WORLD, static_cast<int>(group_index(layout_, kind, world_rank_)),
                        static_cast<int>(rank_in_group(layout_, kind, world_rank_)), &comm));
-    std::unique_ptr<Communicator> c;
+    const char* name = group_name(kind);
+    std::shared_ptr<Communicator> c;
     if (host_collectives) {  // on the CPU the staging copies nothing: the same path, testable
       auto host = std::make_shared<MpiCommunicator>(comm, members);
-      host_groups_[static_cast<size_t>(kind)] = host;
-      c = std::make_unique<StagedCommunicator>(std::move(host));
+      host_groups_[static_cast<size_t>(kind)] = watch::watched(host, name);
+      c = std::make_shared<StagedCommunicator>(std::move(host));
     } else if (device_.is_cpu()) {
-      c = std::make_unique<MpiCommunicator>(comm, members);
+      c = std::make_shared<MpiCommunicator>(comm, members);
     } else {
 #ifdef EAGLET_WITH_CUDA
       // The MPI part bootstraps NCCL and stays as the group's host communicator.
-      c = std::make_unique<NcclCommunicator>(comm, members, device_);
-      host_groups_[static_cast<size_t>(kind)] = std::make_shared<MpiCommunicator>(comm, members);
+      c = std::make_shared<NcclCommunicator>(comm, members, device_);
+      host_groups_[static_cast<size_t>(kind)] =
+          watch::watched(std::make_shared<MpiCommunicator>(comm, members), name);
 #else
       EAGLET_FAIL("device {} requested but this eaglet build has no CUDA/NCCL", device_.str());
 #endif
@@ -43,7 +46,7 @@ ProcessGroups::ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Devic
     EAGLET_CHECK(c->rank() == rank_in_group(layout_, kind, world_rank_),
                  "{} group: MPI placed rank {} at {}, layout says {}", group_name(kind),
                  world_rank_, c->rank(), rank_in_group(layout_, kind, world_rank_));
-    groups_[static_cast<size_t>(kind)] = std::move(c);
+    groups_[static_cast<size_t>(kind)] = watch::watched(std::move(c), name);
   }
 }
 
@@ -52,6 +55,15 @@ ProcessGroups::~ProcessGroups() = default;
 void ProcessGroups::abort() noexcept {
   for (auto& g : groups_)
     if (g) g->abort();
+}
+
+std::string ProcessGroups::async_error() const {
+  for (GroupKind kind : kAllGroupKinds) {
+    const auto& g = groups_[static_cast<size_t>(kind)];
+    auto error = g ? g->async_error() : std::string();
+    if (!error.empty()) return fmt::format("{} group: {}", group_name(kind), error);
+  }
+  return {};
 }
 
 }  // namespace eaglet

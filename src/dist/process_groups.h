@@ -8,6 +8,7 @@
 
 #include <array>
 #include <memory>
+#include <string>
 
 #include "dist/communicator.h"
 #include "dist/mpi_env.h"
@@ -34,15 +35,18 @@ class ProcessGroups {
     return h ? *h : group(kind);
   }
 
-  // Aborts every communicator (error path; peers may be stuck in a collective).
+  // Aborts every communicator (error path; peers may be stuck in a collective). Thread-safe.
   void abort() noexcept;
+  // The first asynchronous error any communicator reports ("group: error"), or "". Thread-safe.
+  std::string async_error() const;
 
  private:
   Layout layout_;
   RankCoord coord_;
   int64_t world_rank_;
   c10::Device device_;
-  std::array<std::unique_ptr<Communicator>, std::size(kAllGroupKinds)> groups_;
+  // Each wrapped by watch::watched (every operation recorded for the watchdog).
+  std::array<std::shared_ptr<Communicator>, std::size(kAllGroupKinds)> groups_;
   // Set on CUDA runs and with host_collectives; shared with a StagedCommunicator in the latter.
   std::array<std::shared_ptr<Communicator>, std::size(kAllGroupKinds)> host_groups_;
 };

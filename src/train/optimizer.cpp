@@ -107,7 +107,10 @@ StepStats AdamW::account(double grad_norm, double lr) {
   constexpr int64_t kMaxInRow = 10;
   EAGLET_CHECK(
       ++skipped_in_row_ < kMaxInRow,
-      "{} optimizer steps in a row had a non-finite gradient norm; stopping (lower training.lr?)",
+      "{} optimizer steps in a row had a non-finite gradient norm; stopping. Their samples are "
+      "named in the warnings above; hidden states are checked for NaN/Inf when read, so the "
+      "cause is in training (a too high training.lr, an unstable init_from) or in the target's "
+      "lm_head/embeddings",
       skipped_in_row_);
   return s;
 }

@@ -12,8 +12,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
-#include <fstream>
 
 #include "core/error.h"
 #include "data/manifest.h"
@@ -23,12 +23,14 @@
 #include "data/sharding.h"
 #include "data/store.h"
 #include "dist/device.h"
+#include "dist/watchdog.h"
 #include "io/files.h"
 #include "io/hf_target.h"
 #include "io/safetensors.h"
 #include "model/draft_io.h"
 #include "model/vocab.h"
 #include "train/checkpoint.h"
+#include "train/metrics_log.h"
 #include "train/optimizer.h"
 #include "train/step.h"
 
@@ -90,6 +92,7 @@ model::VocabMap build_vocab(const Config& cfg, data::Store& store, data::Manifes
                "draft_vocab_size = vocab_size",
                manifest.path());
   for (int64_t i = c.dp; i < n; i += layout.dp()) {
+    watch::phase("start-up: counting the draft vocabulary", -1, i);
     const auto& rec = manifest.at(i);
     if (!rec.ok()) continue;
     auto g = data::shard_geometry(rec.entry.seq_len, cfg.data.max_seq_length, layout.sp(),
@@ -122,7 +125,39 @@ struct StepMetrics {
   at::Tensor loss_k, acc_k, count_k;  // summed over micro-batches (SP-global already)
   int64_t tokens = 0, neutralised = 0;
   double data_s = 0;
+  std::vector<std::string> keys;  // this replica's samples
 };
+
+// What this run trained on (all replicas; the same on every rank), for the end-of-run summary and
+// data.max_bad_fraction. A sample is bad when it was neutralised (a data problem under
+// on_error=skip, or no loss token) or belonged to a skipped optimizer step.
+struct RunTally {
+  int64_t samples = 0, bad = 0, skipped_steps = 0;
+  double bad_fraction() const {
+    return samples > 0 ? static_cast<double>(bad) / static_cast<double>(samples) : 0.0;
+  }
+};
+
+// "96 samples, 24 bad (25.0%): 12 non-finite hidden state, 12 no loss token; 1 skipped optimizer
+// step". Collective over the world (sums the SP groups' identical counts, divided by P).
+std::string tally_text(const RunTally& t, const data::ShardReader& reader, const MpiEnv& env,
+                       int64_t sp_size) {
+  std::vector<int64_t> counts(reader.skipped_by_kind().begin(), reader.skipped_by_kind().end());
+  counts.push_back(reader.empty_samples());
+  counts = env.sum(counts);
+  std::string causes;
+  for (size_t k = 1; k < counts.size(); ++k) {
+    const int64_t n = counts[k] / sp_size;
+    if (n == 0) continue;
+    const char* what = k + 1 == counts.size()
+                           ? "no loss token"
+                           : data::problem_text(static_cast<data::ProblemKind>(k));
+    causes += fmt::format("{}{} {}", causes.empty() ? "" : ", ", n, what);
+  }
+  return fmt::format("{} samples, {} bad ({:.1f}%){}{}; {} skipped optimizer step(s)", t.samples,
+                     t.bad, 100.0 * t.bad_fraction(), causes.empty() ? "" : ": ", causes,
+                     t.skipped_steps);
+}
 
 // Held-out evaluation: every eval sample once, replica dp taking positions dp, dp + D, ...;
 // forward only; token-weighted over the world.
@@ -140,6 +175,7 @@ EvalResult evaluate(data::ShardReader& reader, data::ManifestReader& manifest,
   const int64_t D = groups.layout().dp(), dp = groups.coord().dp, T = topt.ttt_length;
   at::Tensor sums;  // [3, T]: loss·count, acc·count, count
   for (int64_t i = dp; i < manifest.size(); i += D) {
+    watch::phase("evaluation", -1, i);
     auto sample = reader.read(manifest.at(i), i);
     auto obj = model::ttt_forward(w, arch, target, std::move(sample.input), topt);
     auto row =
@@ -178,6 +214,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
   // --- data source and target ------------------------------------------------------------------
   auto store = data::open_store(cfg.data);
   data::ManifestReader manifest(data::manifest_path(cfg.data), data::manifest_expect(cfg));
+  watch::phase("start-up: manifest, target, vocabulary, weights");
   env.agree([&] {
     manifest.poll();
     if (!cfg.data.follow)
@@ -235,6 +272,11 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
     spdlog::info("resumed from {}: step {}, data cursor {}", resume_dir, start_step, cursor);
   else if (opt.resume == "auto")
     spdlog::info("no checkpoint under {}/checkpoints: starting from scratch", cfg.output_dir);
+  else if (io::is_file(io::join_path(cfg.output_dir, "checkpoints/latest")))
+    spdlog::warn(
+        "{}/checkpoints holds an earlier run's checkpoints: starting from scratch, as "
+        "asked (--resume auto continues a run); its steps will be overwritten",
+        cfg.output_dir);
 
   auto target = model::loss_target(head.lm_head.to(device, dtype), vocab, device);
   head = {};  // the CPU copies are no longer needed
@@ -243,9 +285,20 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
   const int64_t n = manifest.size();
   data::Sampler sampler(cfg.data.follow ? 0 : n, cfg.training.num_epochs, cfg.training.seed,
                         /*shuffle=*/true);
+  env.agree([&] {
+    EAGLET_CHECK(cfg.data.follow || cursor <= sampler.total(),
+                 "checkpoint {}: trainer_state.json's \"cursor\" is {}, beyond this run's {} "
+                 "samples ({} in the manifest x training.num_epochs {}): another data set?",
+                 resume_dir, cursor, sampler.total(), n, cfg.training.num_epochs);
+  });
   int64_t total_steps = cfg.training.max_steps;
   if (!cfg.data.follow) {
     const int64_t available = (sampler.total() - cursor) / (D * accum) + start_step;
+    if (total_steps > available)
+      spdlog::info(
+          "training.max_steps {} capped at {}: training.num_epochs {} of {} samples give "
+          "{} samples, {} per step",
+          total_steps, available, cfg.training.num_epochs, n, sampler.total(), D * accum);
     total_steps = total_steps > 0 ? std::min(total_steps, available) : available;
   }
   EAGLET_CHECK(total_steps > start_step || start_step > 0,
@@ -276,10 +329,10 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
   data::ShardReader eval_reader(*store, groups.host_group(GroupKind::sp),
                                 data::reader_options(cfg, layout, coord, device, dtype));
 
-  std::unique_ptr<std::ofstream> metrics;
+  std::unique_ptr<MetricsLog> metrics;
   if (rank0)
-    metrics = std::make_unique<std::ofstream>(io::join_path(cfg.output_dir, "metrics.jsonl"),
-                                              std::ios::app);
+    metrics =
+        std::make_unique<MetricsLog>(io::join_path(cfg.output_dir, "metrics.jsonl"), start_step);
   spdlog::info(
       "training: steps {}..{} of {}, {} replicas x {} accumulation, {} samples in the manifest{}, "
       "{} on {}",
@@ -288,6 +341,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
 
   auto run_eval = [&](int64_t step) {
     if (!eval_manifest) return;
+    watch::phase("evaluation", step);
     auto r = evaluate(eval_reader, *eval_manifest, weights, arch, target, train_step, groups);
     if (!rank0) return;
     double loss = 0, tau = 0, prod = 1;
@@ -296,12 +350,13 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
       prod *= r.acc_k[k];
       tau += prod;
     }
-    *metrics << nlohmann::json{{"eval", true},         {"step", step},       {"loss", loss},
-                               {"loss_ttt", r.loss_k}, {"acc_ttt", r.acc_k}, {"accept_len", tau},
-                               {"samples", r.samples}}
-                    .dump()
-             << "\n"
-             << std::flush;
+    metrics->write({{"eval", true},
+                    {"step", step},
+                    {"loss", loss},
+                    {"loss_ttt", r.loss_k},
+                    {"acc_ttt", r.acc_k},
+                    {"accept_len", tau},
+                    {"samples", r.samples}});
     std::string accs;
     for (double a : r.acc_k) accs += fmt::format("{}{:.2f}", accs.empty() ? "" : " ", a);
     spdlog::info("eval at step {}: loss {:.4f} acc [{}] accept {:.2f} over {} held-out samples",
@@ -321,7 +376,9 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
                             {"ring", layout.ring},
                             {"dp_size", D},
                             {"config", to_yaml(cfg)}};
+    watch::phase("checkpoint", step);
     std::string dir;
+    if (rank0) metrics->check();  // a metrics file that cannot be written stops the run here
     if (rank0)
       dir = save_checkpoint(cfg.output_dir, step, weights, arch, vocab, optimizer, state,
                             cfg.checkpoint.keep);
@@ -332,12 +389,18 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
 
   const double t_start = now_s();
   int64_t step = start_step;
-  bool preempted = false;
+  bool preempted = false, too_bad = false;
+  RunTally tally;
+  const double max_bad =
+      cfg.data.max_bad_fraction * static_cast<double>((total_steps - start_step) * D * accum);
+  // A data wait is bounded by data.manifest_wait_s; the watchdog allows it that long.
+  const int64_t data_wait_s = cfg.data.manifest_wait_s + cfg.runtime.timeout_s;
   while (step < total_steps) {
     const double t0 = now_s();
     StepMetrics m;
     bool ended = false;
     for (int64_t micro = 0; micro < accum; ++micro) {
+      watch::phase("reading data", step + 1, micro, data_wait_s);
       const double td = now_s();
       auto sample = prefetcher.next();
       m.data_s += now_s() - td;
@@ -347,6 +410,8 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
       }
       m.neutralised += sample->neutralised ? 1 : 0;
       m.tokens += sample->geometry.length;
+      m.keys.push_back(sample->key);
+      watch::phase("forward/backward", step + 1, micro);
       auto obj = train_step.micro_batch(weights, target, std::move(sample->input));
       m.loss_k =
           m.loss_k.defined() ? m.loss_k + obj.loss_k * obj.count_k : obj.loss_k * obj.count_k;
@@ -362,20 +427,39 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
     // GPU this is their launch, and the device's work is waited for at the metrics' read-back
     // below (counted in compute_s).
     const double ts = now_s();
+    watch::phase("gradient sync and optimizer step", step + 1);
     train_step.sync_gradients(optimizer);
     if (!opt.dump_grads.empty()) dump_gradients(opt.dump_grads, step + 1, weights, rank0);
     const double lr = learning_rate(cfg.training, step, total_steps);
     auto norm = optimizer.launch_step(lr);
     const double sync_s = now_s() - ts;
 
-    // Metrics, token-weighted over micro-batches and replicas, and the gradient norm (the same on
-    // every rank): the step's one read-back.
-    auto packed = at::stack({m.loss_k, m.acc_k, m.count_k}).to(at::kFloat).contiguous();
+    // Metrics, token-weighted over micro-batches and replicas, the neutralised samples of every
+    // replica, and the gradient norm (the same on every rank): the step's one read-back.
+    watch::phase("metrics read-back", step + 1);
+    auto packed = at::cat(
+        {at::stack({m.loss_k, m.acc_k, m.count_k}).to(at::kFloat).view({-1}),
+         at::full({1}, static_cast<double>(m.neutralised), m.loss_k.options().dtype(at::kFloat))});
     groups.group(GroupKind::dp).all_reduce(packed, ReduceOp::sum);
-    auto flat = at::cat({packed.view({-1}), norm.to(at::kFloat).view({1})}).cpu();
-    auto stats = optimizer.account(flat[3 * T].item<double>(), lr);
+    auto flat = at::cat({packed, norm.to(at::kFloat).view({1})}).cpu();
+    const double grad_norm = flat[3 * T + 1].item<double>();
+    if (!std::isfinite(grad_norm)) {  // name the step's samples before account() may stop the run
+      std::string keys;
+      for (const auto& k : m.keys) keys += (keys.empty() ? "" : ", ") + k;
+      auto all = env.gather_text(fmt::format("replica {}: {}", coord.dp, keys));
+      std::string text;
+      for (size_t r = 0; r < all.size(); ++r)
+        if (r == 0 || all[r] != all[r - 1]) text += (text.empty() ? "" : "; ") + all[r];
+      if (rank0)
+        spdlog::warn("optimizer step {} skipped: gradient norm {} (its samples: {})", step + 1,
+                     grad_norm, text);
+    }
+    auto stats = optimizer.account(grad_norm, lr);
     auto host = flat.narrow(0, 0, 3 * T).view({3, T});
     skipped_steps += stats.skipped ? 1 : 0;
+    tally.samples += D * accum;
+    tally.skipped_steps += stats.skipped ? 1 : 0;
+    tally.bad += stats.skipped ? D * accum : std::llround(flat[3 * T].item<double>());
     ++step;
     const double step_s = now_s() - t0;
     if (rank0) {
@@ -409,7 +493,7 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
                              {"step_s", step_s},
                              {"cursor", cursor},
                              {"neutralised", m.neutralised}};
-      *metrics << line.dump() << "\n" << std::flush;
+      metrics->write(line);
       if (step % cfg.training.log_interval == 0 || step == total_steps) {
         std::string accs;
         for (double a : acc_k) accs += fmt::format("{}{:.2f}", accs.empty() ? "" : " ", a);
@@ -420,6 +504,11 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
             step_s - m.data_s - sync_s, sync_s, eta);
       }
     }
+    if (static_cast<double>(tally.bad) > max_bad) {  // the run can no longer stay under the bound
+      too_bad = true;
+      break;
+    }
+    watch::phase("pre-emption check", step);
     const bool signalled = preempted_anywhere(groups);
     const bool stop_here = cfg.training.stop_after > 0 && step >= cfg.training.stop_after;
     if (signalled || stop_here) {
@@ -435,14 +524,26 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
         step < total_steps)
       run_eval(step);
   }
+  watch::phase("end of run", step);
+  const std::string summary = tally_text(tally, reader, env, layout.sp());
+  const bool nothing = total_steps > start_step && tally.samples == tally.bad;
+  too_bad = too_bad || tally.bad_fraction() > cfg.data.max_bad_fraction;
+  if (nothing || too_bad) {
+    if (rank0)
+      spdlog::error(
+          "this run {}: {} (data.max_bad_fraction {}); no final checkpoint written. See the "
+          "warnings above for each sample; fix the data (or raise data.max_bad_fraction)",
+          nothing ? "trained on nothing" : "had too many bad samples", summary,
+          cfg.data.max_bad_fraction);
+    return 1;
+  }
   if (!preempted && step > start_step) run_eval(step);
   if (!preempted && step > start_step) save(step);
   if (rank0)
     spdlog::info(
-        "done: step {}, {} skipped optimizer steps, {} neutralised samples on this rank; "
-        "checkpoints in "
-        "{}/checkpoints (eaglet export --checkpoint <output_dir> --out <dir> exports the latest)",
-        step, skipped_steps, reader.neutralised(), cfg.output_dir);
+        "done: step {}; this run: {}; checkpoints in {}/checkpoints (eaglet export --checkpoint "
+        "<output_dir> --out <dir> exports the latest)",
+        step, summary, cfg.output_dir);
   return 0;
 }
 

@@ -491,3 +491,25 @@ TEST_CASE("read_shard_ids: the ids object in the manifest's dtype (int32, int64)
           (void)read_shard_ids(store, e, g, 0, "vocabulary count");
         }).find("no value") != std::string::npos);
 }
+
+TEST_CASE("first_nonfinite_row finds the first NaN / Inf row by the bits; finite extremes pass",
+          "[data]") {
+  for (auto dtype : {at::kBFloat16, at::kHalf, at::kFloat}) {
+    auto t = at::randn({5, 7}).to(dtype);
+    CHECK(first_nonfinite_row(t) == -1);
+    // The largest finite values and the smallest subnormals are not flagged.
+    t[1][2] = dtype == at::kHalf ? 65504.0 : (dtype == at::kBFloat16 ? 3.3895e38 : 3.4028e38);
+    t[2][3] = -1e-40;
+    CHECK(first_nonfinite_row(t) == -1);
+    for (double bad : {std::nan(""), HUGE_VAL, -HUGE_VAL}) {
+      auto u = t.clone();
+      u[4][6] = bad;
+      u[3][0] = bad;
+      CHECK(first_nonfinite_row(u) == 3);
+    }
+  }
+  CHECK(first_nonfinite_row(at::zeros({0, 4}, at::kBFloat16)) == -1);
+  CHECK(error_of([] {
+          first_nonfinite_row(at::zeros({3}, at::kLong));
+        }).find("is not a float tensor") != std::string::npos);
+}
