@@ -13,6 +13,8 @@
 #               step once, every line valid JSON); a metrics file that cannot be written
 #               (/dev/full) stops the run at its next checkpoint naming the file
 # usage: fault_checks.sh stop|nonfinite|neutralised|metrics EAGLET MPIRUN PYTHON SOURCE_DIR OUT
+# FAULT_ARGS: more --set options for every run, e.g. the GPU path on one GPU:
+#   FAULT_ARGS="--set runtime.device=cuda --set runtime.collectives=host"
 set -uo pipefail
 what=$1 eaglet=$2 mpirun=$3 py=$4 src=$5 out=$6/$1
 rm -rf "$out" && mkdir -p "$out"
@@ -34,6 +36,8 @@ train() {  # train NP U R STORE RUN [extra ...]: mpirun's exit code on stdout, o
     >"$run.log" 2>&1
   echo $?
 }
+read -r -a more <<<"${FAULT_ARGS:-}"
+common+=("${more[@]}")
 all_exit() { [ "$(grep -c "^EXIT rank=[0-9]* code=$3$" "$1")" = "$2" ]; }
 expect() {  # expect CODE NP U R STORE RUN [extra ...]: every rank exits with CODE
   local code=$1 np=$2 run=$6
