@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Shows that the equivalence checks catch the bug class they exist for: builds eaglet with one
-# deliberate normalisation bug in a scratch worktree of HEAD and runs the gradient-level checks,
-# which must FAIL. Not part of CI (it builds eaglet once per mutation; ccache makes that the one
-# changed file). Mutations:
+# Shows that a check catches the bug class it exists for: builds eaglet with one deliberate bug in
+# a scratch worktree of HEAD and runs the checks made for it, which must FAIL. Not part of CI (it
+# builds eaglet once per mutation; ccache makes that the one changed file). Mutations, with the
+# tests each one runs:
 #   dp_sum        the gradient sync sums over data-parallel replicas instead of averaging
 #                 (src/train/optimizer.cpp: the ÷ D removed)
 #   no_accum_div  the step weights are not divided by training.grad_accum
 #                 (src/train/step.cpp: w_k instead of w_k / grad_accum)
-# usage: tests/mutations/run.sh [dp_sum|no_accum_div ...]   (default: both)
+#     both: the gradient-level equivalence checks (mpi_train_equivalence, verify-usp layouts)
+#   no_watchdog   the watchdog never fires (src/dist/watchdog.cpp)         mpi_fault_stop
+#   no_nan_scan   hidden states are not checked for NaN/Inf (data/shard_reader.cpp)
+#                                                                          mpi_fault_nonfinite
+#   no_bad_bound  a run with too many bad samples or none trained passes (train/trainer.cpp)
+#                                                                          mpi_fault_neutralised
+#   no_trim       metrics.jsonl keeps torn lines and lines past the resumed step
+#                 (train/metrics_log.cpp)                                  mpi_fault_metrics
+# usage: tests/mutations/run.sh [MUTATION ...]   (default: dp_sum no_accum_div)
 # Exit 0 when every mutation was caught (its checks failed), 1 otherwise.
 set -uo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,7 +27,16 @@ for m in "${mutations[@]}"; do
   mkdir -p "$src/../.mutants"  # under the checkout's parent: ccache's base_dir (if set there) shares objects
   wt=$(mktemp -d "$src/../.mutants/eaglet-mutant-XXXX")
   git -C "$src" worktree add -q --detach "$wt" HEAD
+  tests='mpi_train_equivalence|mpi_usp_dp2_u1r2_acc2_t3|mpi_usp_acc4_u1r1_t3|mpi_usp_dp2_u2r1_t3'
   case $m in
+    no_watchdog) file=src/dist/watchdog.cpp tests=mpi_fault_stop
+      sed -i 's|    if (silent_s >= limit)|    if (/* mutant */ false \&\& silent_s >= limit)|' "$wt/$file" ;;
+    no_nan_scan) file=src/data/shard_reader.cpp tests=mpi_fault_nonfinite
+      sed -i 's|      if (row >= 0) f.problem|      if (/* mutant */ false \&\& row >= 0) f.problem|' "$wt/$file" ;;
+    no_bad_bound) file=src/train/trainer.cpp tests=mpi_fault_neutralised
+      sed -i 's|  if (nothing \|\| too_bad) {|  if (/* mutant */ false) {|; s|    if (static_cast<double>(tally.bad) > max_bad) {|    if (/* mutant */ false) {|' "$wt/$file" ;;
+    no_trim) file=src/train/metrics_log.cpp tests=mpi_fault_metrics
+      sed -i 's|    if (dropped > 0) {|    if (/* mutant */ false) {|' "$wt/$file" ;;
     dp_sum) file=src/train/optimizer.cpp
       sed -i 's|if (dp_size > 1) buffer.div_(static_cast<double>(dp_size));|/* mutant: no ÷ D */|' "$wt/$file" ;;
     no_accum_div) file=src/train/step.cpp
@@ -31,9 +48,8 @@ for m in "${mutations[@]}"; do
   (cd "$wt" && git diff --stat && EAGLET_PYTHON=$py EAGLET_NO_APT=1 scripts/build.sh \
       -DCMAKE_CXX_COMPILER_LAUNCHER="$(command -v ccache || true)" >"$wt/build.out" 2>&1) ||
     { tail -20 "$wt/build.out"; exit 2; }
-  out=$(cd "$wt/build" && ctest -R 'mpi_train_equivalence|mpi_usp_dp2_u1r2_acc2_t3|mpi_usp_acc4_u1r1_t3|mpi_usp_dp2_u2r1_t3' \
-          --output-on-failure 2>&1)
-  echo "$out" | grep -E 'vs |step [0-9]+:|verify-usp: max|tests passed|Passed|Failed|\*\*\*'
+  out=$(cd "$wt/build" && ctest -R "$tests" --output-on-failure 2>&1)
+  echo "$out" | grep -E 'vs |step [0-9]+:|verify-usp: max|^FAIL|tests passed|Passed|Failed|\*\*\*'
   if echo "$out" | grep -q '100% tests passed'; then
     echo "mutation $m: NOT caught"
   else
