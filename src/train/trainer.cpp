@@ -219,6 +219,9 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
   int64_t start_step = 0, cursor = 0, skipped_steps = 0;
   std::string resume_dir;
   env.agree([&] {
+    if (rank0)  // holds output_dir's lock: every temporary of a checkpoint save is stale
+      for (const auto& path : remove_stale_temporaries(cfg.output_dir))
+        spdlog::warn("removed {}, left by an interrupted checkpoint save", path);
     if (!opt.resume.empty()) resume_dir = resolve_resume(cfg.output_dir, opt.resume);
     if (resume_dir.empty()) return;
     const auto state = load_checkpoint(resume_dir, arch, weights, vocab, optimizer);
