@@ -70,6 +70,16 @@ std::string read_latest(const std::string& root) {
   return name;
 }
 
+// The name `latest` holds, or "" when it is missing or unusable (then it names nothing to keep).
+std::string latest_or_empty(const std::string& root) {
+  if (!io::path_exists(io::join_path(root, "latest"))) return "";
+  try {
+    return read_latest(root);
+  } catch (const Error&) {
+    return "";
+  }
+}
+
 // `latest` -> `name`, atomically (latest.tmp, fsync, rename, fsync of the folder).
 void write_latest(const std::string& root, const std::string& name) {
   const auto latest = io::join_path(root, "latest"), latest_tmp = latest + ".tmp";
@@ -216,7 +226,7 @@ void put_in_place(const std::string& root, const std::string& name, const std::s
   }
   // No atomic swap here: step_<N> is missing for a moment. If `latest` names it, it names a
   // hard-linked copy of the new checkpoint meanwhile (removed with the other temporaries).
-  if (read_latest(root) == name) {
+  if (latest_or_empty(root) == name) {
     const auto copy = tmp + ".link";
     io::remove_tree(copy);
     io::make_dirs(copy);
@@ -333,11 +343,8 @@ std::vector<std::string> remove_stale_temporaries(const std::string& output_dir)
   const auto root = checkpoints_dir(output_dir);
   std::vector<std::string> removed;
   if (!io::is_dir(root)) return removed;
-  std::string in_use;  // a temporary `latest` names (after a crash in the no-swap fall-back)
-  try {
-    if (io::path_exists(io::join_path(root, "latest"))) in_use = read_latest(root);
-  } catch (const Error&) {
-  }
+  // A temporary `latest` names (after a crash in the no-swap fall-back) is kept.
+  const std::string in_use = latest_or_empty(root);
   for (const auto& entry : io::list_dir(root)) {
     const bool temporary = entry == "latest.tmp" || (starts_with(entry, ".step_") &&
                                                      entry.find(".tmp-") != std::string::npos);

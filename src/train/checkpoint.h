@@ -89,8 +89,9 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step,
 
 // Removes the temporary entries of interrupted saves under <output_dir>/checkpoints
 // (.step_*.tmp-* folders, latest.tmp) and returns their paths. Only for the process that holds
-// output_dir's lock (then no save is in progress: every temporary is stale), at start-up. Keeps
-// the one folder `latest` may name after a crash in the no-swap fall-back above.
+// output_dir's lock (then no save is in progress: every temporary is stale): the trainer's rank 0
+// at start-up; save_checkpoint also calls it at its end and when it fails. Keeps the one folder
+// `latest` may name after a crash in the no-swap fall-back above.
 std::vector<std::string> remove_stale_temporaries(const std::string& output_dir);
 
 // The checkpoint to resume from, verified (verify_checkpoint).

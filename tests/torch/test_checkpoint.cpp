@@ -204,6 +204,17 @@ TEST_CASE("checkpoints: saving a step again leaves a complete checkpoint and no 
     CHECK(at::equal(*t.p.w.trainable()[0].second, *q.w.trainable()[0].second));
   }
   CHECK(io::is_dir(ckpt(out, 20)));  // step 10 saved again: the newer one is kept (keep = 3)
+  // A step saved again while `latest` is missing or unusable (resumed with an explicit --resume).
+  for (const char* latest : {"", "../x\n"}) {
+    INFO("latest: " << latest);
+    if (*latest == '\0')
+      io::remove_tree(out + "/checkpoints/latest");
+    else
+      test::write_bytes(out + "/checkpoints/latest", latest);
+    t.save(out, 20);
+    CHECK(leftovers(out).empty());
+    CHECK(train::resolve_resume(out, "auto") == ckpt(out, 20));
+  }
 }
 
 TEST_CASE("checkpoints: stale temporaries are removed, a failed save leaves none",
