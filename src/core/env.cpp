@@ -32,8 +32,22 @@ std::optional<std::string> log_level() {
   return get("EAGLET_LOG_LEVEL");
 }
 
-std::optional<int> test_kill_in_checkpoint() {
-  return get_int("EAGLET_TEST_KILL_IN_CHECKPOINT");
+std::optional<CheckpointKill> test_kill_in_checkpoint() {
+  auto v = get("EAGLET_TEST_KILL_IN_CHECKPOINT");
+  if (!v) return std::nullopt;
+  const auto colon = v->find(':');
+  CheckpointKill k;
+  try {
+    k.step = std::stoll(v->substr(0, colon));
+  } catch (...) {
+    return std::nullopt;
+  }
+  k.point = colon == std::string::npos ? "half" : v->substr(colon + 1);
+  return k;
+}
+
+bool test_no_rename_exchange() {
+  return get_int("EAGLET_TEST_NO_RENAME_EXCHANGE").value_or(0) != 0;
 }
 
 }  // namespace eaglet::env

@@ -2,6 +2,7 @@
 // Launchers (mpirun, srun) describe the process through these; the config file describes the run.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -14,8 +15,16 @@ std::optional<int> launcher_local_rank();
 std::optional<std::string> slurm_job_id();
 // EAGLET_LOG_LEVEL overrides runtime.log_level (trace, debug, info, warn, error).
 std::optional<std::string> log_level();
-// EAGLET_TEST_KILL_IN_CHECKPOINT=<step>: the checkpoint writer kills its own process (SIGKILL)
-// half-way through saving that step. Only for the crash-safety test.
-std::optional<int> test_kill_in_checkpoint();
+// EAGLET_TEST_KILL_IN_CHECKPOINT=<step>[:<point>]: the checkpoint writer kills its own process
+// (SIGKILL) at that point of saving that step (train/checkpoint.cpp lists the points; without
+// one, "half": half-way through writing the files). Only for the crash-safety tests.
+struct CheckpointKill {
+  int64_t step = 0;
+  std::string point;
+};
+std::optional<CheckpointKill> test_kill_in_checkpoint();
+// EAGLET_TEST_NO_RENAME_EXCHANGE=1: the checkpoint writer acts as on a file system without
+// renameat2(RENAME_EXCHANGE) (NFS), to test its fallback. Only for the crash-safety tests.
+bool test_no_rename_exchange();
 
 }  // namespace eaglet::env

@@ -92,6 +92,51 @@ void remove_tree(const std::string& path) noexcept {
       16, FTW_DEPTH | FTW_PHYS);
 }
 
+int64_t file_size(const std::string& path) {
+  struct stat st {};
+  EAGLET_CHECK(::stat(path.c_str(), &st) == 0, "{}: cannot stat: {}", path, std::strerror(errno));
+  EAGLET_CHECK(S_ISREG(st.st_mode), "{}: not a regular file", path);
+  return static_cast<int64_t>(st.st_size);
+}
+
+std::string read_text_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  EAGLET_CHECK(fd >= 0, "{}: cannot open: {}", path, std::strerror(errno));
+  std::string text;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      EAGLET_FAIL("{}: read failed: {}", path, std::strerror(err));
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return text;
+}
+
+void rename_path(const std::string& from, const std::string& to) {
+  EAGLET_CHECK(::rename(from.c_str(), to.c_str()) == 0, "cannot rename {} to {}: {}", from, to,
+               std::strerror(errno));
+}
+
+bool exchange_paths(const std::string& a, const std::string& b) {
+  if (::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) == 0) return true;
+  const int err = errno;
+  if (err == EINVAL || err == ENOSYS || err == ENOTSUP) return false;
+  EAGLET_FAIL("cannot exchange {} and {} (renameat2 RENAME_EXCHANGE): {}", a, b,
+              std::strerror(err));
+}
+
+void link_file(const std::string& from, const std::string& to) {
+  EAGLET_CHECK(::link(from.c_str(), to.c_str()) == 0, "cannot hard-link {} to {}: {}", to, from,
+               std::strerror(errno));
+}
+
 void fsync_parent_dir(const std::string& path) {
   const std::string dir = parent_dir(path);
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

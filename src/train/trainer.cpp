@@ -256,17 +256,19 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
   int64_t start_step = 0, cursor = 0, skipped_steps = 0;
   std::string resume_dir;
   env.agree([&] {
+    if (rank0)  // holds output_dir's lock: every temporary of a checkpoint save is stale
+      for (const auto& path : remove_stale_temporaries(cfg.output_dir))
+        spdlog::warn("removed {}, left by an interrupted checkpoint save", path);
     if (!opt.resume.empty()) resume_dir = resolve_resume(cfg.output_dir, opt.resume);
     if (resume_dir.empty()) return;
-    auto state = load_checkpoint(resume_dir, arch, weights, vocab, optimizer);
-    EAGLET_CHECK(state.value("sp_size", layout.sp()) == layout.sp(),
+    const auto state = load_checkpoint(resume_dir, arch, weights, vocab, optimizer);
+    EAGLET_CHECK(state.sp_size == layout.sp(),
                  "checkpoint {} was trained with sequence-parallel size {}; this run has {} (the "
-                 "data cursor and "
-                 "the store's shards depend on it)",
-                 resume_dir, state.value("sp_size", 0), layout.sp());
-    start_step = state.at("step").get<int64_t>();
-    cursor = state.at("cursor").get<int64_t>();
-    skipped_steps = state.value("skipped_steps", int64_t{0});
+                 "data cursor and the store's shards depend on it)",
+                 resume_dir, state.sp_size, layout.sp());
+    start_step = state.step;
+    cursor = state.cursor;
+    skipped_steps = state.skipped_steps;
   });
   if (!resume_dir.empty())
     spdlog::info("resumed from {}: step {}, data cursor {}", resume_dir, start_step, cursor);

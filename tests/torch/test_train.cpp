@@ -1,5 +1,5 @@
-// Optimizer step, schedule and checkpoints: AdamW against the textbook update, the schedule's
-// known values, skipping non-finite steps, and atomic, bit-exact, compatible checkpoints.
+// Optimizer step and schedule: AdamW against the textbook update, the schedule's known values,
+// skipping non-finite steps (checkpoints: test_checkpoint.cpp).
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/equal.h>
@@ -11,9 +11,7 @@
 
 #include "catch.h"
 #include "core/error.h"
-#include "io/files.h"
 #include "torch/model_fixture.h"
-#include "train/checkpoint.h"
 #include "train/optimizer.h"
 
 using namespace eaglet;
@@ -85,49 +83,4 @@ TEST_CASE("a non-finite gradient norm skips the step; ten in a row stop the run"
   a.mutable_grad() = at::full({3}, INFINITY, a.options());
   CHECK_THROWS_AS(opt.step(0.1), Error);
   CHECK(opt.skipped_total() == 10);
-}
-
-TEST_CASE("checkpoints: bit-exact round trip, latest, keep-N, torn writes, incompatible models",
-          "[train]") {
-  const std::string out = "/tmp/eaglet_test_ckpt";
-  io::remove_tree(out);
-  auto p = test::make_problem(6, 2, 77);
-  train::AdamW opt(p.w.trainable(), TrainingConfig{});
-  for (auto& [name, t] : p.w.trainable())
-    t->mutable_grad() = at::full(t->sizes(), 0.01, t->options());
-  opt.step(0.001);
-  CHECK(train::resolve_resume(out, "auto").empty());
-  for (int64_t step : {10, 20, 30})
-    train::save_checkpoint(out, step, p.w, p.cfg, p.vocab, opt, {{"step", step}}, 2);
-  CHECK(!io::path_exists(out + "/checkpoints/step_00000010"));  // keep = 2
-  CHECK(train::resolve_resume(out, "auto") == out + "/checkpoints/step_00000030");
-  // A save killed before its rename leaves only a temporary folder: latest still loads.
-  io::make_dirs(out + "/checkpoints/.step_00000040.tmp-1");
-  CHECK(train::resolve_resume(out, "auto") == out + "/checkpoints/step_00000030");
-
-  auto q = test::make_problem(6, 2, 78);
-  train::AdamW opt2(q.w.trainable(), TrainingConfig{});
-  model::VocabMap vocab;
-  auto state = train::load_checkpoint(out + "/checkpoints/step_00000030", q.cfg, q.w, vocab, opt2);
-  CHECK(state["step"] == 30);
-  for (size_t i = 0; i < p.w.trainable().size(); ++i)
-    CHECK(at::equal(*p.w.trainable()[i].second, *q.w.trainable()[i].second));
-  auto s1 = opt.state(), s2 = opt2.state();
-  for (size_t i = 0; i < s1.size(); ++i) {
-    INFO(s1[i].first);
-    CHECK(at::equal(s1[i].second.reshape({-1}), s2[i].second.reshape({-1})));
-  }
-  CHECK(at::equal(vocab.d2t, p.vocab.d2t));
-
-  auto other = q.cfg;
-  other.intermediate_size = 64;
-  std::string msg;
-  try {
-    train::load_checkpoint(out + "/checkpoints/step_00000030", other, q.w, vocab, opt2);
-  } catch (const Error& e) {
-    msg = e.message();
-  }
-  CHECK(msg.find("is for another model: intermediate_size is 48 there and 64") !=
-        std::string::npos);
-  CHECK_THROWS_AS(train::resolve_resume(out, out + "/checkpoints/step_00000099"), Error);
 }
