@@ -34,6 +34,10 @@ S=(--config "$base" --set "output_dir=$out/run" --set parallel.ulysses=1 --set p
 run_case unknown_key_set 2 "config error: training.lrr: unknown key in --set (did you mean training.lr?)" "${S[@]}" --set training.lrr=1
 printf 'output_dir: %s\ntrainig:\n  lr: 0.1\n' "$out/run" >"$out/unknown.yaml"
 run_case unknown_key_file 2 "config error: trainig.lr: unknown key in $out/unknown.yaml (did you mean training.lr?)" --config "$out/unknown.yaml"
+printf 'output_dir: %s\ntraining:\n  lr: 0.1\n  seed: 1\n  lr: 0.2\n' "$out/run" >"$out/duplicate.yaml"
+run_case duplicate_key 4 "config error: training.lr: duplicate key in $out/duplicate.yaml (lines 3 and 5)" --config "$out/duplicate.yaml"
+printf 'output_dir: %s\ntraining:\n  lr: 0.1\ntraining:\n  seed: 1\n' "$out/run" >"$out/duplicate_top.yaml"
+run_case duplicate_section 2 "config error: training: duplicate key in $out/duplicate_top.yaml (lines 2 and 4)" --config "$out/duplicate_top.yaml"
 run_case wrong_type_float 2 "config error: training.lr=abc: expected float" "${S[@]}" --set training.lr=abc
 run_case wrong_type_int 2 "config error: parallel.ring=1.5: expected int" "${S[@]}" --set parallel.ring=1.5
 run_case wrong_type_bool 2 "config error: data.consume=maybe: expected bool" "${S[@]}" --set data.consume=maybe

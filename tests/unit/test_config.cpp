@@ -56,6 +56,26 @@ TEST_CASE("unknown keys and wrong types are all reported with key and value", "[
   REQUIRE(contains(msg, "top level must be a mapping"));
 }
 
+TEST_CASE("a key given twice is an error naming its path, file and lines", "[config]") {
+  auto msg = error_of([] { parse_config("training:\n  lr: 1\n  seed: 3\n  lr: 2\n", "run.yaml"); });
+  REQUIRE(msg == "config error: training.lr: duplicate key in run.yaml (lines 2 and 4)");
+  msg = error_of([] {
+    parse_config("training:\n  lr: 1\nparallel:\n  ring: 2\ntraining:\n  seed: 3\n", "run.yaml");
+  });
+  REQUIRE(msg == "config error: training: duplicate key in run.yaml (lines 1 and 5)");
+  msg = error_of([] {
+    parse_config("model:\n  config:\n    head_dim: 8\n    head_dim: 8\n    head_dim: 16\n",
+                 "m.yaml");
+  });
+  REQUIRE(msg == "config error: model.config.head_dim: duplicate key in m.yaml (lines 3, 4 and 5)");
+  msg = error_of([] { parse_config("output_dir: a\noutput_dir: b\n", "t"); });
+  REQUIRE(msg == "config error: output_dir: duplicate key in t (lines 1 and 2)");
+  // The same name in different mappings is no duplicate.
+  Config c =
+      parse_config("training:\n  seed: 1\ncheckpoint:\n  keep: 1\nparallel: {ring: 1}\n", "t");
+  REQUIRE(c.training.seed == 1);
+}
+
 TEST_CASE("validation rules name key, value and rule", "[config]") {
   struct Rule {
     std::vector<std::string> sets;
