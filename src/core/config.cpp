@@ -48,6 +48,30 @@ std::string node_text(const YAML::Node& n) {
   return e.c_str();
 }
 
+// A scalar written in quotes ("10", '1e-4') or tagged !!str. yaml-cpp tags a quoted scalar "!"
+// and a plain one "?", and would convert either to a number or bool, so a number quoted by
+// mistake would pass unnoticed.
+bool quoted(const YAML::Node& n) {
+  return n.IsScalar() && (n.Tag() == "!" || n.Tag() == "tag:yaml.org,2002:str");
+}
+
+// The value as written, quotes kept, for messages about quoted values.
+std::string written(const YAML::Node& n) {
+  if (quoted(n)) return fmt::format("\"{}\"", n.Scalar());
+  if (!n.IsSequence()) return node_text(n);
+  std::vector<std::string> items;
+  for (const auto& item : n) items.push_back(written(item));
+  return fmt::format("[{}]", fmt::join(items, ", "));
+}
+
+bool any_quoted(const YAML::Node& n) {
+  if (quoted(n)) return true;
+  if (n.IsSequence())
+    for (const auto& item : n)
+      if (quoted(item)) return true;
+  return false;
+}
+
 template <typename T>
 Field field(std::string key, T& ref, std::string doc) {
   Field f;
@@ -55,6 +79,10 @@ Field field(std::string key, T& ref, std::string doc) {
   f.type = type_name<T>();
   f.doc = std::move(doc);
   f.set = [&ref, key](const YAML::Node& n) {
+    if (!std::is_same_v<T, std::string> && any_quoted(n))
+      throw std::invalid_argument(
+          fmt::format("config error: {}={}: expected {}, got a quoted string", key, written(n),
+                      type_name<T>()));
     bool ok = std::is_same_v<T, std::vector<double>> ? n.IsSequence() : n.IsScalar();
     if (ok) {
       try {

@@ -38,6 +38,9 @@ printf 'output_dir: %s\ntraining:\n  lr: 0.1\n  seed: 1\n  lr: 0.2\n' "$out/run"
 run_case duplicate_key 4 "config error: training.lr: duplicate key in $out/duplicate.yaml (lines 3 and 5)" --config "$out/duplicate.yaml"
 printf 'output_dir: %s\ntraining:\n  lr: 0.1\ntraining:\n  seed: 1\n' "$out/run" >"$out/duplicate_top.yaml"
 run_case duplicate_section 2 "config error: training: duplicate key in $out/duplicate_top.yaml (lines 2 and 4)" --config "$out/duplicate_top.yaml"
+run_case quoted_int 2 'config error: training.max_steps="10": expected int, got a quoted string' "${S[@]}" --set 'training.max_steps="10"'
+printf 'output_dir: %s\ntraining:\n  lr: "1e-4"\n' "$out/run" >"$out/quoted.yaml"
+run_case quoted_float 2 'config error: training.lr="1e-4": expected float, got a quoted string' --config "$out/quoted.yaml"
 run_case wrong_type_float 2 "config error: training.lr=abc: expected float" "${S[@]}" --set training.lr=abc
 run_case wrong_type_int 2 "config error: parallel.ring=1.5: expected int" "${S[@]}" --set parallel.ring=1.5
 run_case wrong_type_bool 2 "config error: data.consume=maybe: expected bool" "${S[@]}" --set data.consume=maybe
