@@ -70,7 +70,7 @@ std::string usage(const std::vector<Command>& commands) {
   for (const auto& c : commands) out += fmt::format("  {:<10} {}\n", c.name, c.summary);
   out +=
       "\nexit codes: 0 success; 1 runtime failure (the job was aborted on every rank);\n"
-      "            2 bad command line, config or input, reported on every rank.\n"
+      "            2 bad command line, config or input: every rank exits 2, rank 0 says why.\n"
       "docs: README.md, docs/GUIDE.md (user guide), docs/CONFIG.md (every config key), "
       "docs/SLURM.md\n";
   return out;

@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "cli/session.h"
 #include "core/config.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "dist/device.h"
 #include "dist/selfcheck.h"
@@ -100,6 +101,14 @@ std::vector<Command> commands() {
   };
 }
 
+// A bad command line is the same on every rank (the same argv): under mpirun only rank 0 prints
+// it, the others exit with the same code silently. MPI is not initialised yet, so the rank comes
+// from the launcher's environment; without a launcher the process is rank 0.
+int command_line_error(const std::string& text) {
+  if (env::launcher_rank().value_or(0) == 0) std::cerr << text;
+  return 2;
+}
+
 }  // namespace
 }  // namespace eaglet::cli
 
@@ -107,26 +116,32 @@ int main(int argc, char** argv) {
   using namespace eaglet::cli;
   auto table = commands();
   std::string name = argc > 1 ? argv[1] : "";
-  if (name.empty() || name == "--help" || name == "-h" || name == "help") {
+  if (name.empty()) return command_line_error(usage(table));
+  if (name == "--help" || name == "-h" || name == "help") {
     std::cout << usage(table);
-    return name.empty() ? 2 : 0;
+    return 0;
   }
   if (name == "--version") name = "version";
   for (const auto& cmd : table) {
     if (cmd.name != name) continue;
+    ParsedArgs args;
     try {
-      auto args = parse_args(cmd, argc, argv, 2);
-      if (args.has("--help")) {
-        std::cout << command_help(cmd);
-        return 0;
-      }
+      args = parse_args(cmd, argc, argv, 2);
+    } catch (const eaglet::Error& e) {
+      return command_line_error("eaglet: " + e.message() + "\n");
+    }
+    if (args.has("--help")) {
+      std::cout << command_help(cmd);
+      return 0;
+    }
+    try {
       return cmd.run(args);
     } catch (const eaglet::Error& e) {
-      // Errors before any communicator exists: every rank parses the same command line.
+      // Errors before any communicator exists (distributed commands catch their own): printed by
+      // every rank, since a file one rank cannot read may be readable on another.
       std::cerr << "eaglet: " << e.message() << "\n";
       return 2;
     }
   }
-  std::cerr << "eaglet: unknown command '" << name << "'\n\n" << usage(table);
-  return 2;
+  return command_line_error("eaglet: unknown command '" + name + "'\n\n" + usage(table));
 }

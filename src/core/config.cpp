@@ -48,6 +48,30 @@ std::string node_text(const YAML::Node& n) {
   return e.c_str();
 }
 
+// A scalar written in quotes ("10", '1e-4') or tagged !!str. yaml-cpp tags a quoted scalar "!"
+// and a plain one "?", and would convert either to a number or bool, so a number quoted by
+// mistake would pass unnoticed.
+bool quoted(const YAML::Node& n) {
+  return n.IsScalar() && (n.Tag() == "!" || n.Tag() == "tag:yaml.org,2002:str");
+}
+
+// The value as written, quotes kept, for messages about quoted values.
+std::string written(const YAML::Node& n) {
+  if (quoted(n)) return fmt::format("\"{}\"", n.Scalar());
+  if (!n.IsSequence()) return node_text(n);
+  std::vector<std::string> items;
+  for (const auto& item : n) items.push_back(written(item));
+  return fmt::format("[{}]", fmt::join(items, ", "));
+}
+
+bool any_quoted(const YAML::Node& n) {
+  if (quoted(n)) return true;
+  if (n.IsSequence())
+    for (const auto& item : n)
+      if (quoted(item)) return true;
+  return false;
+}
+
 template <typename T>
 Field field(std::string key, T& ref, std::string doc) {
   Field f;
@@ -55,6 +79,10 @@ Field field(std::string key, T& ref, std::string doc) {
   f.type = type_name<T>();
   f.doc = std::move(doc);
   f.set = [&ref, key](const YAML::Node& n) {
+    if (!std::is_same_v<T, std::string> && any_quoted(n))
+      throw std::invalid_argument(
+          fmt::format("config error: {}={}: expected {}, got a quoted string", key, written(n),
+                      type_name<T>()));
     bool ok = std::is_same_v<T, std::vector<double>> ? n.IsSequence() : n.IsScalar();
     if (ok) {
       try {
@@ -162,6 +190,37 @@ void load_draft_config_json(Config& cfg, const std::string& path,
   }
 }
 
+// " (lines 3 and 7)", " (lines 3, 7 and 9)"; empty when yaml-cpp gave no marks (line 0).
+std::string lines_text(const std::vector<int>& lines) {
+  if (std::find(lines.begin(), lines.end(), 0) != lines.end()) return "";
+  std::string out = " (lines ";
+  for (size_t i = 0; i < lines.size(); ++i)
+    out += fmt::format("{}{}", i == 0 ? "" : i + 1 == lines.size() ? " and " : ", ", lines[i]);
+  return out + ")";
+}
+
+// yaml-cpp keeps every entry of a mapping, a repeated key included, and the last one would
+// silently win: each key given twice in one mapping, at any depth, is an error naming its dotted
+// path and the lines.
+void find_duplicate_keys(const YAML::Node& map, const std::string& prefix,
+                         const std::string& origin, std::vector<std::string>& errors) {
+  std::vector<std::pair<std::string, std::vector<int>>> keys;  // name -> 1-based lines, in order
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    const std::string name = it->first.Scalar();
+    auto entry =
+        std::find_if(keys.begin(), keys.end(), [&](const auto& k) { return k.first == name; });
+    if (entry == keys.end()) entry = keys.insert(keys.end(), {name, {}});
+    entry->second.push_back(it->first.Mark().line + 1);  // Mark().line is 0-based, -1 unknown
+  }
+  for (const auto& [name, lines] : keys)
+    if (lines.size() > 1)
+      errors.push_back(fmt::format("config error: {}{}: duplicate key in {}{}", prefix, name,
+                                   origin, lines_text(lines)));
+  for (auto it = map.begin(); it != map.end(); ++it)
+    if (it->second.IsMap())
+      find_duplicate_keys(it->second, prefix + it->first.Scalar() + ".", origin, errors);
+}
+
 // Flattens a YAML map into dotted leaf keys (scalars and sequences are leaves).
 void flatten(const YAML::Node& node, const std::string& prefix,
              std::vector<std::pair<std::string, YAML::Node>>& out) {
@@ -209,6 +268,7 @@ Config parse_node(const YAML::Node& root, const std::string& origin,
   if (root && !root.IsNull()) {
     if (!root.IsMap())
       EAGLET_FAIL("config error: {}: the top level must be a mapping of keys", origin);
+    find_duplicate_keys(root, "", origin, errors);
     std::vector<std::pair<std::string, YAML::Node>> leaves;
     flatten(root, "", leaves);
     for (auto& [key, value] : leaves) apply(cfg, key, value, origin, errors);

@@ -27,7 +27,7 @@ struct RuntimeConfig {
   std::string dtype =
       "auto";  // compute dtype: auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16 | float64
   std::string collectives = "auto";  // auto | nccl | host (CUDA tensors through MPI on the host)
-  int64_t timeout_s = 600;  // watchdog: no progress for this long (a hung peer) ends the job, exit 1
+  int64_t timeout_s = 600;  // watchdog: no progress this long (a hung peer) ends the job, exit 1
 };
 
 struct DataConfig {
@@ -35,7 +35,7 @@ struct DataConfig {
   std::string path = "data/store";
   std::string manifest;  // default: <path>/manifest.jsonl
   int64_t max_seq_length = 4096;
-  std::string on_error = "fail";  // fail | skip
+  std::string on_error = "fail";   // fail | skip
   double max_bad_fraction = 0.05;  // above this fraction of samples skipped/neutralised: exit 1
   bool consume = false;
   std::string
@@ -138,8 +138,8 @@ struct Field {
 std::vector<Field> fields(Config& cfg);
 
 // Parses a YAML file and `--set key=value` overrides (applied in order) into a Config.
-// Unknown keys and wrong types throw eaglet::Error listing every problem, each as
-// "config error: <key>=<value>: <rule>".
+// Unknown keys, keys given twice in one mapping and wrong types (a quoted "10" for an int too)
+// throw eaglet::Error listing every problem, each as "config error: <key>=<value>: <rule>".
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 // The same from YAML text (tests, inline configs); `origin` names the source in messages.
 Config parse_config(const std::string& yaml_text, const std::string& origin,

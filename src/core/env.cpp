@@ -21,6 +21,13 @@ std::optional<int> get_int(const char* name) {
 }
 }  // namespace
 
+std::optional<int> launcher_rank() {
+  // The launcher's own variable first: under mpirun inside a SLURM allocation every rank inherits
+  // the batch step's SLURM_PROCID=0.
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"})
+    if (auto r = get_int(name)) return r;
+  return std::nullopt;
+}
 std::optional<int> launcher_local_rank() {
   if (auto r = get_int("OMPI_COMM_WORLD_LOCAL_RANK")) return r;
   return get_int("SLURM_LOCALID");

@@ -8,6 +8,9 @@
 
 namespace eaglet::env {
 
+// World rank as the launcher reports it (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK, SLURM_PROCID),
+// for the moments before MPI is initialised: command-line errors are printed by rank 0 only.
+std::optional<int> launcher_rank();
 // Local rank on this node as the launcher reports it (OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID),
 // used only to log; the device choice comes from MPI's shared-memory split.
 std::optional<int> launcher_local_rank();

@@ -56,6 +56,79 @@ TEST_CASE("unknown keys and wrong types are all reported with key and value", "[
   REQUIRE(contains(msg, "top level must be a mapping"));
 }
 
+TEST_CASE("a key given twice is an error naming its path, file and lines", "[config]") {
+  auto msg = error_of([] { parse_config("training:\n  lr: 1\n  seed: 3\n  lr: 2\n", "run.yaml"); });
+  REQUIRE(msg == "config error: training.lr: duplicate key in run.yaml (lines 2 and 4)");
+  msg = error_of([] {
+    parse_config("training:\n  lr: 1\nparallel:\n  ring: 2\ntraining:\n  seed: 3\n", "run.yaml");
+  });
+  REQUIRE(msg == "config error: training: duplicate key in run.yaml (lines 1 and 5)");
+  msg = error_of([] {
+    parse_config("model:\n  config:\n    head_dim: 8\n    head_dim: 8\n    head_dim: 16\n",
+                 "m.yaml");
+  });
+  REQUIRE(msg == "config error: model.config.head_dim: duplicate key in m.yaml (lines 3, 4 and 5)");
+  msg = error_of([] { parse_config("output_dir: a\noutput_dir: b\n", "t"); });
+  REQUIRE(msg == "config error: output_dir: duplicate key in t (lines 1 and 2)");
+  // The same name in different mappings is no duplicate.
+  Config c =
+      parse_config("training:\n  seed: 1\ncheckpoint:\n  keep: 1\nparallel: {ring: 1}\n", "t");
+  REQUIRE(c.training.seed == 1);
+}
+
+TEST_CASE("a quoted value for a number or bool is an error; strings take both", "[config]") {
+  struct Case {
+    std::string yaml;
+    std::vector<std::string> sets;
+    std::string message;
+  };
+  std::vector<Case> cases = {
+      {"",
+       {"training.max_steps=\"10\""},
+       "config error: training.max_steps=\"10\": expected int, got a quoted string"},
+      {"training:\n  lr: \"1e-4\"\n",
+       {},
+       "config error: training.lr=\"1e-4\": expected float, got a quoted string"},
+      {"data:\n  consume: 'true'\n",
+       {},
+       "config error: data.consume=\"true\": expected bool, got a quoted string"},
+      {"",
+       {"data.follow='false'"},
+       "config error: data.follow=\"false\": expected bool, got a quoted string"},
+      {"training:\n  ttt_weights: [1, \"0.5\"]\n",
+       {},
+       "config error: training.ttt_weights=[1, \"0.5\"]: expected list[float], got a quoted "
+       "string"},
+      {"parallel:\n  ring: !!str 2\n",
+       {},
+       "config error: parallel.ring=\"2\": expected int, got a quoted string"},
+  };
+  for (const auto& k : cases) {
+    INFO(k.message);
+    REQUIRE(error_of([&] { parse_config(k.yaml, "t", k.sets); }) == k.message);
+  }
+  Config c = parse_config("output_dir: \"runs/a b\"\ndata:\n  path: '123'\n  manifest: m.jsonl\n",
+                          "t", {"model.target=\"/models/x\"", "runtime.device=cpu"});
+  REQUIRE(c.output_dir == "runs/a b");
+  REQUIRE(c.data.path == "123");
+  REQUIRE(c.data.manifest == "m.jsonl");
+  REQUIRE(c.model.target == "/models/x");
+  REQUIRE(c.runtime.device == "cpu");
+  // The same in a draft config.json: JSON strings are quoted scalars.
+  std::string path = "/tmp/eaglet_test_quoted_config.json";
+  std::ofstream(path) << R"({"hidden_size": "4096", "rope_scaling": {"rope_type": "llama3"}})";
+  REQUIRE(error_of([&] { parse_config("model:\n  config: " + path + "\n", "t"); }) ==
+          "config error: model.config.hidden_size=\"4096\": expected int, got a quoted string "
+          "(from " +
+              path + ")");
+  std::remove(path.c_str());
+  // Plain numbers and bools still parse.
+  c = parse_config("training:\n  max_steps: 10\n  lr: 1e-4\ndata:\n  consume: true\n", "t");
+  REQUIRE(c.training.max_steps == 10);
+  REQUIRE(c.training.lr == 1e-4);
+  REQUIRE(c.data.consume);
+}
+
 TEST_CASE("validation rules name key, value and rule", "[config]") {
   struct Rule {
     std::vector<std::string> sets;
