@@ -117,8 +117,9 @@ int main(int argc, char** argv) {
   auto table = commands();
   std::string name = argc > 1 ? argv[1] : "";
   if (name.empty()) return command_line_error(usage(table));
+  const bool first_rank = eaglet::env::launcher_rank().value_or(0) == 0;  // help once under mpirun
   if (name == "--help" || name == "-h" || name == "help") {
-    std::cout << usage(table);
+    if (first_rank) std::cout << usage(table);
     return 0;
   }
   if (name == "--version") name = "version";
@@ -131,7 +132,7 @@ int main(int argc, char** argv) {
       return command_line_error("eaglet: " + e.message() + "\n");
     }
     if (args.has("--help")) {
-      std::cout << command_help(cmd);
+      if (first_rank) std::cout << command_help(cmd);
       return 0;
     }
     try {

@@ -405,7 +405,9 @@ std::vector<Field> fields(Config& c) {
       field("model.recompute_mlp", c.model.recompute_mlp,
             "recompute the MLP in backward instead of keeping its activations (long sequences)"),
       field("training.ttt_length", c.training.ttt_length, "TTT unroll length T"),
-      field("training.max_steps", c.training.max_steps, "optimizer steps; 0 = run num_epochs"),
+      field("training.max_steps", c.training.max_steps,
+            "optimizer steps; 0 = as many as num_epochs give. With a fixed manifest the run "
+            "takes min(max_steps, samples x num_epochs / (D x grad_accum)) and logs a cap"),
       field("training.num_epochs", c.training.num_epochs, "passes over a fixed manifest"),
       field("training.lr", c.training.lr, "peak learning rate"),
       field("training.min_lr", c.training.min_lr, "learning rate at the end of the cosine"),
