@@ -26,29 +26,29 @@ at::ScalarType merge_type(const at::Tensor& q) {
   return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// Expands [S, Hkv, d] to [S, H, d] (query head h uses KV head h / (H / Hkv)).
-at::Tensor expand_heads(const at::Tensor& x, int64_t heads) {
-  const int64_t kv = x.size(1);
-  return x.unsqueeze(2)
-      .expand({x.size(0), kv, heads / kv, x.size(2)})
-      .reshape({x.size(0), heads, x.size(2)});
+// [S, H, d] seen as [S, Hkv, H / Hkv, d]: query head h uses KV head h / (H / Hkv), so a KV tensor
+// [S, Hkv, d] unsqueezed to [S, Hkv, 1, d] broadcasts over its group without being copied.
+at::Tensor grouped(const at::Tensor& x, int64_t kv) {
+  return x.reshape({x.size(0), kv, x.size(1) / kv, x.size(2)});
 }
-at::Tensor fold_heads(const at::Tensor& g, int64_t kv) {
-  return g.reshape({g.size(0), kv, g.size(1) / kv, g.size(2)}).sum(2);
+at::Tensor ungrouped(const at::Tensor& x) {
+  return x.reshape({x.size(0), x.size(1) * x.size(2), x.size(3)});
 }
 
 // --- reference ----------------------------------------------------------------------------------
 DiagMerge reference_forward(const at::Tensor& q, const at::Tensor& out0, const at::Tensor& lse0,
                             at::TensorList ks, at::TensorList vs, double scale) {
   const auto mt = merge_type(q);
-  const int64_t heads = q.size(1);
-  auto qm = q.to(mt);
+  const int64_t S = q.size(0), H = q.size(1), kv = ks[0].size(1);
+  auto qg = grouped(q.to(mt), kv);
   std::vector<at::Tensor> lses{lse0.to(mt)};
-  for (const auto& k : ks) lses.push_back((qm * expand_heads(k.to(mt), heads)).sum(-1) * scale);
+  for (const auto& k : ks)
+    lses.push_back((qg * k.to(mt).unsqueeze(2)).sum(-1).reshape({S, H}) * scale);
   auto lse = at::logsumexp(at::stack(lses), {0});
   auto merged = at::exp(lses[0] - lse).unsqueeze(-1) * out0.to(mt);
   for (size_t m = 0; m < vs.size(); ++m)
-    merged = merged + at::exp(lses[m + 1] - lse).unsqueeze(-1) * expand_heads(vs[m].to(mt), heads);
+    merged = merged + ungrouped(grouped(at::exp(lses[m + 1] - lse).unsqueeze(-1), kv) *
+                                vs[m].to(mt).unsqueeze(2));
   return {merged.to(q.scalar_type()), lse};
 }
 
@@ -56,17 +56,20 @@ DiagGrads reference_backward(const at::Tensor& dout, const at::Tensor& q, const 
                              const at::Tensor& lse, at::TensorList ks, at::TensorList vs,
                              const at::Tensor& dq0, double scale) {
   const auto mt = merge_type(q);
-  const int64_t heads = q.size(1), kv = ks[0].size(1), n = static_cast<int64_t>(ks.size());
-  auto qm = q.to(mt), dom = dout.to(mt), om = out.to(mt), l = lse.to(mt);
-  auto dq = dq0.to(mt, /*non_blocking=*/false, /*copy=*/true);
+  const int64_t kv = ks[0].size(1), n = static_cast<int64_t>(ks.size());
+  auto qg = grouped(q.to(mt), kv), dog = grouped(dout.to(mt), kv), og = grouped(out.to(mt), kv);
+  auto lg = lse.to(mt).reshape({q.size(0), kv, q.size(1) / kv});
+  auto dq = at::empty(q.sizes(), q.options().dtype(mt));
+  dq.copy_(dq0);
+  auto dqg = grouped(dq, kv);  // a view: dq accumulates in place
   DiagGrads r;
   for (int64_t m = 0; m < n; ++m) {
-    auto km = expand_heads(ks[m].to(mt), heads), vm = expand_heads(vs[m].to(mt), heads);
-    auto w = at::exp((qm * km).sum(-1) * scale - l);  // [S, H]
-    auto g = w * (dom * (vm - om)).sum(-1);           // dL/dscore
-    dq.add_((g * scale).unsqueeze(-1) * km);
-    r.dk.push_back(fold_heads((g * scale).unsqueeze(-1) * qm, kv).to(ks[m].scalar_type()));
-    r.dv.push_back(fold_heads(w.unsqueeze(-1) * dom, kv).to(vs[m].scalar_type()));
+    auto km = ks[m].to(mt).unsqueeze(2), vm = vs[m].to(mt).unsqueeze(2);  // [S, Hkv, 1, d]
+    auto w = at::exp((qg * km).sum(-1) * scale - lg);                     // [S, Hkv, group]
+    auto gs = (w * (dog * (vm - og)).sum(-1) * scale).unsqueeze(-1);      // dL/dscore · scale
+    dqg.add_(gs * km);
+    r.dk.push_back((gs * qg).sum(2).to(ks[m].scalar_type()));
+    r.dv.push_back((w.unsqueeze(-1) * dog).sum(2).to(vs[m].scalar_type()));
   }
   r.dq = dq.to(q.scalar_type());
   return r;
