@@ -25,9 +25,9 @@ the loss mask; with --generate the text is the prompt and the continuation is ma
 The script can also write the target's head for eaglet's model.target (--target-out) and a draft
 config for model.config (--draft-config-out); without --input it writes only those.
 
-Example (SmolLM2-135M-Instruct as GGUF, 2 SP ranks, TTT 3; docs/DATA.md §8):
+Example (SmolLM2-135M-Instruct as GGUF, 3 SP ranks, TTT 3; docs/DATA.md §10):
   python scripts/produce_hf.py --target SmolLM2-135M-Instruct.Q4_1.gguf --input prompts.jsonl \\
-      --dir runs/smol/store --sp-size 2 --ttt-length 3 --max-seq-length 512 --generate \\
+      --dir runs/smol/store --sp-size 3 --ttt-length 3 --max-seq-length 512 --generate \\
       --max-new-tokens 128 --target-out runs/smol/target --draft-config-out runs/smol/draft.json
 """
 
