@@ -290,11 +290,45 @@ def connect(a):
                  "pip install mooncake-transfer-engine-non-cuda (docs/MOONCAKE.md)")
     store = MooncakeDistributedStore()
     rc = store.setup(a.local_hostname, a.metadata, a.segment_size, a.buffer_size, a.protocol,
-                     a.device, a.master)
+                     a.rdma_device, a.master)
     if rc != 0:
         sys.exit(f"mooncake_producer: setup failed ({rc}) with master {a.master}, "
                  f"metadata {a.metadata}: is the master running (scripts/mooncake_master.sh)?")
     return store
+
+
+def add_sink_args(p, rdma_device_flag="--device"):
+    """--dir and the Mooncake client's options; scripts/produce_hf.py shares them (there the RDMA
+    device list is --mooncake-device, as --device picks the torch device)."""
+    p.add_argument("--dir", help="write into eaglet's dir store at DIR instead of Mooncake")
+    mc = p.add_argument_group("Mooncake client (unless --dir)")
+    mc.add_argument("--master", default="127.0.0.1:50051")
+    mc.add_argument("--metadata", default="http://127.0.0.1:8090/metadata")
+    mc.add_argument("--protocol", default="tcp", choices=["tcp", "rdma"])
+    mc.add_argument(rdma_device_flag, dest="rdma_device", default="", help="RDMA device names")
+    mc.add_argument("--local-hostname", default="127.0.0.1")
+    mc.add_argument("--segment-size", type=parse_size, default=0,
+                    help="memory this process lends the store (objects vanish when it exits)")
+    mc.add_argument("--buffer-size", type=parse_size, default=parse_size("64MB"))
+    mc.add_argument("--hold", action="store_true",
+                    help="after writing, keep running (and lending memory) until SIGTERM/SIGINT")
+
+
+def open_sink(a):
+    """The sink that the options of add_sink_args name: the dir store or a Mooncake client."""
+    return DirSink(a.dir) if a.dir else MooncakeSink(connect(a))
+
+
+def hold_if_asked(a, name):
+    """With --hold, keeps the process (and the memory it lends the store) alive until a signal."""
+    if not a.hold:
+        return
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop.append(1))
+    print(f"{name}: holding (SIGTERM to stop)", flush=True)
+    while not stop:
+        time.sleep(0.2)
 
 
 def main():
@@ -317,26 +351,12 @@ def main():
     src.add_argument("--from", dest="inputs", nargs="+", default=[],
                      help="safetensors files, one sample each (key = file name)")
     src.add_argument("--dump", help="also write each object's exact bytes to DIR/<object key>")
-    p.add_argument("--dir", help="write into eaglet's dir store at DIR instead of Mooncake")
-    mc = p.add_argument_group("Mooncake client (unless --dir)")
-    mc.add_argument("--master", default="127.0.0.1:50051")
-    mc.add_argument("--metadata", default="http://127.0.0.1:8090/metadata")
-    mc.add_argument("--protocol", default="tcp", choices=["tcp", "rdma"])
-    mc.add_argument("--device", default="", help="RDMA device names")
-    mc.add_argument("--local-hostname", default="127.0.0.1")
-    mc.add_argument("--segment-size", type=parse_size, default=0,
-                    help="memory this process lends the store (objects vanish when it exits)")
-    mc.add_argument("--buffer-size", type=parse_size, default=parse_size("64MB"))
-    mc.add_argument("--hold", action="store_true",
-                    help="after writing, keep running (and lending memory) until SIGTERM/SIGINT")
+    add_sink_args(p)
     a = p.parse_args()
     if a.sp_size < 1 or a.ttt_length < 0 or a.max_seq_length < 1:
         p.error("--sp-size >= 1, --ttt-length >= 0 and --max-seq-length >= 1 are required")
 
-    if a.dir:
-        sink = DirSink(a.dir)
-    else:
-        sink = MooncakeSink(connect(a))
+    sink = open_sink(a)
     writer = ShardWriter(sink, a.manifest, a.sp_size, a.ttt_length, a.max_seq_length, a.dump)
 
     rng = np.random.default_rng(a.seed)
@@ -367,13 +387,7 @@ def main():
             count += 1
     print(f"mooncake_producer: {count} samples, {count * a.sp_size * 3} objects, manifest "
           f"{a.manifest}", flush=True)
-    if a.hold:
-        stop = []
-        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-        signal.signal(signal.SIGINT, lambda *_: stop.append(1))
-        print("mooncake_producer: holding (SIGTERM to stop)", flush=True)
-        while not stop:
-            time.sleep(0.2)
+    hold_if_asked(a, "mooncake_producer")
     sink.close()
 
 

@@ -2,7 +2,8 @@
 # Idempotent set-up of everything eaglet builds and tests with:
 #   1. system packages (apt): compiler, CMake, Ninja, OpenMPI, yaml-cpp, spdlog/fmt, Catch2, nlohmann-json;
 #   2. a Python with PyTorch, whose wheel provides LibTorch: an already importable CUDA PyTorch is
-#      kept (the GPU image), otherwise .venv is made with the CPU wheel torch==2.13.0;
+#      kept (the GPU image), otherwise .venv is made with the CPU wheel torch==2.13.0; numpy,
+#      safetensors and, for scripts/produce_hf.py, transformers, gguf, accelerate, sentencepiece;
 #   3. Mooncake's client for data.store=mooncake (the mooncake-transfer-engine-non-cuda wheel in that
 #      Python; its system libraries libibverbs1, libnuma1, libcurl4 come with step 1). Optional: a
 #      failure is a warning, and the mooncake test then skips itself (docs/MOONCAKE.md);
@@ -67,9 +68,13 @@ else
   py=$PWD/.venv/bin/python
 fi
 # Python packages the tools and tests use (module=pip requirement); torch only goes into .venv.
-declare -A pkgs=([torch]="torch==2.13.0" [numpy]=numpy [safetensors]=safetensors)
+# transformers, gguf, accelerate and sentencepiece serve scripts/produce_hf.py (HF and GGUF
+# targets; transformers loads GGUF files through gguf and accelerate, some Llama/Mistral
+# tokenizers need sentencepiece); none of them changes the installed torch.
+declare -A pkgs=([torch]="torch==2.13.0" [numpy]=numpy [safetensors]=safetensors
+  [transformers]=transformers [gguf]=gguf [accelerate]=accelerate [sentencepiece]=sentencepiece)
 want=()
-for mod in torch numpy safetensors; do
+for mod in torch numpy safetensors transformers gguf accelerate sentencepiece; do
   "$py" -c "import $mod" >/dev/null 2>&1 && continue
   if [ "$mod" = torch ] && [ "$py" != "$PWD/.venv/bin/python" ]; then continue; fi
   want+=("${pkgs[$mod]}")
