@@ -81,6 +81,7 @@ else
   "$py" -m pip install -q --disable-pip-version-check "${want[@]}" ||
     say "WARNING: pip could not install ${want[*]} (tests that need them will fail)"
 fi
+"$py" -c 'import transformers, gguf' >/dev/null 2>&1 || { say "installing into $py: transformers gguf (scripts/spec_eval.py, tests eval_*)"; "$py" -m pip install -q --disable-pip-version-check transformers==5.25.0 gguf==0.19.0 || say "WARNING: pip could not install transformers/gguf (the eval_* tests skip)"; }
 "$py" -c 'import torch' || { say "ERROR: $py cannot import torch"; exit 1; }
 echo "$py" >.eaglet_python
 
