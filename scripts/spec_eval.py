@@ -590,12 +590,12 @@ def encode(tok, msgs, chat_template=True):
 
 def acceptance(rounds, depth):
     """Per position i = 1..depth: rounds reaching it (i−1 accepted), accepting it, the conditional
-    and unconditional rates."""
+    (None where no round reached it) and unconditional rates."""
     reached = [sum(r["accepted"] >= i - 1 for r in rounds) for i in range(1, depth + 1)]
     accepted = [sum(r["accepted"] >= i for r in rounds) for i in range(1, depth + 1)]
     n = max(len(rounds), 1)
     return {"reached": reached, "accepted": accepted,
-            "conditional": [a / r if r else 0.0 for a, r in zip(accepted, reached)],
+            "conditional": [a / r if r else None for a, r in zip(accepted, reached)],
             "unconditional": [a / n for a in accepted]}
 
 
@@ -640,7 +640,8 @@ def plot_acceptance(path, report):
     k = len(acc["conditional"])
     xs = list(range(1, k + 1))
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    ax.plot(xs, acc["conditional"], "o-", label="given position i−1 accepted")
+    ax.plot(xs, [float("nan") if x is None else x for x in acc["conditional"]], "o-",
+            label="given position i−1 accepted")
     ax.plot(xs, acc["unconditional"], "s-", label="unconditional")
     sim = report.get("simulated")
     if sim:
@@ -899,7 +900,8 @@ def main(argv=None):
         f"{report['mean_accepted']:.3f} of {a.depth}), {report['verifications']} verifications, "
         f"{report['tokens']} tokens in {spec_fw} target forwards vs {greedy_total} greedy "
         f"({report['forward_saving']:.2f}x fewer)")
-    say("  acceptance given previous: " + " ".join(f"{x:.3f}" for x in acc["conditional"]))
+    say("  acceptance given previous: " + " ".join("  -  " if x is None else f"{x:.3f}"
+                                                  for x in acc["conditional"]))
     say("  acceptance unconditional:  " + " ".join(f"{x:.3f}" for x in acc["unconditional"]))
     if "simulated" in report:
         s = report["simulated"]
