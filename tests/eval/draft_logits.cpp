@@ -36,9 +36,10 @@ using namespace eaglet;
 std::string arg(int argc, char** argv, const std::string& name) {
   for (int i = 1; i + 1 < argc; ++i)
     if (argv[i] == name) return argv[i + 1];
-  EAGLET_FAIL("draft_logits: {} is required (usage: draft_logits --draft DIR --target DIR "
-              "--sample FILE --steps T --out FILE)",
-              name);
+  EAGLET_FAIL(
+      "draft_logits: {} is required (usage: draft_logits --draft DIR --target DIR "
+      "--sample FILE --steps T --out FILE)",
+      name);
 }
 
 int run(int argc, char** argv) {
@@ -49,8 +50,8 @@ int run(int argc, char** argv) {
   const Config cfg = parse_config("model:\n  config: " + io::join_path(draft, "config.json") + "\n",
                                   "draft_logits");
   const auto& arch = cfg.model.config;
-  const auto head =
-      io::load_target_head(target, cfg.model.embedding_key, cfg.model.lm_head_key, cfg.model.norm_key);
+  const auto head = io::load_target_head(target, cfg.model.embedding_key, cfg.model.lm_head_key,
+                                         cfg.model.norm_key);
   auto w = model::init_weights(arch, 0, c10::Device(c10::kCPU), head.embed_tokens);
   model::VocabMap vocab;
   model::load_draft(draft, arch, w, &vocab);
@@ -78,8 +79,8 @@ int run(int argc, char** argv) {
     tensors.emplace_back(fmt::format("logits_step{}", k), ref.logits_k[k].contiguous());
   tensors.emplace_back("draft_to_target", vocab.draft_to_target().contiguous());
   io::write_safetensors(out, tensors, {{"steps", std::to_string(T)}, {"rows", std::to_string(L)}});
-  std::cout << fmt::format("draft_logits: {} steps x [{}, {}] logits of {} on {} written to {}\n", T,
-                           L, arch.draft_vocab_size, draft, sample_path, out);
+  std::cout << fmt::format("draft_logits: {} steps x [{}, {}] logits of {} on {} written to {}\n",
+                           T, L, arch.draft_vocab_size, draft, sample_path, out);
   return 0;
 }
 
