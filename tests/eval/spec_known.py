@@ -13,7 +13,8 @@ without a user turn is skipped):
   - oracle missing with probability 0.3: each verification's accepted count is the longest prefix
     of its proposals equal to the greedy text, its kept count that + 1; 1 < tau < k + 1;
   - a random Eagle3 draft (--random-draft, fp32 and fp64), and an EOS id taken from the greedy text:
-    the same prefix rule; generation stops at that EOS.
+    the same prefix rule; generation stops at that EOS;
+  - RoPE scaling (llama3, linear) of the draft's inv_freq against transformers' own (1e-6).
 Every run's output must equal plain greedy decoding (spec_eval exits 1 otherwise), and target
 forwards == verifications + 1 per prompt, greedy forwards == tokens. The first run goes through
 the command line, the others through spec_eval.main in this process.
@@ -127,6 +128,21 @@ def main(out):
     p = r["per_prompt"][0]
     check(p["tokens"][-1] == eos and eos not in p["tokens"][:-1] and p["cut"][-1],
           f"eos {eos}: first prompt stops at its first EOS ({len(p['tokens'])} tokens), last round cut")
+    # RoPE scaling the draft's config may name (eaglet's rope_inv_freq) against transformers' own.
+    import torch
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    for rp in ({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+               {"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}):
+        sizes = {"hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128}
+        hf, _ = ROPE_INIT_FUNCTIONS[rp["rope_type"]](
+            LlamaConfig(**sizes, rope_parameters=rp, max_position_embeddings=131072), "cpu")
+        cfg = spec_eval.DraftConfig(sizes | {"intermediate_size": 1, "vocab_size": 2, "rope_theta": rp["rope_theta"],
+                                             "rope_scaling": {k: v for k, v in rp.items() if k != "rope_theta"}})
+        e = float(((spec_eval.rope_inv_freq(cfg, torch.float32) - hf).abs() / hf.abs()).max())
+        check(e <= 1e-6, f"rope {rp['rope_type']}: inv_freq vs transformers' rel err {e:.1e} (tol 1e-6)")
     print(f"spec_known: {checks} checks, {failed} failed: {'PASS' if failed == 0 else 'FAIL'}")
     return 1 if failed else 0
 
