@@ -68,11 +68,13 @@ else
   py=$PWD/.venv/bin/python
 fi
 # Python packages the tools and tests use (module=pip requirement); torch only goes into .venv.
-# transformers, gguf, accelerate and sentencepiece serve scripts/produce_hf.py (HF and GGUF
-# targets; transformers loads GGUF files through gguf and accelerate, some Llama/Mistral
-# tokenizers need sentencepiece); none of them changes the installed torch.
+# transformers, gguf, accelerate and sentencepiece serve scripts/produce_hf.py and
+# scripts/spec_eval.py (HF and GGUF targets; transformers loads GGUF files through gguf and
+# accelerate, some Llama/Mistral tokenizers need sentencepiece) and the tests that run them;
+# none of them changes the installed torch. Pinned where the tools were checked.
 declare -A pkgs=([torch]="torch==2.13.0" [numpy]=numpy [safetensors]=safetensors
-  [transformers]=transformers [gguf]=gguf [accelerate]=accelerate [sentencepiece]=sentencepiece)
+  [transformers]=transformers==5.25.0 [gguf]=gguf==0.19.0 [accelerate]=accelerate==1.16.0
+  [sentencepiece]=sentencepiece==0.2.3)
 want=()
 for mod in torch numpy safetensors transformers gguf accelerate sentencepiece; do
   "$py" -c "import $mod" >/dev/null 2>&1 && continue

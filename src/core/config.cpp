@@ -178,6 +178,18 @@ void load_draft_config_json(Config& cfg, const std::string& path,
           {"original_max_position_embeddings", "rope_original_max_position_embeddings"}})
       if (rs.contains(from)) flat[to] = rs[from];
   }
+  // HF's defaults for keys a config.json may leave out (`eaglet export` writes target_hidden_size
+  // only when it differs from hidden_size): head_dim = hidden_size / num_attention_heads,
+  // target_hidden_size = hidden_size; not this struct's defaults, which suit inline configs.
+  // (Only from integers: a wrong value is reported once, under its own key.)
+  auto absent = [&](const char* key) { return !flat.contains(key) || flat[key].is_null(); };
+  auto integer = [&](const char* key) { return !absent(key) && flat[key].is_number_integer(); };
+  if (absent("target_hidden_size") && integer("hidden_size"))
+    flat["target_hidden_size"] = flat["hidden_size"];
+  if (absent("head_dim") && integer("hidden_size") && integer("num_attention_heads") &&
+      flat["num_attention_heads"].get<int64_t>() > 0)
+    flat["head_dim"] =
+        flat["hidden_size"].get<int64_t>() / flat["num_attention_heads"].get<int64_t>();
   for (auto& f : fields(cfg)) {
     if (f.key.rfind(prefix, 0) != 0) continue;
     auto name = f.key.substr(prefix.size());

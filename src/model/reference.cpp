@@ -55,7 +55,7 @@ std::map<std::string, at::Tensor> fp64_leaves(const Eagle3Weights& w) {
 ReferenceResult reference_unroll(const DraftArchConfig& c, std::map<std::string, at::Tensor>& w,
                                  const at::Tensor& embed_tokens, const LossTarget& target,
                                  const data::ShardInput& in, int64_t T,
-                                 const std::vector<double>& weights) {
+                                 const std::vector<double>& weights, bool keep_logits) {
   EAGLET_CHECK(c.rope_type == "none", "the fp64 reference implements rope_type none, not {}",
                c.rope_type);
   const int64_t n = in.ids.size(0), C = n - T, nH = c.num_attention_heads,
@@ -107,6 +107,7 @@ ReferenceResult reference_unroll(const DraftArchConfig& c, std::map<std::string,
                           w.at("midlayer.mlp.down_proj.weight").t());
     auto out = h1 + mlp;
     auto z = at::matmul(ref_rms(out, w.at("norm.weight"), eps), w.at("lm_head.weight").t());
+    if (keep_logits) r.logits_k.push_back(z.detach().clone());
     auto pt = at::softmax(at::matmul(lhs.narrow(0, k + 1, C), draft.t()), -1);
     auto m = row_mask.narrow(0, k, C);
     auto sum = ((at::logsumexp(z, {-1}) - (pt * z).sum(-1)) * m).sum();

@@ -189,7 +189,16 @@ TEST_CASE("model.config may name an HF config.json", "[config]") {
   REQUIRE(c.model.config.hidden_size == 4096);
   REQUIRE(c.model.config.num_key_value_heads == 8);
   REQUIRE(c.model.config.rope_theta == 1000000.0);
+  REQUIRE(c.model.config.target_hidden_size == 4096);  // absent: hidden_size (HF's default)
   REQUIRE(c.model.config_file == path);
+  {  // head_dim absent: hidden_size / num_attention_heads; target_hidden_size as given
+    std::ofstream out(path);
+    out << R"({"hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,
+              "target_hidden_size": 960})";
+  }
+  Config d = parse_config("model:\n  config: " + path + "\n", "t");
+  REQUIRE(d.model.config.head_dim == 64);
+  REQUIRE(d.model.config.target_hidden_size == 960);
   std::remove(path.c_str());
   auto msg = error_of([&] { parse_config("model:\n  config: " + path + "\n", "t"); });
   REQUIRE(contains(msg, "model.config=" + path + ": file not found or unreadable"));
