@@ -32,6 +32,7 @@ Example (SmolLM2-135M-Instruct as GGUF, 3 SP ranks, TTT 3; docs/DATA.md §10):
 """
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -143,7 +144,8 @@ def chat_tokens(tokenizer, messages):
 
 
 class Generator:
-    """The target writing responses: greedy, or sampled with --temperature / --top-p."""
+    """The target writing responses: greedy, or sampled with --temperature / --top-p; up to
+    --generate-batch prompts at a time (left-padded, one generate call)."""
 
     def __init__(self, model, tokenizer, a):
         eos = model.generation_config.eos_token_id
@@ -158,53 +160,86 @@ class Generator:
             self.options.update(temperature=a.temperature, top_p=a.top_p, top_k=0)
         self.model, self.tokenizer, self.device = model, tokenizer, a.device
         self.max_new_tokens, self.max_seq_length = a.max_new_tokens, a.max_seq_length
+        self.eos, self.pad = set(eos), pad
         self.tokens = 0  # generated so far
         self.seconds = 0.0
 
-    def ids(self, prompt_ids):
-        """New token ids after prompt_ids: at most --max-new-tokens, and none past the cut."""
-        budget = min(self.max_new_tokens, self.max_seq_length - len(prompt_ids))
-        if budget <= 0:
-            return []
+    def ids(self, prompts):
+        """New token ids after each prompt (lists of ids): at most --max-new-tokens, none past the
+        cut, ending at the first end-of-sequence token (kept). The prompts go through one generate
+        call, left-padded with an attention mask (transformers derives the positions from it)."""
+        budgets = [min(self.max_new_tokens, self.max_seq_length - len(p)) for p in prompts]
+        out = [[] for _ in prompts]
+        live = [i for i, b in enumerate(budgets) if b > 0]
+        if not live:
+            return out
         start = time.perf_counter()
-        x = torch.tensor([prompt_ids], device=self.device)
+        width = max(len(prompts[i]) for i in live)
+        x = torch.full((len(live), width), self.pad, dtype=torch.int64)
+        mask = torch.zeros_like(x)
+        for row, i in enumerate(live):
+            n = len(prompts[i])
+            x[row, width - n:] = torch.tensor(prompts[i], dtype=torch.int64)
+            mask[row, width - n:] = 1
         with torch.inference_mode():
-            out = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=budget,
-                                      **self.options)
-        new = out[0, len(prompt_ids):].tolist()
+            gen = self.model.generate(x.to(self.device), attention_mask=mask.to(self.device),
+                                      max_new_tokens=max(budgets[i] for i in live), **self.options)
+        for row, i in enumerate(live):
+            new = gen[row, width:].tolist()[: budgets[i]]
+            stop = next((k for k, t in enumerate(new) if t in self.eos), None)
+            out[i] = new if stop is None else new[: stop + 1]  # a finished row is padded after it
+            self.tokens += len(out[i])
         self.seconds += time.perf_counter() - start
-        self.tokens += len(new)
-        return new
-
-    def reply(self, messages):
-        """The target's answer to a conversation, as text."""
-        prompt = self.tokenizer(render(self.tokenizer, messages, True), add_special_tokens=False)
-        return self.tokenizer.decode(self.ids(prompt["input_ids"]), skip_special_tokens=True)
+        return out
 
 
-def sample_tokens(kind, content, tokenizer, generator):
-    """(input_ids, loss_mask) of one prompt line; the target answers it first with a generator.
+def sample_tokens(jobs, tokenizer, generator):
+    """(input_ids, loss_mask), or the BadSample, of each parsed prompt line (kind, content).
 
-    With a generator every assistant turn is replaced by the target's answer to the conversation
-    before it (earlier turns already replaced), and a conversation ending without an assistant turn
-    gets one appended; the texts are then templated like dataset answers."""
-    if kind == "text":
-        ids = tokenizer(content, add_special_tokens=True)["input_ids"]
-        if generator is None:
-            return ids, [1] * len(ids)
-        new = generator.ids(ids)
-        return ids + new, [0] * len(ids) + [1] * len(new)
-    messages = content
+    With a generator the target answers them first, all together: every assistant turn is replaced
+    by the target's answer to the conversation before it (earlier turns already replaced), and a
+    conversation ending without an assistant turn gets one appended; one batched generate call per
+    round of turns. The texts are then templated like dataset answers."""
+    out = [None] * len(jobs)
+    pending = {}  # job -> its messages, None where the target still has to answer
+    for j, (kind, content) in enumerate(jobs):
+        if kind == "text":
+            ids = tokenizer(content, add_special_tokens=True)["input_ids"]
+            out[j] = (ids, [1] * len(ids))
+        elif generator is None:
+            pending[j] = content
+        else:
+            turns = [None if m["role"] == "assistant" else m for m in content]
+            pending[j] = turns + ([None] if content[-1]["role"] != "assistant" else [])
     if generator is not None:
-        answered = []
-        for m in messages:
-            if m["role"] == "assistant":
-                m = {"role": "assistant", "content": generator.reply(answered)}
-            answered.append(m)
-        if answered[-1]["role"] != "assistant":
-            answered.append({"role": "assistant", "content": generator.reply(answered)})
-        messages = answered
-    return chat_tokens(tokenizer, messages)
+        texts = [j for j, (kind, _) in enumerate(jobs) if kind == "text"]
+        for j, new in zip(texts, generator.ids([out[j][0] for j in texts])):
+            ids = out[j][0]
+            out[j] = (ids + new, [0] * len(ids) + [1] * len(new))
+        while True:
+            asks = []  # (job, turn, prompt ids)
+            for j, turns in pending.items():
+                if out[j] is not None or None not in turns:
+                    continue
+                t = turns.index(None)
+                try:
+                    text = render(tokenizer, turns[:t], True)
+                except BadSample as e:
+                    out[j] = e
+                    continue
+                asks.append((j, t, tokenizer(text, add_special_tokens=False)["input_ids"]))
+            if not asks:
+                break
+            for (j, t, _), new in zip(asks, generator.ids([p for _, _, p in asks])):
+                reply = tokenizer.decode(new, skip_special_tokens=True)
+                pending[j][t] = {"role": "assistant", "content": reply}
+    for j, messages in pending.items():
+        if out[j] is None:
+            try:
+                out[j] = chat_tokens(tokenizer, messages)
+            except BadSample as e:
+                out[j] = e
+    return out
 
 
 # --- the target ------------------------------------------------------------------------------------
@@ -339,6 +374,15 @@ def manifest_keys(path, a, hidden):
     return keys
 
 
+def skip_bad(a, index, error, prog):
+    """A prompt line eaglet cannot use: the run stops (--on-error fail) or goes on without it."""
+    problem = f"{a.input}: prompt line {index} (0-based, blank lines not counted): {error}"
+    if a.on_error == "fail":
+        sys.exit(f"produce_hf: {problem} (--on-error skip goes on)")
+    say(f"WARNING: skipped {problem}")
+    prog.invalid += 1
+
+
 def duration(seconds):
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -402,9 +446,13 @@ def main():
     gen.add_argument("--generate", action="store_true",
                      help="the target answers every assistant turn (or adds one) itself")
     gen.add_argument("--max-new-tokens", type=int, default=512)
+    gen.add_argument("--generate-batch", type=int, default=8,
+                     help="prompts the target answers together (left-padded; 1: one at a time). "
+                          "Greedy answers equal one-at-a-time ones up to fp rounding at near-ties; "
+                          "sampling is seeded per batch (seed + its first line index)")
     gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--seed", type=int, default=0, help="sampling seed (per prompt: seed + index)")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed (per batch: seed + its first line index)")
     lay = p.add_argument_group("layout (must match the training run)")
     lay.add_argument("--sp-size", type=int, help="P = parallel.ulysses * parallel.ring")
     lay.add_argument("--ttt-length", type=int, help="T = training.ttt_length")
@@ -416,6 +464,8 @@ def main():
     if a.input:
         if None in (a.sp_size, a.ttt_length, a.max_seq_length):
             p.error("--input needs --sp-size, --ttt-length and --max-seq-length")
+        if a.generate_batch < 1:
+            p.error("--generate-batch must be >= 1")
         if a.sp_size < 1 or a.ttt_length < 0 or a.max_seq_length < 1:
             p.error("--sp-size >= 1, --ttt-length >= 0 and --max-seq-length >= 1 are required")
         a.manifest = a.manifest or (os.path.join(a.dir, "manifest.jsonl") if a.dir else None)
@@ -463,40 +513,46 @@ def main():
         f"{len(done_keys)} samples already in {a.manifest}")
 
     prog = Progress(count_prompts(a.input, a.skip, a.limit), a.progress_interval)
-    for index, record in read_prompts(a.input, a.skip, a.limit):
-        prog.done += 1
-        key = f"{prefix}_{index}"
-        if key in done_keys:
-            prog.resumed += 1
+    prompts = read_prompts(a.input, a.skip, a.limit)
+    batch = a.generate_batch if generator is not None else 1
+    while chunk := list(itertools.islice(prompts, batch)):
+        jobs = []  # (line index, key, (kind, content))
+        for index, record in chunk:
+            prog.done += 1
+            key = f"{prefix}_{index}"
+            if key in done_keys:
+                prog.resumed += 1
+                continue
+            try:
+                if isinstance(record, Exception):
+                    raise BadSample(f"not valid JSON: {record}")
+                jobs.append((index, key, parse_record(record)))
+            except BadSample as e:
+                skip_bad(a, index, e, prog)
+        if not jobs:
             continue
-        try:
-            if isinstance(record, Exception):
-                raise BadSample(f"not valid JSON: {record}")
-            kind, content = parse_record(record)
-            if generator is not None:
-                torch.manual_seed(a.seed + index)
-            ids, mask = sample_tokens(kind, content, tokenizer, generator)
-        except BadSample as e:
-            problem = f"{a.input}: prompt line {index} (0-based, blank lines not counted): {e}"
-            if a.on_error == "fail":
-                sys.exit(f"produce_hf: {problem} (--on-error skip goes on)")
-            say(f"WARNING: skipped {problem}")
-            prog.invalid += 1
-            continue
-        if len(ids) > a.max_seq_length:
-            ids, mask = ids[: a.max_seq_length], mask[: a.max_seq_length]
-            prog.cut += 1
-        if not any(mask):
-            prog.empty += 1  # eaglet would neutralise it: not worth storing
-            continue
-        t0 = time.perf_counter()
-        hs, lhs = capture(model, ids, aux, a.device)
-        t1 = time.perf_counter()
-        writer.write(key, hs, ids, lhs, mask)
-        prog.write_s += time.perf_counter() - t1
-        prog.forward_s += t1 - t0
-        prog.written += 1
-        prog.tokens += len(ids)
+        if generator is not None:
+            torch.manual_seed(a.seed + jobs[0][0])
+        for (index, key, _), result in zip(jobs, sample_tokens([j[2] for j in jobs], tokenizer,
+                                                                generator)):
+            if isinstance(result, BadSample):
+                skip_bad(a, index, result, prog)
+                continue
+            ids, mask = result
+            if len(ids) > a.max_seq_length:
+                ids, mask = ids[: a.max_seq_length], mask[: a.max_seq_length]
+                prog.cut += 1
+            if not any(mask):
+                prog.empty += 1  # eaglet would neutralise it: not worth storing
+                continue
+            t0 = time.perf_counter()
+            hs, lhs = capture(model, ids, aux, a.device)
+            t1 = time.perf_counter()
+            writer.write(key, hs, ids, lhs, mask)
+            prog.write_s += time.perf_counter() - t1
+            prog.forward_s += t1 - t0
+            prog.written += 1
+            prog.tokens += len(ids)
         prog.tick()
     prog.tick(final=True)
     sink.close()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/produce_hf.py end to end on a tiny random Llama target (CPU, 8 layers, hidden 64, 4 query /
 # 2 KV heads, ~300-token word-level tokenizer; tests/python/test_produce_hf.py makes it, no hub):
-#   tied    the target answers every prompt itself (--generate, greedy, 6 new tokens), default
-#           aux layers [1, 3, 4], draft vocabulary = the target's
+#   tied    the target answers every prompt itself (--generate, greedy, 6 new tokens, 4 prompts
+#           at a time: left-padded batches, checked against one-at-a-time generation), default aux
+#           layers [1, 3, 4], draft vocabulary = the target's
 #   untied  the dataset's answers, --aux-layers 5,0,2, --draft-vocab-size 64, written in two runs
 #           (--limit 3, then all: the second resumes, skipping the 3 keys the manifest has)
 # Each into a dir store for P = 2, T = 3, max_seq_length 96, then: every shard file and manifest line
@@ -39,7 +40,7 @@ produce() {
     >>"$out/$v.log" 2>&1
   echo "producer exit $?" >>"$out/$v.log"
 }
-produce tied --generate --max-new-tokens 6
+produce tied --generate --max-new-tokens 6 --generate-batch 4  # a full and a partial batch
 check has "$out/tied.log" "wrote 6 samples"
 check has "$out/tied.log" "producer exit 0"
 produce untied --aux-layers 5,0,2 --draft-vocab-size 64 --limit 3

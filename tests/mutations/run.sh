@@ -15,6 +15,8 @@
 #                                                                          mpi_fault_neutralised
 #   no_trim       metrics.jsonl keeps torn lines and lines past the resumed step
 #                 (train/metrics_log.cpp)                                  mpi_fault_metrics
+#   no_pad_mask   produce_hf's batched generation attends to the left padding
+#                 (scripts/produce_hf.py)                                  mpi_produce_hf
 # usage: tests/mutations/run.sh [MUTATION ...]   (default: dp_sum no_accum_div)
 # Exit 0 when every mutation was caught (its checks failed), 1 otherwise.
 set -uo pipefail
@@ -37,6 +39,8 @@ for m in "${mutations[@]}"; do
       sed -i 's|  if (nothing \|\| too_bad) {|  if (/* mutant */ false) {|; s|    if (static_cast<double>(tally.bad) > max_bad) {|    if (/* mutant */ false) {|' "$wt/$file" ;;
     no_trim) file=src/train/metrics_log.cpp tests=mpi_fault_metrics
       sed -i 's|    if (dropped > 0) {|    if (/* mutant */ false) {|' "$wt/$file" ;;
+    no_pad_mask) file=scripts/produce_hf.py tests=mpi_produce_hf
+      sed -i 's|            mask\[row, width - n:\] = 1|            mask[row, :] = 1  # mutant|' "$wt/$file" ;;
     dp_sum) file=src/train/optimizer.cpp
       sed -i 's|if (dp_size > 1) buffer.div_(static_cast<double>(dp_size));|/* mutant: no ÷ D */|' "$wt/$file" ;;
     no_accum_div) file=src/train/step.cpp
