@@ -321,8 +321,9 @@ def rope_settings(cfg):
     return float(theta), (params if kind not in (None, "default") else None)
 
 
-def draft_config(model, draft_vocab_size):
-    """An Eagle3 draft config (eaglet's model.config) sized from the target's config."""
+def draft_config(model, draft_vocab_size, aux):
+    """An Eagle3 draft config (eaglet's model.config) sized from the target's config; the aux layer
+    ids the data is captured at go where SGLang (eagle_config) and vLLM (top level) read them."""
     cfg = text_config(model)
     heads = cfg.num_attention_heads
     theta, scaling = rope_settings(cfg)
@@ -347,6 +348,8 @@ def draft_config(model, draft_vocab_size):
         "attention_bias": False,
         "tie_word_embeddings": False,
         "torch_dtype": "bfloat16",
+        "eagle_config": {"eagle_aux_hidden_state_layer_ids": aux},
+        "eagle_aux_hidden_state_layer_ids": aux,
     }
 
 
@@ -483,12 +486,13 @@ def main():
     say(f"target {a.target}: {type(model).__name__}, {cfg.num_hidden_layers} layers, hidden "
         f"{cfg.hidden_size}, vocab {cfg.vocab_size}, {a.dtype} on {a.device}, loaded in "
         f"{time.perf_counter() - start:.1f} s")
+    aux = aux_layer_ids(a.aux_layers, cfg.num_hidden_layers)
     if a.target_out:
         tied = write_target_head(model, a.target_out, DTYPES[a.head_dtype], a.target)
         say(f"wrote {a.target_out} (embedding, norm{'' if tied else ', lm_head'}; "
             f"tie_word_embeddings={str(tied).lower()}): model.target")
     if a.draft_config_out:
-        draft = draft_config(model, a.draft_vocab_size)
+        draft = draft_config(model, a.draft_vocab_size, aux)
         with open(a.draft_config_out, "w") as f:
             json.dump(draft, f, indent=2)
         heads, kv = draft["num_attention_heads"], draft["num_key_value_heads"]
@@ -502,7 +506,6 @@ def main():
     if not a.input:
         return
 
-    aux = aux_layer_ids(a.aux_layers, cfg.num_hidden_layers)
     prefix = mp.sanitize_key(a.key_prefix or os.path.splitext(os.path.basename(a.input))[0])
     done_keys = manifest_keys(a.manifest, a, cfg.hidden_size)
     sink = mp.open_sink(a)

@@ -277,6 +277,14 @@ def check_run(out, variant, aux, max_new, expect, sp_size, ttt_length):
         manifest = [json.loads(line) for line in f]
     problems = []
     check_head(model, os.path.join(out, f"{variant}.run", "target"), problems)
+    with open(os.path.join(out, f"{variant}.run", "draft.json")) as f:
+        draft = json.load(f)
+    for where, ids in (("eagle_config.eagle_aux_hidden_state_layer_ids",
+                        draft.get("eagle_config", {}).get("eagle_aux_hidden_state_layer_ids")),
+                       ("eagle_aux_hidden_state_layer_ids",
+                        draft.get("eagle_aux_hidden_state_layer_ids"))):
+        if ids != aux:
+            problems.append(f"draft.json {where} = {ids}, expected the aux layers {aux}")
     P, T = sp_size, ttt_length
     want_keys = {f"prompts_{i}" for i in expect}
     if {m["key"] for m in manifest} != want_keys or len(manifest) != len(want_keys):
