@@ -32,8 +32,7 @@ Reported (stdout and --out JSON): tau = mean tokens per verification forward (bo
 per-position acceptance (position i accepted given i-1 accepted, and unconditional), target
 forwards used vs plain greedy, time per prompt, and the acceptance eaglet's training metrics would
 simulate on the same generated text (acc_ttt and accept_len of a teacher-forced TTT unroll).
---plot writes a PNG of the per-position acceptance (needs matplotlib; skipped with a note
-otherwise).
+--plot writes a PNG of the per-position acceptance (scripts/png_chart.py, no plotting library).
 
 Test drafters (known values): --drafter oracle proposes the target's own greedy continuation
 (tau must be exactly k+1 for every verification not cut by max-new-tokens or EOS), --drafter wrong
@@ -41,7 +40,7 @@ always proposes a token the target does not choose (tau exactly 1). --oracle-mis
 oracle propose a wrong token with probability P at each position (seeded), so every verification's
 accepted count is known in advance.
 
-Needs torch, transformers (and gguf for .gguf targets), safetensors, numpy; matplotlib for --plot.
+Needs torch, transformers (and gguf for .gguf targets), safetensors, numpy.
 The draft maths is also importable (Eagle3Draft, teacher_forced_logits): tests/eval/ compares it
 with eaglet's own forward.
 """
@@ -54,6 +53,8 @@ import sys
 import time
 
 import torch
+
+import png_chart  # scripts/png_chart.py, beside this file
 
 # --- the draft: config, weights, forward (eaglet's maths, src/model/eagle3.cpp) --------------------
 
@@ -628,35 +629,17 @@ def simulated_acceptance(draft, target, tokens, prompt_len, steps):
 
 
 def plot_acceptance(path, report):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("spec_eval: matplotlib is not installed: no plot (python -m pip install matplotlib)")
-        return False
+    """PNG of the per-position acceptance (scripts/png_chart.py: numpy and zlib only); returns
+    the chart's png_chart.Frame (its pixel edges, for tests)."""
     acc = report["acceptance"]
-    k = len(acc["conditional"])
-    xs = list(range(1, k + 1))
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    ax.plot(xs, [float("nan") if x is None else x for x in acc["conditional"]], "o-",
-            label="given position i−1 accepted")
-    ax.plot(xs, acc["unconditional"], "s-", label="unconditional")
+    series = [("given position i-1 accepted", acc["conditional"]),
+              ("unconditional", acc["unconditional"])]
     sim = report.get("simulated")
     if sim:
-        ax.plot(xs, sim["acc_ttt"], "x--", label="eaglet acc_ttt (teacher-forced, same text)")
-    ax.set_xlabel("draft position i")
-    ax.set_ylabel("acceptance rate")
-    ax.set_ylim(0, 1.05)
-    ax.set_xticks(xs)
-    ax.grid(alpha=0.3)
-    ax.set_title(f"{report['drafter']}: τ = {report['tau']:.3f} (depth {k}, "
-                 f"{report['prompts']} prompts)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return True
+        series.append(("eaglet acc_ttt (teacher-forced, same text)", sim["acc_ttt"]))
+    return png_chart.line_chart(path, series, f"{report['drafter']}: τ = {report['tau']:.3f} "
+                                f"(depth {len(acc['conditional'])}, {report['prompts']} prompts)",
+                                "draft position i", "acceptance rate")
 
 
 # --- main -----------------------------------------------------------------------------------------------
@@ -728,7 +711,7 @@ def parse_args(argv):
     ap.add_argument("--no-simulate", action="store_true",
                     help="skip the teacher-forced acc_ttt / accept_len on the generated text")
     ap.add_argument("--out", help="JSON report")
-    ap.add_argument("--plot", help="PNG of the per-position acceptance (needs matplotlib)")
+    ap.add_argument("--plot", help="PNG of the per-position acceptance")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     if a.drafter == "eagle3" and bool(a.draft) == bool(a.random_draft):
@@ -916,7 +899,8 @@ def main(argv=None):
         with open(a.out, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1, ensure_ascii=False)
             f.write("\n")
-    if a.plot and plot_acceptance(a.plot, report):
+    if a.plot:
+        plot_acceptance(a.plot, report)
         say(f"  plot: {a.plot}")
     if mismatches:
         for m in mismatches:
