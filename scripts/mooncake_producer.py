@@ -12,7 +12,9 @@ manifest: key, seq_len, hidden_size, num_aux, packed_loss_mask, sp_size, ttt_len
 max_seq_length, dtypes.
 
 With --dir DIR the same objects go to eaglet's `dir` store instead (one file per object, named
-by its key), which needs no Mooncake.
+by its key escaped as eaglet's C++ reader does: `dir_file_name`), which needs no Mooncake. A key
+is any non-empty string without NUL (e.g. `ultrachat.v2/conv:7_1a2b3c4d`); it goes to Mooncake
+unchanged.
 
 Samples come from random data (--lengths or --num-samples) or from safetensors files (--from),
 each holding hidden_states [S, 3*Ht], input_ids [S], last_hidden_states [S, Ht] and optionally
@@ -74,8 +76,30 @@ def pack_loss_mask(mask):
     return ",".join(str(r) for r in runs)
 
 
+def check_key(key):
+    """A store key is any non-empty string without NUL (src/data/store.cpp check_key)."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"store key {key!r} is empty (a key is any non-empty byte string)")
+    if "\0" in key:
+        raise ValueError(f"store key {key!r}: byte {key.index(chr(0))} is NUL, which no backend can store")
+    return key
+
+
+_PLAIN = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+MAX_DIR_FILE_NAME = 220  # kMaxDirFileName: the temporary name stays within NAME_MAX
+
+
+def dir_file_name(key):
+    """The dir store's file name of a key, as src/data/dir_store.cpp writes it: bytes (UTF-8) in
+    [A-Za-z0-9_-] kept, every other byte, '%' included, as %XX (uppercase hex). Injective; a key of
+    only those characters keeps its own name; never '.', '..', a '/' or a leading '.'."""
+    check_key(key)
+    return "".join(chr(b) if b in _PLAIN else f"%{b:02X}" for b in key.encode("utf-8"))
+
+
 def sanitize_key(key):
-    """Keys use only [A-Za-z0-9_-]; a leading digit gets a 'k' prefix (as TorchSpec does)."""
+    """A key made of [A-Za-z0-9_-] only, a leading digit prefixed with 'k' (as TorchSpec does).
+    Optional cleanup for key prefixes (produce_hf's); the stores themselves take any key."""
     key = re.sub(r"[^A-Za-z0-9_-]", "_", key)
     return "k" + key if key[:1].isdigit() else key
 
@@ -168,12 +192,16 @@ class DirSink:
 
     def put(self, objects):
         for key, value in objects:
-            tmp = os.path.join(self.folder, f".{key}.tmp{os.getpid()}")
+            name = dir_file_name(key)
+            if len(name) > MAX_DIR_FILE_NAME:
+                raise RuntimeError(f"dir store {self.folder}: key {key!r} needs a {len(name)}-byte "
+                                   f"file name once escaped (at most {MAX_DIR_FILE_NAME})")
+            tmp = os.path.join(self.folder, f".{name}.tmp{os.getpid()}")
             with open(tmp, "wb") as f:
                 f.write(value)
                 f.flush()
                 os.fsync(f.fileno())
-            os.rename(tmp, os.path.join(self.folder, key))
+            os.rename(tmp, os.path.join(self.folder, name))
         fd = os.open(self.folder, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -218,8 +246,9 @@ class ShardWriter:
         return objects
 
     def write(self, key, hidden_states, input_ids, last_hidden_states, loss_mask=None):
-        """Stores one sample (bf16 hs/lhs, int64 ids) and appends its manifest line."""
-        key = sanitize_key(key)
+        """Stores one sample (bf16 hs/lhs, int64 ids) and appends its manifest line. The key is
+        stored as given (any non-empty string without NUL)."""
+        key = check_key(key)
         hs, lhs, ids = to_bf16_bits(hidden_states), to_bf16_bits(last_hidden_states), to_int64(input_ids)
         seq_len = ids.shape[0]
         hidden = lhs.shape[1] if lhs.ndim == 2 else -1
@@ -239,7 +268,7 @@ class ShardWriter:
             raise RuntimeError(f"sample {key}: {e}") from None
         if self.dump_dir:
             for k, value in objects:
-                with open(os.path.join(self.dump_dir, k), "wb") as f:
+                with open(os.path.join(self.dump_dir, dir_file_name(k)), "wb") as f:
                     f.write(value)
         line = json.dumps({
             "key": key, "seq_len": int(seq_len), "hidden_size": int(hidden), "num_aux": NUM_AUX,

@@ -71,14 +71,17 @@ int run_synth(const ParsedArgs& args) {
   opt.max_len = int_option(args, "--max-len", 0);
   opt.target_dir = args.get("--target");
   opt.full_dir = args.get("--save-full");
+  opt.num_aux = int_option(args, "--num-aux", 0);
+  opt.sharded = !args.has("--unsharded");
   data::SynthSummary sum;
   guarded("synth", [&] { sum = data::synthesize(cfg, opt); });
   std::cout << fmt::format(
       "eaglet data synth: {} samples ({} tokens, {} loss tokens; {} longer than "
-      "data.max_seq_length={}, {} with tail padding) sharded for P={} T={} into the {} store at "
+      "data.max_seq_length={}, {} with tail padding) {} P={} T={} into the {} store at "
       "{}\n  manifest: {}\n  target:   {} (set model.target to it)\n",
       sum.samples, sum.tokens, sum.loss_tokens, sum.longer_than_max, cfg.data.max_seq_length,
-      sum.not_divisible, cfg.parallel.ulysses * cfg.parallel.ring, cfg.training.ttt_length,
+      sum.not_divisible, opt.sharded ? "sharded for" : "unsharded (usp_sharded: false), readable by",
+      cfg.parallel.ulysses * cfg.parallel.ring, cfg.training.ttt_length,
       cfg.data.store, cfg.data.path, sum.manifest, sum.target_dir);
   return 0;
 }
@@ -93,7 +96,8 @@ int run_put(const ParsedArgs& args) {
     const auto sample = data::read_full_sample(input);
     auto store = data::open_store(cfg.data);
     data::ManifestWriter manifest(data::manifest_path(cfg.data));
-    e = data::put_sample(*store, manifest, key, sample, data::manifest_expect(cfg));
+    e = data::put_sample(*store, manifest, key, sample, data::manifest_expect(cfg),
+                         !args.has("--unsharded"));
   });
   std::cout << fmt::format(
       "eaglet data put: {} ({} tokens, Ht={}) as {} shards into the {} store at {}; manifest {}\n",
@@ -243,7 +247,11 @@ Command data_command() {
       {"--max-len", "N", "synth: longest sample (1.25 x data.max_seq_length)"},
       {"--target", "DIR", "synth: the teacher's HF target folder (<data.path>/target)"},
       {"--save-full", "DIR", "synth: also write each full sample as DIR/<key>.safetensors"},
-      {"--key", "K", "put: the sample's key ([A-Za-z0-9_-])"},
+      {"--num-aux", "N",
+       "synth: aux layers per sample (model.config.num_aux_hidden_states; train with the same)"},
+      {"--unsharded", "",
+       "synth, put: write full-length {key}_hs|_ids|_lhs (usp_sharded: false), not P shards"},
+      {"--key", "K", "put: the sample's key (any bytes but NUL, e.g. ultrachat.v2/conv:7_1a2b)"},
       {"--input", "FILE",
        "put: safetensors with hidden_states, input_ids, last_hidden_states, "
        "loss_mask"},

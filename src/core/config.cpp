@@ -385,6 +385,8 @@ std::vector<Field> fields(Config& c) {
       field("model.config.vocab_size", m.vocab_size, "target vocabulary Vt"),
       field("model.config.draft_vocab_size", m.draft_vocab_size, "draft vocabulary Vd"),
       field("model.config.target_hidden_size", m.target_hidden_size, "target hidden size Ht"),
+      field("model.config.num_aux_hidden_states", m.num_aux_hidden_states,
+            "aux layers of the target the draft takes (fc is [H, this*Ht]; = the data's num_aux)"),
       field("model.config.rms_norm_eps", m.rms_norm_eps, "RMSNorm epsilon"),
       field("model.config.rope_theta", m.rope_theta, "RoPE base θ"),
       field("model.config.max_position_embeddings", m.max_position_embeddings, "largest position"),
@@ -494,6 +496,7 @@ std::vector<std::string> validate(const Config& c, int64_t world_size) {
            {"model.config.vocab_size", m.vocab_size},
            {"model.config.draft_vocab_size", m.draft_vocab_size},
            {"model.config.target_hidden_size", m.target_hidden_size},
+           {"model.config.num_aux_hidden_states", m.num_aux_hidden_states},
            {"model.config.max_position_embeddings", m.max_position_embeddings}})
     rule(v >= 1, key, v, "must be >= 1");
   if (m.num_key_value_heads >= 1)

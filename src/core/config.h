@@ -64,6 +64,7 @@ struct DraftArchConfig {
   int64_t vocab_size = 256;         // target vocabulary Vt
   int64_t draft_vocab_size = 128;   // Vd
   int64_t target_hidden_size = 64;  // Ht
+  int64_t num_aux_hidden_states = 3;  // aux layers of the target in hs: fc is [H, this·Ht]
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   int64_t max_position_embeddings = 4096;

@@ -53,12 +53,15 @@ std::string manifest_line(const ManifestEntry& e) {
   j["ttt_length"] = e.ttt_length;
   j["max_seq_length"] = e.max_seq_length;
   j["dtypes"] = {{"hs", e.hs_dtype}, {"ids", e.ids_dtype}, {"lhs", e.lhs_dtype}};
+  if (!e.aux_layer_ids.empty()) j["aux_layer_ids"] = e.aux_layer_ids;
+  if (!e.usp_sharded) j["usp_sharded"] = false;
   return j.dump();
 }
 
 ManifestExpect manifest_expect(const Config& cfg) {
   return {cfg.parallel.ulysses * cfg.parallel.ring, cfg.training.ttt_length,
-          cfg.data.max_seq_length, cfg.model.config.target_hidden_size};
+          cfg.data.max_seq_length, cfg.model.config.target_hidden_size,
+          cfg.model.config.num_aux_hidden_states};
 }
 
 std::string manifest_path(const DataConfig& cfg) {
@@ -105,9 +108,7 @@ ManifestEntry parse_manifest_line(const std::string& text, const ManifestExpect&
   const std::string sample = fmt::format("{}: sample {}", where, e.key);
   e.seq_len = integer("seq_len", 1, kMaxSeqLen);
   e.hidden_size = integer("hidden_size", 1, kMaxHidden);
-  e.num_aux = integer("num_aux", 0, 1024);
-  EAGLET_CHECK(e.num_aux == 3, "{}: num_aux={} but eaglet's draft takes 3 aux layers", sample,
-               e.num_aux);
+  e.num_aux = integer("num_aux", 1, 1024);
   e.packed_loss_mask = string("packed_loss_mask");
   PackedMaskInfo mask;
   try {
@@ -118,9 +119,32 @@ ManifestEntry parse_manifest_line(const std::string& text, const ManifestExpect&
   EAGLET_CHECK(mask.length <= e.seq_len,
                "{}: packed_loss_mask covers {} tokens, more than seq_len={}", sample, mask.length,
                e.seq_len);
-  e.sp_size = integer("sp_size", 1, 1 << 20);
-  e.ttt_length = integer("ttt_length", 0, 1 << 20);
-  e.max_seq_length = integer("max_seq_length", 1, kMaxSeqLen);
+  if (j.contains("usp_sharded")) {
+    const auto& v = j["usp_sharded"];
+    EAGLET_CHECK(v.is_boolean(), "{}: field \"usp_sharded\" must be true or false, got {} {}", where,
+                 type_of(v), v.dump());
+    e.usp_sharded = v.get<bool>();
+  }
+  // An unsharded sample is cut by the reader for its own layout: these fields, when a producer
+  // writes them, describe nothing the reader depends on.
+  if (e.usp_sharded || j.contains("sp_size")) e.sp_size = integer("sp_size", 1, 1 << 20);
+  if (e.usp_sharded || j.contains("ttt_length")) e.ttt_length = integer("ttt_length", 0, 1 << 20);
+  if (e.usp_sharded || j.contains("max_seq_length"))
+    e.max_seq_length = integer("max_seq_length", 1, kMaxSeqLen);
+  if (!e.usp_sharded) {
+    e.sp_size = expect.sp_size;
+    e.ttt_length = expect.ttt_length;
+    e.max_seq_length = expect.max_seq_length;
+  }
+  if (j.contains("aux_layer_ids")) {
+    const auto& v = j["aux_layer_ids"];
+    bool ok = v.is_array() && static_cast<int64_t>(v.size()) == e.num_aux;
+    for (size_t i = 0; ok && i < v.size(); ++i)
+      ok = v[i].is_number_integer() && v[i].get<int64_t>() >= 0;
+    EAGLET_CHECK(ok, "{}: aux_layer_ids={} must be a list of num_aux={} integers >= 0", sample,
+                 v.dump(), e.num_aux);
+    e.aux_layer_ids = v.get<std::vector<int64_t>>();
+  }
 
   const auto& dtypes = field("dtypes");
   EAGLET_CHECK(dtypes.is_object(), "{}: field \"dtypes\" must be an object, got {} {}", where,
@@ -153,6 +177,12 @@ ManifestEntry parse_manifest_line(const std::string& text, const ManifestExpect&
   same("max_seq_length", e.max_seq_length, expect.max_seq_length, "data.max_seq_length");
   if (expect.hidden_size > 0)
     same("hidden_size", e.hidden_size, expect.hidden_size, "model.config.target_hidden_size");
+  if (expect.num_aux > 0)
+    EAGLET_CHECK(e.num_aux == expect.num_aux,
+                 "{}: num_aux={} differs from this run's model.config.num_aux_hidden_states={} (the "
+                 "draft's fc takes num_aux_hidden_states aux layers of the target; set it to the "
+                 "data's num_aux)",
+                 sample, e.num_aux, expect.num_aux);
   return e;
 }
 

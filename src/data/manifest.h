@@ -11,6 +11,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 
@@ -27,20 +28,29 @@ const DtypeInfo* find_dtype(const std::string& name);
 
 // One sample's line.
 struct ManifestEntry {
-  std::string key;               // base key; objects are {key}_usp{s}_hs|_ids|_lhs
+  std::string key;               // base key; objects are {key}_usp{s}_hs|_ids|_lhs (or {key}_hs|..)
   int64_t seq_len = 0;           // S (before cutting to max_seq_length)
   int64_t hidden_size = 0;       // Ht
-  int64_t num_aux = 3;           // aux layers in hs (eaglet needs 3)
+  int64_t num_aux = 3;           // aux layers in hs (= model.config.num_aux_hidden_states)
   std::string packed_loss_mask;  // run lengths, see sharding.h
   int64_t sp_size = 1;           // P the producer sharded for
   int64_t ttt_length = 0;        // T (halo length)
   int64_t max_seq_length = 0;    // cut applied by the producer
   std::string hs_dtype = "bfloat16", ids_dtype = "int64", lhs_dtype = "bfloat16";  // "dtypes"
+  // Optional "aux_layer_ids": the target layers hs concatenates (num_aux of them); empty when the
+  // line has none. Kept for export (SGLang's eagle_aux_hidden_state_layer_ids).
+  std::vector<int64_t> aux_layer_ids;
+  // Optional "usp_sharded" (TorchSpec's name), default true: objects {key}_usp{s}_* pre-sharded
+  // for sp_size / ttt_length / max_seq_length. false: one full-length set {key}_hs|_ids|_lhs of
+  // seq_len rows that every SP rank cuts itself, for any layout (sp_size, ttt_length and
+  // max_seq_length are then optional and ignored: the entry carries this run's values).
+  bool usp_sharded = true;
 };
 
 // The line (without the newline), fields in the documented order:
 // {"key","seq_len","hidden_size","num_aux","packed_loss_mask","sp_size","ttt_length",
-//  "max_seq_length","dtypes":{"hs","ids","lhs"}}.
+//  "max_seq_length","dtypes":{"hs","ids","lhs"}}, then "aux_layer_ids" when set and
+// "usp_sharded":false for an unsharded sample.
 std::string manifest_line(const ManifestEntry& e);
 
 // What this run requires of every line.
@@ -49,6 +59,7 @@ struct ManifestExpect {
   int64_t ttt_length = 0;      // training.ttt_length
   int64_t max_seq_length = 0;  // data.max_seq_length
   int64_t hidden_size = 0;     // model.config.target_hidden_size; 0 accepts any
+  int64_t num_aux = 3;         // model.config.num_aux_hidden_states; 0 accepts any
 };
 ManifestExpect manifest_expect(const Config& cfg);
 

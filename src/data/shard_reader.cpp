@@ -99,6 +99,7 @@ ReaderOptions reader_options(const Config& cfg, const Layout& layout, const Rank
   o.ttt_length = cfg.training.ttt_length;
   o.max_seq_length = cfg.data.max_seq_length;
   o.hidden_size = cfg.model.config.target_hidden_size;
+  o.num_aux = cfg.model.config.num_aux_hidden_states;
   o.skip_errors = cfg.data.on_error == "skip";
   o.consume = cfg.data.consume;
   o.device = device;
@@ -111,30 +112,58 @@ ReaderOptions reader_options(const Config& cfg, const Layout& layout, const Rank
 std::array<ObjectSpec, 3> shard_objects(const ManifestEntry& e, const ShardGeometry& g,
                                         int64_t sp_rank) {
   const int64_t n = g.local_len, ht = e.hidden_size;
+  const int64_t stored_rows = e.usp_sharded ? n : e.seq_len;
+  const auto own = g.rows(sp_rank);
   std::array<ObjectSpec, 3> out;
   const std::string dtypes[] = {e.hs_dtype, e.ids_dtype, e.lhs_dtype};
-  const std::vector<int64_t> shapes[] = {{n, e.num_aux * ht}, {n}, {n, ht}};
+  const int64_t widths[] = {e.num_aux * ht, 0, ht};  // 0: a vector
   for (size_t i = 0; i < 3; ++i) {
     auto& o = out[i];
-    o.key = object_key(e.key, sp_rank, kShardObjects[i]);
+    o.key = e.usp_sharded ? object_key(e.key, sp_rank, kShardObjects[i])
+                          : full_object_key(e.key, kShardObjects[i]);
     o.dtype = dtypes[i];
     o.scalar_type = scalar_type_of(o.dtype);
-    o.shape = shapes[i];
+    o.shape = widths[i] > 0 ? std::vector<int64_t>{stored_rows, widths[i]}
+                            : std::vector<int64_t>{stored_rows};
+    o.buffer_shape = o.shape;
+    o.buffer_shape[0] = n;
     const DtypeInfo* d = find_dtype(o.dtype);
     EAGLET_CHECK(d != nullptr, "sample {}: dtype \"{}\" is not supported", e.key, o.dtype);
-    o.bytes = d->bytes;
-    for (int64_t s : o.shape) o.bytes *= s;
+    o.row_bytes = d->bytes * std::max<int64_t>(widths[i], 1);
+    o.bytes = o.row_bytes * stored_rows;
+    o.ranged = !e.usp_sharded;
+    o.first_row = o.ranged ? own.begin : 0;
+    o.rows = o.ranged ? own.size() : n;
   }
   return out;
 }
 
+namespace {
+// Reads the objects into their buffers (each spec.buffer_shape, zeroed beforehand where ranged);
+// result i is the object's byte count (compare with spec.bytes), kMissing or kTooLarge.
+std::vector<int64_t> read_objects(Store& store, const std::vector<const ObjectSpec*>& specs,
+                                  const std::vector<void*>& ptrs) {
+  std::vector<std::string> keys;
+  std::vector<int64_t> offsets, lengths, caps;
+  for (const auto* spec : specs) {
+    keys.push_back(spec->key);
+    offsets.push_back(spec->first_row * spec->row_bytes);
+    lengths.push_back(spec->rows * spec->row_bytes);
+    caps.push_back(spec->bytes);
+  }
+  const bool ranged = !specs.empty() && specs[0]->ranged;
+  return ranged ? store.batch_get_range_into(keys, offsets, lengths, ptrs)
+                : store.batch_get_into(keys, ptrs, caps);
+}
+}  // namespace
+
 at::Tensor read_shard_ids(Store& store, const ManifestEntry& e, const ShardGeometry& g,
                           int64_t sp_rank, const std::string& what) {
   const auto spec = shard_objects(e, g, sp_rank)[1];
-  auto ids = at::empty(spec.shape, at::TensorOptions().dtype(spec.scalar_type));
-  const int64_t got = store.batch_get_into({spec.key}, {ids.data_ptr()}, {spec.bytes})[0];
+  auto ids = at::zeros(spec.buffer_shape, at::TensorOptions().dtype(spec.scalar_type));
+  const int64_t got = read_objects(store, {&spec}, {ids.data_ptr()})[0];
   EAGLET_CHECK(got == spec.bytes, "{}: object {} ({} [{}]) on SP rank {} has {}, expected {} bytes",
-               what, spec.key, spec.dtype, g.local_len, sp_rank,
+               what, spec.key, spec.dtype, spec.shape[0], sp_rank,
                got == kMissing    ? std::string("no value")
                : got == kTooLarge ? fmt::format("{} bytes", store.size(spec.key))
                                   : fmt::format("{} bytes", got),
@@ -158,17 +187,16 @@ FetchedShard fetch_shard(Store& store, const ManifestRecord& record, const Reade
     std::vector<at::Tensor> bufs;
     std::vector<std::string> keys;
     std::vector<void*> ptrs;
-    std::vector<int64_t> caps;
     for (const auto& spec : specs) {
       auto options = at::TensorOptions().dtype(spec.scalar_type);
       if (opt.pin_memory) options = options.pinned_memory(true);
-      bufs.push_back(at::empty(spec.shape, options));
+      bufs.push_back(at::empty(spec.buffer_shape, options));
+      if (spec.ranged) bufs.back().zero_();  // the tail padding past the rows read
       keys.push_back(spec.key);
       ptrs.push_back(bufs.back().data_ptr());
-      caps.push_back(spec.bytes);
     }
     try {
-      const auto got = store.batch_get_into(keys, ptrs, caps);
+      const auto got = read_objects(store, {&specs[0], &specs[1], &specs[2]}, ptrs);
       for (int64_t i = 0; i < 3 && f.problem.kind == ProblemKind::none; ++i) {
         const int64_t n = got.at(i), want = specs[i].bytes;
         if (n == kMissing)
@@ -192,7 +220,7 @@ FetchedShard fetch_shard(Store& store, const ManifestRecord& record, const Reade
       f.hs = bufs[0];
       f.ids = bufs[1];
       f.lhs = bufs[2];
-      if (opt.consume) {
+      if (opt.consume && e.usp_sharded) {
         try {
           for (const auto& k : keys) store.remove(k);
         } catch (const std::exception& ex) {
@@ -256,7 +284,7 @@ std::string ShardReader::describe(const FetchedShard& f, int64_t rank, ProblemKi
     return fmt::format(
         "{}: object {} holds a non-finite value (NaN or Inf) in row {} of its {} "
         "rows ({}; {})",
-        sample, spec.key, actual, spec.shape[0], layout, who);
+        sample, spec.key, actual, spec.buffer_shape[0], layout, who);
   if (kind == ProblemKind::missing)
     return fmt::format("{}: object {} is missing from the {} store ({}; expected {} bytes = {})",
                        sample, spec.key, store_.backend(), who, expected, layout);
@@ -315,7 +343,8 @@ ShardSample ShardReader::finish(FetchedShard f) {
     EAGLET_CHECK(ht >= 1, "data: cannot build a stand-in for {}: model hidden size unknown",
                  out.key);
     auto hidden = at::TensorOptions().dtype(opt_.hidden_dtype).device(opt_.device);
-    out.input.hs = at::zeros({g.local_len, 3 * ht}, hidden);
+    const int64_t aux = f.record.ok() ? f.record.entry.num_aux : opt_.num_aux;
+    out.input.hs = at::zeros({g.local_len, aux * ht}, hidden);
     out.input.lhs = at::zeros({g.local_len, ht}, hidden);
     out.input.ids = at::zeros({g.local_len}, hidden.dtype(at::kLong));
     out.input.loss_mask = at::zeros({g.local_len}, hidden.dtype(at::kFloat));
@@ -323,6 +352,15 @@ ShardSample ShardReader::finish(FetchedShard f) {
     out.reason = all;
     out.global_loss_tokens = 0;
     return out;
+  }
+  if (opt_.consume && f.record.ok() && !f.record.entry.usp_sharded && s == 0) {
+    // The objects are shared by the SP group; after the all-reduce every SP rank has read them.
+    try {
+      for (auto obj : kShardObjects) store_.remove(full_object_key(f.record.entry.key, obj));
+    } catch (const std::exception& ex) {
+      spdlog::warn("data.consume: removing the objects of sample {} failed: {}",
+                   f.record.entry.key, ex.what());
+    }
   }
   out.input.hs = f.hs;
   out.input.ids = f.ids;

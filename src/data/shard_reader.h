@@ -45,6 +45,7 @@ struct ReaderOptions {
   int64_t ttt_length = 0;            // T
   int64_t max_seq_length = 0;
   int64_t hidden_size = 0;   // Ht: width of the stand-in shard of an invalid manifest line
+  int64_t num_aux = 3;       // aux layers of that stand-in (model.config.num_aux_hidden_states)
   bool skip_errors = false;  // data.on_error=skip
   bool consume = false;      // data.consume: remove this rank's objects after reading them
   c10::Device device{c10::kCPU};
@@ -80,13 +81,20 @@ struct ShardProblem {
 // an infinity, or -1. Reads the bits (an all-ones exponent), at memory speed.
 int64_t first_nonfinite_row(const at::Tensor& t);
 
-// One object of a shard as the manifest and the layout say it must be.
+// One object of a shard as the manifest and the layout say it must be, and what this rank reads
+// of it. Pre-sharded (usp_sharded): {key}_usp{s}_* of local_len rows, read whole. Unsharded:
+// {key}_* of seq_len rows, of which this rank reads rows [first_row, first_row + rows) (the
+// rows its pre-sharded shard would hold) into the start of a zeroed [local_len, ...] buffer, so
+// the result is bit for bit the pre-sharded shard.
 struct ObjectSpec {
   std::string key;
   std::string dtype;  // manifest name, e.g. "bfloat16"
   at::ScalarType scalar_type;
-  std::vector<int64_t> shape;  // [local_len, 3·Ht], [local_len], [local_len, Ht]
-  int64_t bytes = 0;
+  std::vector<int64_t> shape;  // stored: [local_len, num_aux·Ht], [local_len], [local_len, Ht]
+  int64_t bytes = 0;           // of the whole stored object
+  bool ranged = false;         // unsharded: read a byte range
+  int64_t first_row = 0, rows = 0, row_bytes = 0;
+  std::vector<int64_t> buffer_shape;  // [local_len, ...]: what this rank gets
 };
 std::array<ObjectSpec, 3> shard_objects(const ManifestEntry& e, const ShardGeometry& g,
                                         int64_t sp_rank);
@@ -109,8 +117,10 @@ struct FetchedShard {
 at::Tensor read_shard_ids(Store& store, const ManifestEntry& e, const ShardGeometry& g,
                           int64_t sp_rank, const std::string& what);
 
-// Reads this rank's objects (batch get into fresh, optionally pinned, host tensors), checks their
-// sizes, rebuilds the masks and positions, and removes the objects when data.consume is set.
+// Reads this rank's objects (batch get into fresh, optionally pinned, host tensors; byte ranges
+// of the full objects for an unsharded sample), checks their sizes, rebuilds the masks and
+// positions, and removes the objects when data.consume is set (an unsharded sample's objects,
+// shared by the SP group, are removed by SP rank 0 in ShardReader::finish, once all have read).
 // Store failures become the shard's problem, never an exception.
 FetchedShard fetch_shard(Store& store, const ManifestRecord& record, const ReaderOptions& opt,
                          int64_t position = -1);

@@ -43,6 +43,10 @@ std::string object_key(const std::string& key, int64_t sp_rank, ShardObject obj)
   return fmt::format("{}_usp{}_{}", key, sp_rank, object_suffix(obj));
 }
 
+std::string full_object_key(const std::string& key, ShardObject obj) {
+  return fmt::format("{}_{}", key, object_suffix(obj));
+}
+
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
@@ -184,9 +188,10 @@ void check_full_sample(const FullSample& s, const std::string& what) {
   EAGLET_CHECK(s.lhs.defined() && s.lhs.dim() == 2 && s.lhs.size(0) == S && s.lhs.size(1) >= 1,
                "{}: last_hidden_states must be [{}, Ht], got {}", what, S, tensor_text(s.lhs));
   const int64_t ht = s.lhs.size(1);
-  EAGLET_CHECK(s.hs.defined() && s.hs.dim() == 2 && s.hs.size(0) == S && s.hs.size(1) == 3 * ht,
-               "{}: hidden_states must be [{}, {}] (3 aux layers of Ht={}), got {}", what, S,
-               3 * ht, ht, tensor_text(s.hs));
+  EAGLET_CHECK(s.hs.defined() && s.hs.dim() == 2 && s.hs.size(0) == S &&
+                   s.hs.size(1) % ht == 0 && s.hs.size(1) >= ht,
+               "{}: hidden_states must be [{}, num_aux*{}] (num_aux aux layers of Ht={}), got {}",
+               what, S, ht, ht, tensor_text(s.hs));
   EAGLET_CHECK(s.loss_mask.defined() && s.loss_mask.dim() == 1 && s.loss_mask.size(0) == S,
                "{}: loss_mask must be [{}], got {}", what, S, tensor_text(s.loss_mask));
 }

@@ -20,6 +20,9 @@ const char* object_suffix(ShardObject obj);  // "hs", "ids", "lhs"
 // "{key}_usp{sp_rank}_{suffix}"
 std::string object_key(const std::string& key, int64_t sp_rank, ShardObject obj);
 
+// "{key}_{suffix}": the one full-length object of an unsharded sample (manifest usp_sharded=false).
+std::string full_object_key(const std::string& key, ShardObject obj);
+
 int64_t ceil_div(int64_t a, int64_t b);
 
 // Rows [begin, end) of the sample; empty (end == begin) for a shard that is all tail padding.
@@ -74,7 +77,7 @@ at::Tensor ring_chunk_positions(const ShardGeometry& geom, int64_t ulysses, int6
 
 // --- producers: a full sample and its P shards
 struct FullSample {
-  at::Tensor hs;         // [S, 3·Ht]
+  at::Tensor hs;         // [S, num_aux·Ht] (3 aux layers by default)
   at::Tensor ids;        // int64 [S]
   at::Tensor lhs;        // [S, Ht]
   at::Tensor loss_mask;  // [S], 0/1 (any dtype)
@@ -82,7 +85,7 @@ struct FullSample {
 struct ShardTensors {
   at::Tensor hs, ids, lhs;  // [local_len, ...], same dtypes as the sample, zero-padded
 };
-// Checks shapes (S rows everywhere, hs width 3·lhs width); throws naming `what` and the shapes.
+// Checks shapes (S rows everywhere, hs width a multiple num_aux >= 1 of the lhs width); throws naming `what` and the shapes.
 void check_full_sample(const FullSample& s, const std::string& what);
 // Rows [s·C, s·C + local_len) of the sample (cut to L), zero-padded to local_len.
 ShardTensors slice_shard(const FullSample& s, const ShardGeometry& g, int64_t sp_rank);

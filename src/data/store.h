@@ -2,7 +2,9 @@
 // batch get, put, exists, size, remove. Backends: `dir` (embedded, one file per object, atomic
 // writes) and `mooncake` (a real Mooncake Store through Mooncake's own client).
 //
-// Contract: keys use only [A-Za-z0-9_-]; values are raw bytes with no header. A missing object is
+// Contract: a key is any non-empty byte string without a NUL byte (SGLang-path keys look like
+// `ultrachat.v2/conv:7_1a2b3c4d`); each backend maps it to its own namespace without loss (the dir
+// store escapes it into a file name, Mooncake takes it as is). Values are raw bytes with no header. A missing object is
 // not an exception in the batch read (the caller decides fail or skip); other failures throw
 // eaglet::Error naming the backend, the key and what went wrong.
 #pragma once
@@ -38,11 +40,20 @@ class Store {
   virtual void put(const std::string& key, const void* data, int64_t bytes) = 0;
   // Removes an object; removing a missing object is not an error.
   virtual void remove(const std::string& key) = 0;
+  // Reads bytes [offsets[i], offsets[i] + lengths[i]) of each object into its buffer; result i is
+  // the object's whole size, or kMissing. The bytes are read only when the object has at least
+  // offsets[i] + lengths[i] bytes (the caller compares the size with what it expects). This
+  // default reads each object whole into a scratch buffer (Mooncake); the dir store preads.
+  virtual std::vector<int64_t> batch_get_range_into(const std::vector<std::string>& keys,
+                                                    const std::vector<int64_t>& offsets,
+                                                    const std::vector<int64_t>& lengths,
+                                                    const std::vector<void*>& buffers);
   // Registers host memory for zero-copy reads (Mooncake); a no-op where not needed.
   virtual void register_buffer(void* /*ptr*/, int64_t /*bytes*/) {}
 };
 
-// Checks a key against [A-Za-z0-9_-]+; throws eaglet::Error naming it otherwise.
+// Checks that a key can be stored: non-empty and without a NUL byte (Mooncake's client and file
+// names take C strings). Throws eaglet::Error quoting the key as given otherwise.
 void check_key(const std::string& key);
 
 // Opens the store the config names (data.store, data.path, data.mooncake_*).

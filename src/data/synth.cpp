@@ -48,10 +48,17 @@ int64_t uniform(std::mt19937_64& rng, int64_t lo, int64_t hi) {  // [lo, hi], po
 }  // namespace
 
 ManifestEntry put_sample(Store& store, ManifestWriter& manifest, const std::string& key,
-                         const FullSample& sample, const ManifestExpect& layout) {
+                         const FullSample& sample, const ManifestExpect& layout, bool sharded) {
   check_key(key);
   check_full_sample(sample, "sample " + key);
-  const std::string first = object_key(key, 0, ShardObject::hs);
+  const int64_t num_aux = sample.hs.size(1) / sample.lhs.size(1);
+  EAGLET_CHECK(layout.num_aux <= 0 || num_aux == layout.num_aux,
+               "sample {}: {} aux layers (hidden_states {}, Ht={}), but the layout takes {} "
+               "(model.config.num_aux_hidden_states)",
+               key, num_aux, shape_text(sample.hs.sizes()), sample.lhs.size(1),
+               layout.num_aux);
+  const std::string first =
+      sharded ? object_key(key, 0, ShardObject::hs) : full_object_key(key, ShardObject::hs);
   EAGLET_CHECK(!store.exists(first),
                "sample {}: already in the {} store ({} exists); choose another key", key,
                store.backend(), first);
@@ -61,11 +68,20 @@ ManifestEntry put_sample(Store& store, ManifestWriter& manifest, const std::stri
   e.key = key;
   e.seq_len = stored.ids.size(0);
   e.hidden_size = stored.lhs.size(1);
-  e.num_aux = 3;
+  e.num_aux = num_aux;
   e.packed_loss_mask = pack_loss_mask(sample.loss_mask);
   e.sp_size = layout.sp_size;
   e.ttt_length = layout.ttt_length;
   e.max_seq_length = layout.max_seq_length;
+  e.usp_sharded = sharded;
+  if (!sharded) {
+    const at::Tensor* parts[] = {&stored.hs, &stored.ids, &stored.lhs};
+    for (size_t i = 0; i < 3; ++i)
+      store.put(full_object_key(key, kShardObjects[i]), parts[i]->data_ptr(),
+                static_cast<int64_t>(parts[i]->nbytes()));
+    manifest.append(e);
+    return e;
+  }
   const auto g = shard_geometry(e.seq_len, e.max_seq_length, e.sp_size, e.ttt_length);
   for (int64_t s = 0; s < g.sp_size; ++s) {
     const auto shard = slice_shard(stored, g, s);
@@ -119,22 +135,25 @@ Teacher make_teacher(int64_t vocab_size, int64_t hidden_size, int64_t seed, doub
   return t;
 }
 
-FullSample teacher_sample(const Teacher& t, int64_t length, uint64_t seed) {
+FullSample teacher_sample(const Teacher& t, int64_t length, uint64_t seed, int64_t num_aux) {
   EAGLET_CHECK(length >= 1, "synthetic sample of {} tokens", length);
+  EAGLET_CHECK(num_aux >= 1, "synthetic sample with {} aux layers (need >= 1)", num_aux);
   auto gen = at::detail::createCPUGenerator(mix(seed));
   std::mt19937_64 rng(mix(seed ^ 0x5bd1e995ULL));
   const int64_t V = t.embed.size(0), H = t.embed.size(1);
   auto ids = at::empty({length}, at::TensorOptions().dtype(at::kLong));
   auto* id = ids.data_ptr<int64_t>();
-  auto hs = at::empty({length, 3 * H}, at::TensorOptions().dtype(at::kFloat));
+  auto hs = at::empty({length, num_aux * H}, at::TensorOptions().dtype(at::kFloat));
   auto lhs = at::empty({length, H}, at::TensorOptions().dtype(at::kFloat));
   id[0] = uniform(rng, 0, V - 1);
   auto h = at::zeros({H}, at::TensorOptions().dtype(at::kFloat));
   for (int64_t i = 0; i < length; ++i) {
     h = at::tanh(at::matmul(t.recur, h) * t.alpha + t.embed[id[i]]);
-    auto a2 = at::tanh(at::matmul(t.aux1, h));
-    auto a3 = at::tanh(at::matmul(t.aux2, a2));
-    hs[i].copy_(at::cat({h, a2, a3}));
+    // aux_0 = h, aux_j = tanh(B aux_{j-1}) with B alternating B1, B2: [h, a2, a3] for 3.
+    std::vector<at::Tensor> aux{h};
+    for (int64_t j = 1; j < num_aux; ++j)
+      aux.push_back(at::tanh(at::matmul(j % 2 == 1 ? t.aux1 : t.aux2, aux.back())));
+    hs[i].copy_(at::cat(aux));
     auto last = h * at::rsqrt((h * h).mean() + t.rms_norm_eps) * t.norm;
     lhs[i].copy_(last);
     if (i + 1 < length) {
@@ -179,7 +198,10 @@ void write_teacher_target(const Teacher& t, const std::string& dir) {
 }
 
 SynthSummary synthesize(const Config& cfg, const SynthOptions& opt) {
-  const ManifestExpect layout = manifest_expect(cfg);
+  ManifestExpect layout = manifest_expect(cfg);
+  if (opt.num_aux > 0) layout.num_aux = opt.num_aux;
+  EAGLET_CHECK(layout.num_aux >= 1, "eaglet data synth: --num-aux {} (must be >= 1)",
+               layout.num_aux);
   const int64_t L = cfg.data.max_seq_length, T = cfg.training.ttt_length;
   const int64_t min_len = opt.min_len > 0 ? opt.min_len : std::max(T + 2, L / 4);
   const int64_t max_len = opt.max_len > 0 ? opt.max_len : std::max(min_len, L + L / 4);
@@ -216,8 +238,9 @@ SynthSummary synthesize(const Config& cfg, const SynthOptions& opt) {
       len = c;
     }
     const std::string key = fmt::format("{}_{:06d}", prefix, i);
-    FullSample s = teacher_sample(teacher, len, mix(static_cast<uint64_t>(opt.seed)) + i);
-    put_sample(*store, manifest, key, s, layout);
+    FullSample s =
+        teacher_sample(teacher, len, mix(static_cast<uint64_t>(opt.seed)) + i, layout.num_aux);
+    put_sample(*store, manifest, key, s, layout, opt.sharded);
     if (!opt.full_dir.empty())
       write_full_sample(io::join_path(opt.full_dir, key + ".safetensors"), s);
     sum.samples++;

@@ -19,8 +19,12 @@ namespace eaglet::data {
 // dropped), puts the 3·P objects (hidden states as bf16, ids as int64), and only then appends the
 // manifest line (mask packed from sample.loss_mask). Throws eaglet::Error naming the key when its
 // objects already exist or the sample's shapes are wrong. Returns the line written.
+// num_aux = hs width / Ht must equal layout.num_aux (unless 0). With `sharded` false the sample
+// is written unsharded instead (manifest usp_sharded=false): {key}_hs|_ids|_lhs, all seq_len
+// rows, as producers without USP write it; every SP rank of any layout then cuts its own rows.
 ManifestEntry put_sample(Store& store, ManifestWriter& manifest, const std::string& key,
-                         const FullSample& sample, const ManifestExpect& layout);
+                         const FullSample& sample, const ManifestExpect& layout,
+                         bool sharded = true);
 
 // A full sample as one safetensors file: hidden_states [S, 3·Ht], input_ids [S],
 // last_hidden_states [S, Ht], loss_mask [S] (the input of `eaglet data put`).
@@ -45,7 +49,8 @@ struct Teacher {
 Teacher make_teacher(int64_t vocab_size, int64_t hidden_size, int64_t seed, double rms_norm_eps);
 // One sample of `length` tokens (hs and lhs in bf16, as stored), with a random loss mask: a 0-run
 // prompt, then alternating answer and gap runs.
-FullSample teacher_sample(const Teacher& t, int64_t length, uint64_t seed);
+// num_aux aux layers: aux_0 = h_t, aux_j = tanh(B aux_{j-1}), B alternating B1, B2 (3: as above).
+FullSample teacher_sample(const Teacher& t, int64_t length, uint64_t seed, int64_t num_aux = 3);
 // config.json (hidden_size, vocab_size, rms_norm_eps, tie_word_embeddings=false) and
 // model.safetensors (model.embed_tokens.weight, model.norm.weight, lm_head.weight; fp32).
 void write_teacher_target(const Teacher& t, const std::string& dir);
@@ -57,6 +62,8 @@ struct SynthOptions {
   std::string target_dir;            // empty: <data.path>/target
   std::string full_dir;              // non-empty: also <full_dir>/<key>.safetensors per sample
   std::string key_prefix;            // empty: "synth<seed>"
+  int64_t num_aux = 0;               // aux layers per sample; 0: model.config.num_aux_hidden_states
+  bool sharded = true;               // false: unsharded objects {key}_hs|_ids|_lhs (usp_sharded)
 };
 struct SynthSummary {
   int64_t samples = 0, tokens = 0, loss_tokens = 0;

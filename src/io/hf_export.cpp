@@ -95,6 +95,8 @@ std::vector<DraftTensor> draft_tensors(const nlohmann::json& cfg, const std::str
   arch.vocab_size = vt;
   arch.draft_vocab_size = vd;
   arch.target_hidden_size = ht;
+  // fc is [H, num_aux_hidden_states·Ht]; written by eaglet only when not 3.
+  arch.num_aux_hidden_states = json_int_or(cfg, "num_aux_hidden_states", 3, config_path);
   std::vector<DraftTensor> out;
   const model::Eagle3Weights names;
   for (const auto& [name, t] : names.trainable())

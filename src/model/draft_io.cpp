@@ -2,6 +2,7 @@
 #include "model/draft_io.h"
 
 #include <c10/core/GradMode.h>
+#include <fmt/ranges.h>
 
 #include "core/error.h"
 #include "io/files.h"
@@ -29,6 +30,8 @@ nlohmann::json draft_config_json(const DraftArchConfig& c) {
       {"tie_word_embeddings", false},
       {"attention_bias", false},
   };
+  // Written only when not SGLang's fixed 3, so configs of 3-aux drafts stay as they were.
+  if (c.num_aux_hidden_states != 3) j["num_aux_hidden_states"] = c.num_aux_hidden_states;
   if (c.rope_type == "none") {
     j["rope_scaling"] = nullptr;
   } else {
@@ -65,6 +68,17 @@ void load_draft(const std::string& dir, const DraftArchConfig& cfg, Eagle3Weight
       key = "layers.0." + name.substr(9);  // vLLM naming
     EAGLET_CHECK(files.has(key), "model.init_from={}: tensor {} (or its vLLM name) is missing", dir,
                  name);
+    if (name == "fc.weight") {
+      // The one shape that depends on the data (its num_aux): say so rather than just "shape".
+      const auto want = weight_shape(cfg, name);
+      const auto& got = files.info(key).shape;
+      EAGLET_CHECK(got == want,
+                   "{}: fc.weight is [{}] but this run's draft needs [{}, {}] = "
+                   "model.config.num_aux_hidden_states={} aux layers x target_hidden_size={} (the "
+                   "draft was trained on data with another num_aux or hidden size)",
+                   dir, fmt::join(got, ", "), want[0], want[1], cfg.num_aux_hidden_states,
+                   cfg.target_hidden_size);
+    }
     auto loaded = files.get(key, weight_shape(cfg, name));
     c10::NoGradGuard no_grad;
     t->copy_(loaded.to(t->device(), t->scalar_type()));

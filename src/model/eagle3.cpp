@@ -54,7 +54,7 @@ std::vector<std::pair<std::string, const at::Tensor*>> Eagle3Weights::trainable(
 std::vector<int64_t> weight_shape(const DraftArchConfig& c, const std::string& name) {
   const int64_t H = c.hidden_size, q = c.num_attention_heads * c.head_dim,
                 kv = c.num_key_value_heads * c.head_dim;
-  if (name == "fc.weight") return {H, 3 * c.target_hidden_size};
+  if (name == "fc.weight") return {H, c.num_aux_hidden_states * c.target_hidden_size};
   if (name.find("norm") != std::string::npos) return {H};
   if (name == "midlayer.self_attn.q_proj.weight") return {q, 2 * H};
   if (name == "midlayer.self_attn.k_proj.weight" || name == "midlayer.self_attn.v_proj.weight")

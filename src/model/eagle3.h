@@ -26,7 +26,7 @@ class Communicator;
 namespace eaglet::model {
 
 struct Eagle3Weights {
-  at::Tensor fc;                                       // [H, 3·Ht]
+  at::Tensor fc;                                       // [H, num_aux·Ht]
   at::Tensor input_layernorm, hidden_norm, post_norm;  // [H]
   at::Tensor q_proj, k_proj, v_proj, o_proj;           // [nH·d, 2H], [nKV·d, 2H] ×2, [H, nH·d]
   at::Tensor gate_proj, up_proj, down_proj;            // [I, H] ×2, [H, I]

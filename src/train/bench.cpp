@@ -50,7 +50,7 @@ StepFlops step_flops(const DraftArchConfig& a, int64_t T, int64_t S) {
   const double qkv = 2 * N * 2 * H * (q + 2 * kv), o = 2 * N * q * H;
   const double mlp = 3 * 2 * N * H * I;
   const double head = 2 * N * H * Vd;
-  const double fc = 2 * N * 3 * Ht * H;
+  const double fc = 2 * N * a.num_aux_hidden_states * Ht * H;
   StepFlops f;
   f.gemm = T * (2.5 * qkv + 3 * (o + mlp + head)) + 2 * fc + 2 * N * Ht * Vt;
   // Causal block 0: QKᵀ and PV over half the square (forward 2·N²·q), backward 2.5× forward.
@@ -178,7 +178,7 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   auto target = model::loss_target(full, vocab, device);
   auto make_input = [&] {
     model::ShardInput in;
-    in.hs = at::randn({local, 3 * arch.target_hidden_size}, on.dtype(dtype));
+    in.hs = at::randn({local, arch.num_aux_hidden_states * arch.target_hidden_size}, on.dtype(dtype));
     in.lhs = at::randn({local, arch.target_hidden_size}, on.dtype(dtype));
     in.ids = at::randint(0, arch.vocab_size, {local}, on.dtype(at::kLong));
     in.loss_mask = at::ones({local}, on.dtype(at::kFloat));

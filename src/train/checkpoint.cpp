@@ -413,6 +413,12 @@ TrainerState load_checkpoint(const std::string& dir, const DraftArchConfig& arch
         "checkpoint {} is for another model: {} is {} there and {} in this run's model.config", dir,
         key, saved.contains(key) ? saved[key].dump() : "missing", want[key].dump());
   }
+  // Absent in configs of 3-aux drafts (draft_config_json writes it only otherwise).
+  const int64_t saved_aux = saved.value("num_aux_hidden_states", int64_t{3});
+  EAGLET_CHECK(saved_aux == arch.num_aux_hidden_states,
+               "checkpoint {} is for another model: num_aux_hidden_states is {} there (fc takes {} "
+               "aux layers) and {} in this run's model.config",
+               dir, saved_aux, saved_aux, arch.num_aux_hidden_states);
   model::load_draft(dir, arch, w, &vocab);
   io::SafetensorsFile opt_file(io::join_path(dir, "optimizer.safetensors"));
   std::vector<std::pair<std::string, at::Tensor>> state_tensors;

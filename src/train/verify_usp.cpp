@@ -66,7 +66,7 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
   std::vector<data::FullSample> samples;
   for (int64_t j = 0; j < N; ++j) {
     // The store holds bf16 hidden states: both sides see the same bf16-exact values.
-    data::FullSample s{at::randn({L, 3 * ht}, gen, f32).to(at::kBFloat16).to(at::kFloat),
+    data::FullSample s{at::randn({L, arch.num_aux_hidden_states * ht}, gen, f32).to(at::kBFloat16).to(at::kFloat),
                        at::randint(0, vt, {L}, gen, f32.dtype(at::kLong)),
                        at::randn({L, ht}, gen, f32).to(at::kBFloat16).to(at::kFloat),
                        (at::randn({L}, gen, f32) > -0.5).to(at::kFloat)};

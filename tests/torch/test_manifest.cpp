@@ -74,6 +74,57 @@ TEST_CASE("manifest line round trip in the documented field order", "[data]") {
         }).empty());
 }
 
+TEST_CASE("manifest: any key, num_aux, aux_layer_ids, usp_sharded", "[data]") {
+  // SGLang-path keys are accepted as they are.
+  for (const std::string key : {"ultrachat.v2/conv:7_1a2b3c4d", "../x", "%41", "\xc3\xa9t\xc3\xa9"}) {
+    auto e = entry(key);
+    const auto back = parse_manifest_line(manifest_line(e), kExpect, "m.jsonl", 1);
+    CHECK(back.key == key);
+  }
+  // num_aux follows the run's model.config.num_aux_hidden_states (0 accepts any).
+  auto e = entry("k");
+  e.num_aux = 4;
+  e.aux_layer_ids = {1, 9, 17, 28};
+  const auto line = manifest_line(e);
+  CHECK(line.find("\"aux_layer_ids\":[1,9,17,28]") != std::string::npos);
+  CHECK(line.find("usp_sharded") == std::string::npos);
+  auto expect4 = kExpect;
+  expect4.num_aux = 4;
+  auto back = parse_manifest_line(line, expect4, "m.jsonl", 1);
+  CHECK(back.num_aux == 4);
+  CHECK(back.aux_layer_ids == std::vector<int64_t>{1, 9, 17, 28});
+  CHECK(back.usp_sharded);
+  auto any = kExpect;
+  any.num_aux = 0;
+  CHECK(parse_manifest_line(line, any, "m.jsonl", 1).num_aux == 4);
+  CHECK(error_of([&] { parse_manifest_line(line, kExpect, "m.jsonl", 3); })
+            .find("manifest m.jsonl:3: sample k: num_aux=4 differs from this run's "
+                  "model.config.num_aux_hidden_states=3") != std::string::npos);
+  CHECK(parse_manifest_line(manifest_line(entry("k")), kExpect, "m.jsonl", 1).aux_layer_ids.empty());
+
+  // usp_sharded false: any producer layout, the entry carries this run's; the fields may be absent.
+  auto u = entry("k");
+  u.usp_sharded = false;
+  u.sp_size = 8;
+  u.ttt_length = 5;
+  u.max_seq_length = 4096;
+  CHECK(manifest_line(u).find("\"usp_sharded\":false") != std::string::npos);
+  back = parse_manifest_line(manifest_line(u), kExpect, "m.jsonl", 1);
+  CHECK(!back.usp_sharded);
+  CHECK(back.sp_size == kExpect.sp_size);
+  CHECK(back.ttt_length == kExpect.ttt_length);
+  CHECK(back.max_seq_length == kExpect.max_seq_length);
+  auto j = nlohmann::json::parse(manifest_line(u));
+  for (const char* f : {"sp_size", "ttt_length", "max_seq_length"}) j.erase(f);
+  back = parse_manifest_line(j.dump(), kExpect, "m.jsonl", 1);
+  CHECK(!back.usp_sharded);
+  CHECK(back.sp_size == kExpect.sp_size);
+  // A pre-sharded line still needs them.
+  j["usp_sharded"] = true;
+  CHECK(error_of([&] { parse_manifest_line(j.dump(), kExpect, "m.jsonl", 1); })
+            .find("missing field \"sp_size\"") != std::string::npos);
+}
+
 TEST_CASE("manifest validation errors name file:line and the problem", "[data]") {
   struct Case {
     std::string line, message;
@@ -83,9 +134,8 @@ TEST_CASE("manifest validation errors name file:line and the problem", "[data]")
       {"[1, 2]", "manifest m.jsonl:7: expected a JSON object, got array"},
       {with_field("key", ""), "manifest m.jsonl:7: missing field \"key\""},
       {with_field("key", "5"), "manifest m.jsonl:7: field \"key\" must be a string, got integer 5"},
-      {with_field("key", "\"a/b\""),
-       "manifest m.jsonl:7: store key 'a/b': character 1 ('/') is "
-       "not allowed"},
+      {with_field("key", "\"a\\u0000b\""),
+       "manifest m.jsonl:7: store key 'a\\0b': byte 1 is NUL, which no backend can store"},
       {with_field("seq_len", ""), "manifest m.jsonl:7: missing field \"seq_len\""},
       {with_field("seq_len", "\"100\""),
        "manifest m.jsonl:7: field \"seq_len\" must be an integer, got string \"100\""},
@@ -93,7 +143,16 @@ TEST_CASE("manifest validation errors name file:line and the problem", "[data]")
        "manifest m.jsonl:7: field \"seq_len\" must be an integer, got number 1.5"},
       {with_field("seq_len", "0"), "manifest m.jsonl:7: seq_len=0 must be in [1, "},
       {with_field("num_aux", "2"),
-       "manifest m.jsonl:7: sample k1: num_aux=2 but eaglet's draft takes 3 aux layers"},
+       "manifest m.jsonl:7: sample k1: num_aux=2 differs from this run's "
+       "model.config.num_aux_hidden_states=3"},
+      {with_field("num_aux", "0"), "manifest m.jsonl:7: num_aux=0 must be in [1, 1024]"},
+      {with_field("aux_layer_ids", "[1, 2]"),
+       "manifest m.jsonl:7: sample k1: aux_layer_ids=[1,2] must be a list of num_aux=3 integers "
+       ">= 0"},
+      {with_field("aux_layer_ids", "[1, -2, 3]"), "aux_layer_ids=[1,-2,3] must be a list"},
+      {with_field("aux_layer_ids", "\"1,2,3\""), "aux_layer_ids=\"1,2,3\" must be a list"},
+      {with_field("usp_sharded", "\"no\""),
+       "manifest m.jsonl:7: field \"usp_sharded\" must be true or false, got string \"no\""},
       {with_field("packed_loss_mask", "\"3,0,2\""),
        "manifest m.jsonl:7: sample k1: packed_loss_mask \"3,0,2\": run 2 is 0"},
       {with_field("packed_loss_mask", "\"50,60\""),

@@ -65,10 +65,11 @@ class SoloCommunicator final : public eaglet::Communicator {
   std::vector<int64_t> members_{0};
 };
 
-FullSample random_sample(int64_t S, int64_t ht, uint64_t seed, double loss_fraction = 0.5) {
+FullSample random_sample(int64_t S, int64_t ht, uint64_t seed, double loss_fraction = 0.5,
+                         int64_t num_aux = 3) {
   auto gen = at::detail::createCPUGenerator(seed);
   FullSample s;
-  s.hs = at::randn({S, 3 * ht}, gen, at::TensorOptions().dtype(at::kFloat));
+  s.hs = at::randn({S, num_aux * ht}, gen, at::TensorOptions().dtype(at::kFloat));
   s.lhs = at::randn({S, ht}, gen, at::TensorOptions().dtype(at::kFloat));
   s.ids = at::randint(0, 1000, {S}, gen, at::TensorOptions().dtype(at::kLong));
   s.loss_mask =
@@ -160,6 +161,89 @@ TEST_CASE("put_sample then fetch_shard on every SP rank equals the reference cut
       }
 }
 
+TEST_CASE("unsharded samples (usp_sharded false) read bit for bit like pre-sharded ones",
+          "[data]") {
+  // The same samples written both ways; every SP rank of every layout gets identical tensors,
+  // for 2, 3 and 4 aux layers and SGLang-path keys; each rank preads only its rows.
+  const int64_t ht = 4, max_len = 24;
+  for (int64_t num_aux : {2, 3, 4})
+    for (int64_t U : {1, 2})
+      for (int64_t R : {1, 3})
+        for (int64_t T : {0, 3}) {
+          const int64_t P = U * R;
+          const ManifestExpect layout{P, T, max_len, ht, num_aux};
+          TempDir dir("unsharded");
+          DirStore pre(dir / "pre"), full(dir / "full");
+          ManifestWriter wpre(dir / "pre/manifest.jsonl"), wfull(dir / "full/manifest.jsonl");
+          const std::vector<int64_t> lengths = {2, 11, 12, 24, 37};
+          for (size_t i = 0; i < lengths.size(); ++i) {
+            const auto s = random_sample(lengths[i], ht, 300 + i, 0.5, num_aux);
+            const std::string key = "ultrachat.v2/conv:" + std::to_string(i) + "_1a2b";
+            put_sample(pre, wpre, key, s, layout);
+            const auto e = put_sample(full, wfull, key, s, layout, /*sharded=*/false);
+            CHECK(!e.usp_sharded);
+            CHECK(full.size(full_object_key(key, ShardObject::hs)) ==
+                  lengths[i] * num_aux * ht * 2);  // all S rows, not cut
+          }
+          ManifestReader mpre(dir / "pre/manifest.jsonl", layout),
+              mfull(dir / "full/manifest.jsonl", layout);
+          REQUIRE(mpre.poll() == 5);
+          REQUIRE(mfull.poll() == 5);
+          for (int64_t i = 0; i < 5; ++i) {
+            REQUIRE(mfull.at(i).ok());
+            REQUIRE(!mfull.at(i).entry.usp_sharded);
+            for (int64_t s = 0; s < P; ++s) {
+              INFO("aux=" << num_aux << " U=" << U << " R=" << R << " T=" << T << " sample " << i
+                          << " s=" << s);
+              auto opt = options(P, s, U, T, max_len, ht);
+              auto a = fetch_shard(pre, mpre.at(i), opt), b = fetch_shard(full, mfull.at(i), opt);
+              REQUIRE(a.problem.kind == ProblemKind::none);
+              REQUIRE(b.problem.kind == ProblemKind::none);
+              REQUIRE(same(a.hs, b.hs));
+              REQUIRE(same(a.ids, b.ids));
+              REQUIRE(same(a.lhs, b.lhs));
+              REQUIRE(same(a.loss_mask, b.loss_mask));
+              REQUIRE(same(a.attention_mask, b.attention_mask));
+              REQUIRE(same(a.positions, b.positions));
+              REQUIRE(a.local_loss_tokens == b.local_loss_tokens);
+              const auto g = a.geometry;
+              REQUIRE(same(read_shard_ids(full, mfull.at(i).entry, g, s, "ids"), a.ids));
+            }
+          }
+        }
+}
+
+TEST_CASE("unsharded samples: size errors name the full object; consume after the decision",
+          "[data]") {
+  const int64_t ht = 4;
+  TempDir dir("unsharded_err");
+  DirStore store(dir / "s");
+  ManifestWriter w(dir / "s/manifest.jsonl");
+  const ManifestExpect layout{1, 2, 16, ht};
+  put_sample(store, w, "a.b", random_sample(10, ht, 1, 1.0), layout, false);
+  put_sample(store, w, "c", random_sample(10, ht, 2, 1.0), layout, false);
+  ManifestReader m(dir / "s/manifest.jsonl", layout);
+  REQUIRE(m.poll() == 2);
+  // A truncated object: a size problem with the whole object's expected bytes.
+  store.put("a.b_lhs", "xx", 2);
+  auto opt = options(1, 0, 1, 2, 16, ht);
+  auto f = fetch_shard(store, m.at(0), opt);
+  CHECK(f.problem.kind == ProblemKind::size);
+  CHECK(f.problem.expected == 10 * ht * 2);
+  CHECK(f.problem.actual == 2);
+  SoloCommunicator solo;
+  ShardReader reader(store, solo, opt);
+  CHECK(error_of([&] { reader.read(m.at(0)); })
+            .find("sample a.b (manifest m.jsonl:1): object a.b_lhs has 2 bytes, expected 80 bytes "
+                  "= bfloat16 [10, 4]") != std::string::npos);
+  // data.consume: the group's shared objects go once the SP group has read them.
+  opt.consume = true;
+  ShardReader consuming(store, solo, opt);
+  auto sample = consuming.read(m.at(1));
+  CHECK(!sample.neutralised);
+  for (auto obj : kShardObjects) CHECK(!store.exists(full_object_key("c", obj)));
+}
+
 TEST_CASE("put_sample refuses a key already in the store and a malformed sample", "[data]") {
   Fixture fx(1, {2, 3, 64, 4}, 4);
   ManifestWriter w(fx.manifest);
@@ -167,14 +251,19 @@ TEST_CASE("put_sample refuses a key already in the store and a malformed sample"
           put_sample(fx.store, w, "s0", fx.samples[0], fx.layout);
         }).find("sample s0: already in the dir store (s0_usp0_hs exists)") != std::string::npos);
   auto bad = random_sample(10, 4, 1);
-  bad.hs = bad.hs.narrow(1, 0, 8);
+  bad.hs = bad.hs.narrow(1, 0, 6);
   CHECK(error_of([&] {
           put_sample(fx.store, w, "b", bad, fx.layout);
-        }).find("sample b: hidden_states must be [10, 12] (3 aux layers of Ht=4), got [10, 8]") !=
+        }).find("sample b: hidden_states must be [10, num_aux*4] (num_aux aux layers of Ht=4), got "
+                "[10, 6]") != std::string::npos);
+  bad.hs = bad.hs.narrow(1, 0, 4);  // one aux layer: well formed, but not this run's num_aux (3)
+  CHECK(error_of([&] {
+          put_sample(fx.store, w, "b", bad, fx.layout);
+        }).find("sample b: 1 aux layers (hidden_states [10, 4], Ht=4), but the layout takes 3") !=
         std::string::npos);
   CHECK(error_of([&] {
-          put_sample(fx.store, w, "bad key", fx.samples[0], fx.layout);
-        }).find("store key 'bad key'") != std::string::npos);
+          put_sample(fx.store, w, std::string("bad\0key", 7), fx.samples[0], fx.layout);
+        }).find("byte 3 is NUL") != std::string::npos);
 }
 
 TEST_CASE("shard reader on one rank: ok, dtype, no loss tokens, consume", "[data]") {
