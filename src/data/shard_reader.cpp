@@ -133,11 +133,14 @@ at::Tensor read_shard_ids(Store& store, const ManifestEntry& e, const ShardGeome
   const auto spec = shard_objects(e, g, sp_rank)[1];
   auto ids = at::empty(spec.shape, at::TensorOptions().dtype(spec.scalar_type));
   const int64_t got = store.batch_get_into({spec.key}, {ids.data_ptr()}, {spec.bytes})[0];
+  EAGLET_CHECK(got != kMissing,
+               "{}: object {} is not in the {} store (consumed by an earlier run with "
+               "data.consume=true, or never written) ({} [{}], SP rank {})",
+               what, spec.key, store.backend(), spec.dtype, g.local_len, sp_rank);
   EAGLET_CHECK(got == spec.bytes, "{}: object {} ({} [{}]) on SP rank {} has {}, expected {} bytes",
                what, spec.key, spec.dtype, g.local_len, sp_rank,
-               got == kMissing    ? std::string("no value")
-               : got == kTooLarge ? fmt::format("{} bytes", store.size(spec.key))
-                                  : fmt::format("{} bytes", got),
+               got == kTooLarge ? fmt::format("more than {} bytes", spec.bytes)
+                                : fmt::format("{} bytes", got),
                spec.bytes);
   return ids.to(at::kLong);
 }
@@ -178,6 +181,8 @@ FetchedShard fetch_shard(Store& store, const ManifestRecord& record, const Reade
         else if (n != want)
           f.problem = {ProblemKind::size, i, want, n, ""};
       }
+    } catch (const StoreUnavailable&) {
+      throw;  // an outage, not bad content: fatal whatever data.on_error says
     } catch (const std::exception& ex) {
       f.problem = {ProblemKind::io, -1, 0, -1,
                    fmt::format("{} store read of {}, {}, {} failed: {}", store.backend(), keys[0],
@@ -195,6 +200,8 @@ FetchedShard fetch_shard(Store& store, const ManifestRecord& record, const Reade
       if (opt.consume) {
         try {
           for (const auto& k : keys) store.remove(k);
+        } catch (const StoreUnavailable&) {
+          throw;
         } catch (const std::exception& ex) {
           // The sample was read: failing to free its space must not stop training.
           spdlog::warn("data.consume: removing the objects of sample {} failed: {}", e.key,
@@ -258,8 +265,10 @@ std::string ShardReader::describe(const FetchedShard& f, int64_t rank, ProblemKi
         "rows ({}; {})",
         sample, spec.key, actual, spec.shape[0], layout, who);
   if (kind == ProblemKind::missing)
-    return fmt::format("{}: object {} is missing from the {} store ({}; expected {} bytes = {})",
-                       sample, spec.key, store_.backend(), who, expected, layout);
+    return fmt::format(
+        "{}: object {} is not in the {} store (consumed by an earlier run with "
+        "data.consume=true, or never written) ({}; expected {} bytes = {})",
+        sample, spec.key, store_.backend(), who, expected, layout);
   const std::string got =
       actual < 0 ? fmt::format("more than {}", expected) : std::to_string(actual);
   return fmt::format("{}: object {} has {} bytes, expected {} bytes = {} ({})", sample, spec.key,
