@@ -128,6 +128,12 @@ std::array<ObjectSpec, 3> shard_objects(const ManifestEntry& e, const ShardGeome
   return out;
 }
 
+// "N bytes" for an object larger than its buffer; "more than B bytes" when it went meanwhile.
+std::string too_large_text(Store& store, const std::string& key, int64_t bytes) {
+  const int64_t n = store.size(key);
+  return n >= 0 ? fmt::format("{} bytes", n) : fmt::format("more than {} bytes", bytes);
+}
+
 at::Tensor read_shard_ids(Store& store, const ManifestEntry& e, const ShardGeometry& g,
                           int64_t sp_rank, const std::string& what) {
   const auto spec = shard_objects(e, g, sp_rank)[1];
@@ -139,7 +145,7 @@ at::Tensor read_shard_ids(Store& store, const ManifestEntry& e, const ShardGeome
                what, spec.key, store.backend(), spec.dtype, g.local_len, sp_rank);
   EAGLET_CHECK(got == spec.bytes, "{}: object {} ({} [{}]) on SP rank {} has {}, expected {} bytes",
                what, spec.key, spec.dtype, g.local_len, sp_rank,
-               got == kTooLarge ? fmt::format("more than {} bytes", spec.bytes)
+               got == kTooLarge ? too_large_text(store, spec.key, spec.bytes)
                                 : fmt::format("{} bytes", got),
                spec.bytes);
   return ids.to(at::kLong);
