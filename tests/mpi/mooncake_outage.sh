@@ -40,7 +40,8 @@ start_master() {  # start_master NAME: a fresh master + memory holder; sets mc, 
     busy=0
     for p in $port $((port + 1)) $((port + 2)) $((port + 3)); do port_open $p && busy=1; done
     [ $busy = 1 ] && continue
-    timeout 90 "$src/scripts/mooncake_master.sh" start --dir "$mc" --python "$python" --port $port \
+    # (Mooncake's own log level stays at its default here: start waits for the holder's log line)
+    env -u MC_LOG_LEVEL timeout 90 "$src/scripts/mooncake_master.sh" start --dir "$mc" --python "$python" --port $port \
       --metadata-port $((port + 1)) --admin-port $((port + 2)) --client-port $((port + 3)) \
       --segment 128MB >"$out/$1.master.log" 2>&1 && { rc=0; break; }
     timeout 60 "$src/scripts/mooncake_master.sh" stop --dir "$mc" >/dev/null 2>&1
