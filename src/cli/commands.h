@@ -5,7 +5,7 @@
 
 namespace eaglet::cli {
 
-// eaglet export --checkpoint DIR --out DIR [--vllm]
+// eaglet export --checkpoint DIR --out DIR [--aux-layer-ids IDS] [--target DIR] [--no-embeddings]
 Command export_command();
 // eaglet verify-usp --config FILE [--seq N] [--tol X] [--loss-in-last-shard]
 Command verify_usp_command();

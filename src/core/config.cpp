@@ -163,6 +163,26 @@ void load_draft_config_json(Config& cfg, const std::string& path,
     return;
   }
   cfg.model.config_file = path;
+  // Not a field of the table (it is a list and only travels to the export): read it here.
+  std::vector<const nlohmann::json*> holders;  // eagle_config first, as SGLang reads it
+  if (j.contains("eagle_config") && j["eagle_config"].is_object()) holders.push_back(&j["eagle_config"]);
+  holders.push_back(&j);
+  for (const nlohmann::json* holder : holders) {
+    if (!holder->contains("eagle_aux_hidden_state_layer_ids")) continue;
+    const auto& ids = (*holder)["eagle_aux_hidden_state_layer_ids"];
+    if (ids.is_null()) continue;
+    bool ok = ids.is_array() && !ids.empty();
+    for (const auto& x : ids) ok = ok && x.is_number_integer() && x.get<int64_t>() >= 0;
+    if (!ok) {
+      errors.push_back(fmt::format(
+          "config error: {}={}: eagle_aux_hidden_state_layer_ids must be a list of non-negative "
+          "integers, got {}",
+          kDraftConfigKey, path, ids.dump()));
+      return;
+    }
+    cfg.model.config.aux_layer_ids = ids.get<std::vector<int64_t>>();
+    break;
+  }
   const std::string prefix = std::string(kDraftConfigKey) + ".";
   // HF nests rope settings: {"rope_scaling": {"rope_type": "llama3", "factor": 8, ...}}.
   nlohmann::json flat = j;

@@ -74,6 +74,11 @@ struct DraftArchConfig {
   double rope_low_freq_factor = 1.0;
   double rope_high_freq_factor = 4.0;
   int64_t rope_original_max_position_embeddings = 8192;
+  // The target layers the training data's aux hidden states came from, when model.config names a
+  // config.json holding eagle_config.eagle_aux_hidden_state_layer_ids (or the top-level
+  // eagle_aux_hidden_state_layer_ids); not used in training, carried into the checkpoint's
+  // config.json for `eaglet export`. Empty: unknown.
+  std::vector<int64_t> aux_layer_ids;
 };
 
 struct ModelConfig {

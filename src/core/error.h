@@ -32,6 +32,14 @@ class Error : public std::runtime_error {
   bool all_ranks_ = false;
 };
 
+// A store outage (a Mooncake master or transport failure: connection refused, RPC error, time-out),
+// raised once the backend's bounded retries are spent. It is not bad data: the shard reader never
+// neutralises it under data.on_error=skip, so the run ends (exit 1 on every rank).
+class StoreUnavailable : public Error {
+ public:
+  using Error::Error;
+};
+
 [[noreturn]] void throw_error(const char* file, int line, std::string what);
 
 }  // namespace eaglet

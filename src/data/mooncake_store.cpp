@@ -24,6 +24,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
 #include <utility>
 
 #include "core/error.h"
@@ -205,6 +206,27 @@ const char* mooncake_code_name(long long code) {
     if (c == code) return name;
   return "see ErrorCode in Mooncake's mooncake-store/include/types.h";
 }
+
+// Codes that say the store cannot be reached (the master, or the segment owner through the
+// transfer engine), not that the object is absent or bad: retried, then a StoreUnavailable.
+// Measured with mooncake-transfer-engine-non-cuda 0.3.13 on loopback: after a SIGKILL of
+// mooncake_master every call returns -900 RPC_FAIL, the first at once, later ones after the
+// client's ~4.3 s of reconnect attempts; a missing object stays -704 OBJECT_NOT_FOUND.
+bool is_outage(long long code) {
+  return code == -900 || code == -800 || code == -101 || code == -103 || code == -1010;
+}
+long long outage_of(long long code) {
+  return is_outage(code) ? code : 0;
+}
+long long outage_of(const std::vector<long long>& codes) {
+  for (long long c : codes)
+    if (is_outage(c)) return c;
+  return 0;
+}
+// Retries of an outage stop once this much time has passed since its first failure (a few
+// seconds: a master restart under a supervisor, a dropped connection; longer is an outage that
+// needs a person, and a hang would be worse).
+constexpr std::chrono::milliseconds kOutageBudget{4000};
 
 // --- child processes with a time limit -----------------------------------------------------------
 struct Captured {
@@ -675,9 +697,7 @@ class MooncakeStore final : public Store {
   int64_t size(const std::string& key) override {
     check_key(key);
     Gil gil;
-    long long n =
-        to_int(call(client_.get(), "get_size", vec(py_str(key)), what("get_size", key)).get(),
-               what("get_size", key));
+    long long n = get_size_locked(key);
     if (n >= 0) return n;
     if (n == kMcNotFound) return kMissing;
     fail("get_size", key, n);
@@ -711,22 +731,29 @@ class MooncakeStore final : public Store {
         offset += round_up(capacities[i]);
       }
     }
-    std::vector<Ref> k, p, n;
-    for (size_t i = 0; i < keys.size(); ++i) {
-      k.push_back(py_str(keys[i]));
-      p.push_back(py_ptr(targets[i]));
-      n.push_back(py_int(capacities[i]));
-    }
     std::string label = what("batch_get_into", keys.front()) +
                         (keys.size() > 1 ? fmt::format(" and {} more", keys.size() - 1) : "");
-    Ref out = call(client_.get(), "batch_get_into",
-                   vec(py_list(std::move(k)), py_list(std::move(p)), py_list(std::move(n))), label);
-    EAGLET_CHECK(static_cast<size_t>(g_py.PyList_Size(out.get())) == keys.size(),
-                 "mooncake: {} returned {} results for {} keys", label, g_py.PyList_Size(out.get()),
-                 keys.size());
+    const std::vector<long long> codes = retrying("batch_get_into", keys.front(), [&] {
+      std::vector<Ref> k, p, n;
+      for (size_t i = 0; i < keys.size(); ++i) {
+        k.push_back(py_str(keys[i]));
+        p.push_back(py_ptr(targets[i]));
+        n.push_back(py_int(capacities[i]));
+      }
+      Ref out = call(client_.get(), "batch_get_into",
+                     vec(py_list(std::move(k)), py_list(std::move(p)), py_list(std::move(n))),
+                     label);
+      EAGLET_CHECK(static_cast<size_t>(g_py.PyList_Size(out.get())) == keys.size(),
+                   "mooncake: {} returned {} results for {} keys", label,
+                   g_py.PyList_Size(out.get()), keys.size());
+      std::vector<long long> c(keys.size());
+      for (size_t i = 0; i < keys.size(); ++i)
+        c[i] = to_int(g_py.PyList_GetItem(out.get(), static_cast<ssize_t>(i)), label);
+      return c;
+    });
     std::vector<int64_t> result(keys.size());
     for (size_t i = 0; i < keys.size(); ++i) {
-      long long got = to_int(g_py.PyList_GetItem(out.get(), static_cast<ssize_t>(i)), label);
+      long long got = codes[i];
       if (got >= 0) {
         EAGLET_CHECK(got <= capacities[i],
                      "mooncake: key {}: read {} bytes into a buffer of {} (master {})", keys[i],
@@ -737,9 +764,7 @@ class MooncakeStore final : public Store {
         result[i] = kMissing;
       } else if (got == kMcInvalidParams) {
         // Mooncake answers "invalid parameters" for a buffer that is too small: tell that apart.
-        long long sz = to_int(
-            call(client_.get(), "get_size", vec(py_str(keys[i])), what("get_size", keys[i])).get(),
-            what("get_size", keys[i]));
+        long long sz = get_size_locked(keys[i]);
         if (sz == kMcNotFound)
           result[i] = kMissing;
         else if (sz > capacities[i])
@@ -767,11 +792,13 @@ class MooncakeStore final : public Store {
       from = staging_.get();
     }
     // upsert: a plain Mooncake put of an existing key returns 0 and keeps the old value.
-    long long rc =
-        to_int(call(client_.get(), "upsert_from", vec(py_str(key), py_ptr(from), py_int(bytes)),
-                    what("upsert_from", key))
-                   .get(),
-               what("upsert_from", key));
+    long long rc = retrying("put", key, [&] {
+      return to_int(
+          call(client_.get(), "upsert_from", vec(py_str(key), py_ptr(from), py_int(bytes)),
+               what("upsert_from", key))
+              .get(),
+          what("upsert_from", key));
+    });
     if (rc != 0) fail("put", key, rc);
   }
 
@@ -779,11 +806,13 @@ class MooncakeStore final : public Store {
     check_key(key);
     Gil gil;
     // force: our own read lease (default_kv_lease_ttl) would otherwise block consuming.
-    Ref force(g_py.PyBool_FromLong(1));
-    long long rc = to_int(
-        call(client_.get(), "remove", vec(py_str(key), std::move(force)), what("remove", key))
-            .get(),
-        what("remove", key));
+    long long rc = retrying("remove", key, [&] {
+      Ref force(g_py.PyBool_FromLong(1));
+      return to_int(
+          call(client_.get(), "remove", vec(py_str(key), std::move(force)), what("remove", key))
+              .get(),
+          what("remove", key));
+    });
     if (rc != 0 && rc != kMcNotFound) fail("remove", key, rc);
   }
 
@@ -810,6 +839,51 @@ class MooncakeStore final : public Store {
                 mooncake_code_name(code), master_);
   }
   static int64_t round_up(int64_t n) { return (n + 4095) / 4096 * 4096; }
+
+  // get_size with outage retries (caller holds the GIL).
+  long long get_size_locked(const std::string& key) {
+    return retrying("get_size", key, [&] {
+      return to_int(call(client_.get(), "get_size", vec(py_str(key)), what("get_size", key)).get(),
+                    what("get_size", key));
+    });
+  }
+
+  // Runs `attempt` (one call into Mooncake, returning its code or codes) again while it reports an
+  // outage (is_outage), with a short back-off, each retry logged; once kOutageBudget has passed
+  // since the first failure, throws StoreUnavailable naming the master, the key and the rank.
+  // Sleeps holding the GIL: only this store's calls use the interpreter.
+  template <typename F>
+  auto retrying(const char* op, const std::string& key, F attempt) -> decltype(attempt()) {
+    using clock = std::chrono::steady_clock;
+    const auto first = clock::now();
+    auto backoff = std::chrono::milliseconds(200);
+    for (int failures = 0;; ++failures) {
+      auto r = attempt();
+      const long long code = outage_of(r);
+      if (code == 0) {
+        if (failures > 0)
+          spdlog::warn("mooncake: {} of key {} succeeded after {} retries (master {})", op, key,
+                       failures, master_);
+        return r;
+      }
+      const auto spent =
+          std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - first);
+      if (spent + backoff > kOutageBudget)
+        throw StoreUnavailable(
+            fmt::format("mooncake: store unavailable: {} of key {} failed with code {} {} on "
+                        "rank {}, {} attempts over {:.1f} s; the Mooncake master {} (or the "
+                        "process lending the store's memory) is down or unreachable. This is an "
+                        "outage, not bad data, so data.on_error=skip does not apply: restart the "
+                        "store and resume (--resume auto)",
+                        op, key, code, mooncake_code_name(code), error_rank(), failures + 1,
+                        spent.count() / 1000.0, master_),
+            __FILE__, __LINE__);
+      spdlog::warn("mooncake: {} of key {}: code {} {} (master {}); retrying in {} ms", op, key,
+                   code, mooncake_code_name(code), master_, backoff.count());
+      std::this_thread::sleep_for(backoff);
+      backoff *= 2;
+    }
+  }
 
   // Whether Mooncake can move bytes straight to/from this memory (caller holds mu_).
   bool direct(const void* ptr, int64_t bytes) const {

@@ -155,6 +155,12 @@ std::vector<int64_t> read_objects(Store& store, const std::vector<const ObjectSp
   return ranged ? store.batch_get_range_into(keys, offsets, lengths, ptrs)
                 : store.batch_get_into(keys, ptrs, caps);
 }
+
+// "N bytes" for an object larger than its buffer; "more than B bytes" when it went meanwhile.
+std::string too_large_text(Store& store, const std::string& key, int64_t bytes) {
+  const int64_t n = store.size(key);
+  return n >= 0 ? fmt::format("{} bytes", n) : fmt::format("more than {} bytes", bytes);
+}
 }  // namespace
 
 at::Tensor read_shard_ids(Store& store, const ManifestEntry& e, const ShardGeometry& g,
@@ -162,11 +168,14 @@ at::Tensor read_shard_ids(Store& store, const ManifestEntry& e, const ShardGeome
   const auto spec = shard_objects(e, g, sp_rank)[1];
   auto ids = at::zeros(spec.buffer_shape, at::TensorOptions().dtype(spec.scalar_type));
   const int64_t got = read_objects(store, {&spec}, {ids.data_ptr()})[0];
+  EAGLET_CHECK(got != kMissing,
+               "{}: object {} is not in the {} store (consumed by an earlier run with "
+               "data.consume=true, or never written) ({} [{}], SP rank {})",
+               what, spec.key, store.backend(), spec.dtype, spec.shape[0], sp_rank);
   EAGLET_CHECK(got == spec.bytes, "{}: object {} ({} [{}]) on SP rank {} has {}, expected {} bytes",
                what, spec.key, spec.dtype, spec.shape[0], sp_rank,
-               got == kMissing    ? std::string("no value")
-               : got == kTooLarge ? fmt::format("{} bytes", store.size(spec.key))
-                                  : fmt::format("{} bytes", got),
+               got == kTooLarge ? too_large_text(store, spec.key, spec.bytes)
+                                : fmt::format("{} bytes", got),
                spec.bytes);
   return ids.to(at::kLong);
 }
@@ -206,6 +215,8 @@ FetchedShard fetch_shard(Store& store, const ManifestRecord& record, const Reade
         else if (n != want)
           f.problem = {ProblemKind::size, i, want, n, ""};
       }
+    } catch (const StoreUnavailable&) {
+      throw;  // an outage, not bad content: fatal whatever data.on_error says
     } catch (const std::exception& ex) {
       f.problem = {ProblemKind::io, -1, 0, -1,
                    fmt::format("{} store read of {}, {}, {} failed: {}", store.backend(), keys[0],
@@ -223,6 +234,8 @@ FetchedShard fetch_shard(Store& store, const ManifestRecord& record, const Reade
       if (opt.consume && e.usp_sharded) {
         try {
           for (const auto& k : keys) store.remove(k);
+        } catch (const StoreUnavailable&) {
+          throw;
         } catch (const std::exception& ex) {
           // The sample was read: failing to free its space must not stop training.
           spdlog::warn("data.consume: removing the objects of sample {} failed: {}", e.key,
@@ -286,8 +299,10 @@ std::string ShardReader::describe(const FetchedShard& f, int64_t rank, ProblemKi
         "rows ({}; {})",
         sample, spec.key, actual, spec.buffer_shape[0], layout, who);
   if (kind == ProblemKind::missing)
-    return fmt::format("{}: object {} is missing from the {} store ({}; expected {} bytes = {})",
-                       sample, spec.key, store_.backend(), who, expected, layout);
+    return fmt::format(
+        "{}: object {} is not in the {} store (consumed by an earlier run with "
+        "data.consume=true, or never written) ({}; expected {} bytes = {})",
+        sample, spec.key, store_.backend(), who, expected, layout);
   const std::string got =
       actual < 0 ? fmt::format("more than {}", expected) : std::to_string(actual);
   return fmt::format("{}: object {} has {} bytes, expected {} bytes = {} ({})", sample, spec.key,

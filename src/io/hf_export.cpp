@@ -1,5 +1,6 @@
 // Checkpoint -> HF Eagle3 draft folder: shapes checked against the draft config, weights cast to
-// bf16, d2t / t2d checked for consistency and copied, config completed, folder renamed into place.
+// bf16, the target's embedding added, d2t / t2d checked for consistency and copied, config
+// completed (aux layer ids included), folder renamed into place.
 #include "io/hf_export.h"
 
 #include <fmt/format.h>
@@ -10,6 +11,8 @@
 #include <cerrno>
 #include <cstring>
 #include <set>
+#include <spdlog/spdlog.h>
+#include <yaml-cpp/yaml.h>
 
 #include "core/error.h"
 #include "core/tensor_text.h"
@@ -21,8 +24,9 @@
 namespace eaglet::io {
 namespace {
 
-// Tensors a checkpoint may hold that are not exported: the frozen target embedding.
-const std::set<std::string> kNotExported = {"embed_tokens.weight"};
+// The frozen target embedding: a checkpoint may hold it; the export takes it from there or from
+// the target model.
+const char* const kEmbedding = "embed_tokens.weight";
 
 int64_t positive(const nlohmann::json& cfg, const std::string& key, const std::string& path) {
   int64_t v = json_int(cfg, key, path);
@@ -34,10 +38,80 @@ bool is_float_dtype(const std::string& dtype) {
   return dtype == "F32" || dtype == "F16" || dtype == "BF16" || dtype == "F64";
 }
 
-std::string export_name(const std::string& name, bool vllm_names) {
-  const std::string prefix = "midlayer.";
-  if (vllm_names && name.rfind(prefix, 0) == 0) return "layers.0." + name.substr(prefix.size());
-  return name;
+// The run's model.target and model.embedding_key, as trainer_state.json's "config" (the run's
+// YAML, eaglet's own to_yaml) records them; empty target when the file or the key is not there.
+std::pair<std::string, std::string> recorded_target(const std::string& checkpoint_dir) {
+  const std::string path = join_path(checkpoint_dir, "trainer_state.json");
+  std::pair<std::string, std::string> out{"", "model.embed_tokens.weight"};
+  if (!is_file(path)) return out;
+  const nlohmann::json state = read_json_object(path);
+  if (!state.contains("config") || !state["config"].is_string()) return out;
+  try {
+    const YAML::Node model = YAML::Load(state["config"].get<std::string>())["model"];
+    if (model && model["target"] && model["target"].IsScalar())
+      out.first = model["target"].as<std::string>();
+    if (model && model["embedding_key"] && model["embedding_key"].IsScalar())
+      out.second = model["embedding_key"].as<std::string>();
+  } catch (const YAML::Exception& e) {
+    EAGLET_FAIL("{}: \"config\" is not valid YAML: {}", path, e.what());
+  }
+  return out;
+}
+
+// embed_tokens [Vt, H] in bf16: from `target` when given, else the checkpoint's own tensor, else
+// the run's model.target (how the trainer loads it: io::load_target_head, `model.embedding_key`
+// of the target's safetensors, any float dtype).
+at::Tensor export_embedding(const std::string& checkpoint_dir, const SafetensorsFile& weights,
+                            const std::string& target, const std::vector<int64_t>& shape) {
+  std::string folder = target, key = "model.embed_tokens.weight";
+  if (folder.empty() && weights.has(kEmbedding)) {
+    const TensorInfo& ti = weights.info(kEmbedding);
+    EAGLET_CHECK(ti.shape == shape && is_float_dtype(ti.dtype),
+                 "{}: tensor '{}' is {} {}, the draft config needs a float {}", weights.path(),
+                 kEmbedding, ti.dtype, shape_text(ti.shape), shape_text(shape));
+    return weights.get(kEmbedding).to(c10::kBFloat16);
+  }
+  const auto [recorded, recorded_key] = recorded_target(checkpoint_dir);
+  if (folder.empty()) folder = recorded;
+  if (target.empty() || target == recorded) key = recorded_key;
+  EAGLET_CHECK(!folder.empty(),
+               "export: {} holds no '{}' and its trainer_state.json names no model.target: pass "
+               "--target DIR (the target model's HF folder) or --no-embeddings",
+               checkpoint_dir, kEmbedding);
+  EAGLET_CHECK(is_dir(folder),
+               "export: the target model {} (for '{}') is not a folder: pass --target DIR or "
+               "--no-embeddings",
+               folder, kEmbedding);
+  SafetensorsSet set(folder);
+  EAGLET_CHECK(set.has(key),
+               "export: target model {} has no tensor '{}' (the embedding the draft was trained "
+               "with); pass --target DIR or --no-embeddings",
+               folder, key);
+  const TensorInfo& ti = set.info(key);
+  EAGLET_CHECK(ti.shape == shape && is_float_dtype(ti.dtype),
+               "export: target model {}: tensor '{}' is {} {}, the draft config needs a float {} "
+               "(vocab_size, hidden_size)",
+               folder, key, ti.dtype, shape_text(ti.shape), shape_text(shape));
+  return set.get(key).to(c10::kBFloat16);
+}
+
+// Where the engines read the aux layer ids (the target layers the draft's fc takes):
+// - SGLang, python/sglang/srt/model_executor/model_runner.py (ModelRunner.__init__, EAGLE3): the
+//   draft hf_config's `eagle_config["eagle_aux_hidden_state_layer_ids"]` and
+//   `eagle_config.get("use_aux_hidden_state", True)`; without them it captures its default layers.
+// - vLLM, vllm/v1/worker/gpu_model_runner.py (_get_eagle3_aux_layers_from_config): the draft
+//   hf_config's top-level `eagle_aux_hidden_state_layer_ids`, else
+//   `eagle_config["eagle_aux_hidden_state_layer_ids"]`; vllm/model_executor/models/
+//   llama_eagle3.py reads `eagle_config["use_aux_hidden_state"]` (default true).
+// Both are written, with the same ids.
+void set_aux_layer_ids(nlohmann::ordered_json& out, const std::vector<int64_t>& ids) {
+  nlohmann::ordered_json eagle =
+      out.contains("eagle_config") && out["eagle_config"].is_object() ? out["eagle_config"]
+                                                                      : nlohmann::ordered_json::object();
+  eagle["eagle_aux_hidden_state_layer_ids"] = ids;
+  eagle["use_aux_hidden_state"] = true;
+  out["eagle_config"] = eagle;
+  out["eagle_aux_hidden_state_layer_ids"] = ids;
 }
 
 // Every draft id must map to a target id inside the vocabulary that t2d marks, and t2d must mark
@@ -106,6 +180,27 @@ std::vector<DraftTensor> draft_tensors(const nlohmann::json& cfg, const std::str
   return out;
 }
 
+std::vector<int64_t> config_aux_layer_ids(const nlohmann::json& cfg,
+                                          const std::string& config_path) {
+  auto read = [&](const nlohmann::json& v, const std::string& key) {
+    std::vector<int64_t> ids;
+    EAGLET_CHECK(v.is_array() && !v.empty(), "{}: {} must be a list of layer ids, got {}",
+                 config_path, key, v.dump());
+    for (const auto& x : v) {
+      EAGLET_CHECK(x.is_number_integer() && x.get<int64_t>() >= 0,
+                   "{}: {} must hold non-negative integers, got {}", config_path, key, v.dump());
+      ids.push_back(x.get<int64_t>());
+    }
+    return ids;
+  };
+  const char* key = "eagle_aux_hidden_state_layer_ids";
+  if (cfg.contains("eagle_config") && cfg["eagle_config"].is_object() &&
+      cfg["eagle_config"].contains(key) && !cfg["eagle_config"][key].is_null())
+    return read(cfg["eagle_config"][key], std::string("eagle_config.") + key);
+  if (cfg.contains(key) && !cfg[key].is_null()) return read(cfg[key], key);
+  return {};
+}
+
 nlohmann::ordered_json export_config(const nlohmann::json& cfg, const std::string& config_path) {
   // What the exported model is, whatever the checkpoint says; contradictions are errors because
   // the engine would build a different network from the same weights.
@@ -154,7 +249,8 @@ nlohmann::ordered_json export_config(const nlohmann::json& cfg, const std::strin
   return out;
 }
 
-void export_draft(const std::string& checkpoint_dir, const std::string& out_dir, bool vllm_names) {
+void export_draft(const std::string& checkpoint_dir, const std::string& out_dir,
+                  const ExportOptions& options) {
   const std::string out = strip_trailing_slashes(out_dir);  // "out/" names the folder "out"
   const std::string config_path = join_path(checkpoint_dir, "config.json");
   const std::string weights_path = join_path(checkpoint_dir, "model.safetensors");
@@ -168,12 +264,23 @@ void export_draft(const std::string& checkpoint_dir, const std::string& out_dir,
                  out_dir);
 
   const nlohmann::json cfg = read_json_object(config_path);
-  const nlohmann::ordered_json out_cfg = export_config(cfg, config_path);
+  nlohmann::ordered_json out_cfg = export_config(cfg, config_path);
+  std::vector<int64_t> aux = options.aux_layer_ids;
+  if (aux.empty()) aux = config_aux_layer_ids(cfg, config_path);
+  if (!aux.empty())
+    set_aux_layer_ids(out_cfg, aux);
+  else
+    spdlog::warn(
+        "export: no aux layer ids (no --aux-layer-ids, and {} has neither "
+        "eagle_config.eagle_aux_hidden_state_layer_ids nor eagle_aux_hidden_state_layer_ids): "
+        "config.json names none, so SGLang and vLLM capture their default target layers; pass "
+        "--aux-layer-ids with the layers the training data was produced from",
+        config_path);
   const std::vector<DraftTensor> expected = draft_tensors(cfg, config_path);
   SafetensorsFile weights(weights_path);
 
   // Every tensor present with the config's shape and the right dtype, and nothing unexpected.
-  std::set<std::string> known(kNotExported);
+  std::set<std::string> known = {kEmbedding};
   std::vector<std::string> missing;
   for (const auto& t : expected)
     if (!weights.has(t.name)) missing.push_back(t.name);
@@ -200,11 +307,20 @@ void export_draft(const std::string& checkpoint_dir, const std::string& out_dir,
                "written by another model?)",
                weights_path, fmt::join(unknown, ", "));
 
+  // SGLang names (midlayer.*) for both engines: vLLM's Eagle3 LlamaModel.load_weights renames
+  // "midlayer." to "layers.0." itself, while SGLang's LlamaForCausalLMEagle3.load_weights skips
+  // names it does not know, so a "layers.0." export would leave SGLang's decoder at its initial
+  // values.
   std::vector<std::pair<std::string, at::Tensor>> tensors;
+  if (options.embeddings)
+    tensors.emplace_back(kEmbedding,
+                         export_embedding(checkpoint_dir, weights, options.target,
+                                          {out_cfg["vocab_size"].get<int64_t>(),
+                                           out_cfg["hidden_size"].get<int64_t>()}));
   for (const auto& t : expected) {
     at::Tensor v = weights.get(t.name);
     if (t.dtype == "float") v = v.to(c10::kBFloat16);
-    tensors.emplace_back(export_name(t.name, vllm_names), v);
+    tensors.emplace_back(t.name, v);
   }
   check_vocab_map(weights.get("d2t"), weights.get("t2d"), weights_path);
 

@@ -43,6 +43,12 @@ nlohmann::json draft_config_json(const DraftArchConfig& c) {
           c.rope_original_max_position_embeddings;
     }
   }
+  // Read back by `eaglet export` (io::config_aux_layer_ids), under the names the engines read.
+  if (!c.aux_layer_ids.empty()) {
+    j["eagle_aux_hidden_state_layer_ids"] = c.aux_layer_ids;
+    j["eagle_config"] = {{"eagle_aux_hidden_state_layer_ids", c.aux_layer_ids},
+                         {"use_aux_hidden_state", true}};
+  }
   return j;
 }
 

@@ -213,6 +213,11 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
 
   // --- data source and target ------------------------------------------------------------------
   auto store = data::open_store(cfg.data);
+  if (rank0 && cfg.data.store == "mooncake" && !cfg.data.consume)
+    spdlog::warn(
+        "data.store=mooncake with data.consume=false: samples stay in the store after they are "
+        "read, so it fills up unless something removes them (data.consume=true removes each "
+        "sample once read; a rerun then finds them gone)");
   data::ManifestReader manifest(data::manifest_path(cfg.data), data::manifest_expect(cfg));
   watch::phase("start-up: manifest, target, vocabulary, weights");
   env.agree([&] {

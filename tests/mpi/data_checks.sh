@@ -133,7 +133,7 @@ else
     "object synth1_000003_usp2_lhs has 100 bytes, expected" \
     'truncate -s 100 "$s/synth1_000003_usp2_lhs"' 8
   error_case missing \
-    "object synth1_000005_usp1_hs is missing from the dir store (SP rank 1, world rank 1; expected" \
+    "object synth1_000005_usp1_hs is not in the dir store (consumed by an earlier run with data.consume=true, or never written) (SP rank 1, world rank 1; expected" \
     'rm "$s/synth1_000005_usp1_hs"'
   error_case bad_line \
     "manifest $out/bad_line/$M:2: field \"seq_len\" must be an integer, got string \"many\"" \

@@ -1,5 +1,6 @@
 // eaglet export: a tiny fake checkpoint exported and read back with Python safetensors + json
-// (names, dtypes, shapes, bf16 values, config keys), vLLM names, the command itself, and
+// (names, dtypes, shapes, bf16 values, config keys), the embedding (from the checkpoint, a target
+// folder, or left out), aux layer ids, the command itself (--vllm a harmless no-op), and
 // checkpoints that must be refused without leaving a half export.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/equal.h>
@@ -96,8 +97,6 @@ ckpt = load_file(ckpt_dir + "/model.safetensors")
 out = load_file(out_dir + "/model.safetensors")
 want = {}
 for name, t in ckpt.items():
-    if name == "embed_tokens.weight":
-        continue
     new = prefix + name[len("midlayer."):] if name.startswith("midlayer.") else name
     want[new] = t if name in ("d2t", "t2d") else t.to(torch.bfloat16)
 assert sorted(out) == sorted(want), (sorted(out), sorted(want))
@@ -143,16 +142,15 @@ static void check_export(int64_t target_hidden) {
   INFO("target_hidden_size " << target_hidden);
   auto weights = tiny_weights(target_hidden);
   write_checkpoint(dir / "ckpt", tiny_config(target_hidden), weights);
-  export_draft(dir / "ckpt", dir / "out", false);
+  export_draft(dir / "ckpt", dir / "out");
   CHECK(!eaglet::io::path_exists(dir / "out.tmp"));
   CHECK(eaglet::io::is_file(dir / "out/model.safetensors"));
 
   // C++ side: the export holds bf16 of every fp32 weight, d2t and t2d unchanged.
   SafetensorsFile out(dir / "out/model.safetensors");
-  CHECK(out.tensors().size() == weights.size() - 1);  // embed_tokens.weight is not exported
-  CHECK(!out.has("embed_tokens.weight"));
+  CHECK(out.tensors().size() == weights.size());  // embed_tokens.weight included
+  REQUIRE(out.has("embed_tokens.weight"));
   for (const auto& [name, t] : weights) {
-    if (name == "embed_tokens.weight") continue;
     INFO("tensor " << name);
     REQUIRE(out.has(name));
     at::Tensor got = out.get(name);
@@ -182,20 +180,98 @@ TEST_CASE("export: a tiny checkpoint exports to what Python safetensors and json
   }
 }
 
-TEST_CASE("export: --vllm names the layer layers.0.", "[io][export][python]") {
-  TempDir dir("export_vllm");
-  write_checkpoint(dir / "ckpt", tiny_config(), tiny_weights());
-  export_draft(dir / "ckpt", dir / "out", true);
-  SafetensorsFile out(dir / "out/model.safetensors");
-  CHECK(out.has("layers.0.self_attn.q_proj.weight"));
-  CHECK(out.has("layers.0.mlp.down_proj.weight"));
-  CHECK(out.has("fc.weight"));
-  for (const auto& kv : out.tensors()) CHECK(kv.first.rfind("midlayer.", 0) == std::string::npos);
-  auto r =
-      eaglet::test::run_python(dir, kCheckExport, {dir / "ckpt", dir / "out", "layers.0.", "64"});
-  INFO(r.output);
-  CHECK(r.code == 0);
-  CHECK(r.output.find("OK") != std::string::npos);
+TEST_CASE("export: the embedding from a target folder, or left out", "[io][export]") {
+  TempDir dir("export_embed");
+  const auto weights = without(tiny_weights(), "embed_tokens.weight");
+  write_checkpoint(dir / "ckpt", tiny_config(), weights);
+  SECTION("no embedding anywhere: refused, naming --target and --no-embeddings") {
+    std::string msg = error_of([&] { export_draft(dir / "ckpt", dir / "out"); });
+    INFO(msg);
+    CHECK(msg.find("--target") != std::string::npos);
+    CHECK(msg.find("--no-embeddings") != std::string::npos);
+    CHECK(!eaglet::io::path_exists(dir / "out"));
+  }
+  SECTION("--no-embeddings") {
+    eaglet::io::ExportOptions opt;
+    opt.embeddings = false;
+    export_draft(dir / "ckpt", dir / "out", opt);
+    SafetensorsFile out(dir / "out/model.safetensors");
+    CHECK(!out.has("embed_tokens.weight"));
+    CHECK(out.tensors().size() == weights.size());
+  }
+  SECTION("--target: the target's model.embed_tokens.weight, cast to bf16") {
+    at::Tensor embed = at::randn({256, 64}, at::kFloat);
+    eaglet::io::make_dirs(dir / "target");
+    eaglet::io::write_safetensors(dir / "target/model.safetensors",
+                                  {{"model.embed_tokens.weight", embed}});
+    eaglet::io::ExportOptions opt;
+    opt.target = dir / "target";
+    export_draft(dir / "ckpt", dir / "out", opt);
+    SafetensorsFile out(dir / "out/model.safetensors");
+    REQUIRE(out.has("embed_tokens.weight"));
+    CHECK(out.info("embed_tokens.weight").dtype == "BF16");
+    CHECK(at::equal(out.get("embed_tokens.weight"), embed.to(at::kBFloat16)));
+  }
+  SECTION("a target embedding of the wrong shape is refused") {
+    eaglet::io::make_dirs(dir / "target");
+    eaglet::io::write_safetensors(dir / "target/model.safetensors",
+                                  {{"model.embed_tokens.weight", at::randn({256, 32})}});
+    eaglet::io::ExportOptions opt;
+    opt.target = dir / "target";
+    std::string msg = error_of([&] { export_draft(dir / "ckpt", dir / "out", opt); });
+    INFO(msg);
+    CHECK(msg.find("[256, 32]") != std::string::npos);
+    CHECK(msg.find("[256, 64]") != std::string::npos);
+  }
+}
+
+TEST_CASE("export: aux layer ids under the names SGLang and vLLM read", "[io][export]") {
+  TempDir dir("export_aux");
+  auto read_cfg = [&] {
+    return nlohmann::json::parse(eaglet::test::read_bytes(dir / "out/config.json"));
+  };
+  auto check_ids = [](const nlohmann::json& cfg, std::vector<int64_t> ids) {
+    CHECK(cfg["eagle_aux_hidden_state_layer_ids"] == nlohmann::json(ids));
+    CHECK(cfg["eagle_config"]["eagle_aux_hidden_state_layer_ids"] == nlohmann::json(ids));
+    CHECK(cfg["eagle_config"]["use_aux_hidden_state"] == true);
+  };
+  SECTION("from the checkpoint config's eagle_config") {
+    auto cfg = tiny_config();
+    cfg["eagle_config"] = {{"eagle_aux_hidden_state_layer_ids", {1, 14, 26}}};
+    write_checkpoint(dir / "ckpt", cfg, tiny_weights());
+    export_draft(dir / "ckpt", dir / "out");
+    check_ids(read_cfg(), {1, 14, 26});
+  }
+  SECTION("from the top-level key") {
+    auto cfg = tiny_config();
+    cfg["eagle_aux_hidden_state_layer_ids"] = {2, 5, 9};
+    write_checkpoint(dir / "ckpt", cfg, tiny_weights());
+    export_draft(dir / "ckpt", dir / "out");
+    check_ids(read_cfg(), {2, 5, 9});
+  }
+  SECTION("the option wins over the config") {
+    auto cfg = tiny_config();
+    cfg["eagle_aux_hidden_state_layer_ids"] = {2, 5, 9};
+    write_checkpoint(dir / "ckpt", cfg, tiny_weights());
+    eaglet::io::ExportOptions opt;
+    opt.aux_layer_ids = {1, 14, 26};
+    export_draft(dir / "ckpt", dir / "out", opt);
+    check_ids(read_cfg(), {1, 14, 26});
+  }
+  SECTION("none known: no key written") {
+    write_checkpoint(dir / "ckpt", tiny_config(), tiny_weights());
+    export_draft(dir / "ckpt", dir / "out");
+    auto cfg = read_cfg();
+    CHECK(!cfg.contains("eagle_aux_hidden_state_layer_ids"));
+    CHECK(!cfg.contains("eagle_config"));
+  }
+  SECTION("a malformed list is refused, naming the key") {
+    auto cfg = tiny_config();
+    cfg["eagle_aux_hidden_state_layer_ids"] = {1, -2, 3};
+    write_checkpoint(dir / "ckpt", cfg, tiny_weights());
+    std::string msg = error_of([&] { export_draft(dir / "ckpt", dir / "out"); });
+    CHECK(msg.find("eagle_aux_hidden_state_layer_ids") != std::string::npos);
+  }
 }
 
 TEST_CASE("export: the eaglet export command", "[io][export][cli]") {
@@ -204,10 +280,14 @@ TEST_CASE("export: the eaglet export command", "[io][export][cli]") {
   const std::string bin = eaglet_binary();
   REQUIRE(eaglet::io::path_exists(bin));
   auto r = eaglet::test::run_command("'" + bin + "' export --checkpoint '" + (dir / "ckpt") +
-                                     "' --out '" + (dir / "out") + "' --vllm");
+                                     "' --out '" + (dir / "out") + "' --vllm --aux-layer-ids 1,14,26");
   INFO(r.output);
   CHECK(r.code == 0);
-  CHECK(SafetensorsFile(dir / "out/model.safetensors").has("layers.0.hidden_norm.weight"));
+  // --vllm is accepted with a warning and changes nothing: SGLang names, which vLLM renames.
+  CHECK(r.output.find("--vllm is no longer needed") != std::string::npos);
+  CHECK(SafetensorsFile(dir / "out/model.safetensors").has("midlayer.hidden_norm.weight"));
+  CHECK(nlohmann::json::parse(eaglet::test::read_bytes(dir / "out/config.json"))
+            ["eagle_aux_hidden_state_layer_ids"] == nlohmann::json({1, 14, 26}));
 
   SECTION("an existing non-empty output folder is refused and kept") {
     auto again = eaglet::test::run_command("'" + bin + "' export --checkpoint '" + (dir / "ckpt") +
@@ -215,7 +295,13 @@ TEST_CASE("export: the eaglet export command", "[io][export][cli]") {
     INFO(again.output);
     CHECK(again.code == 2);
     CHECK(again.output.find(dir / "out") != std::string::npos);
-    CHECK(SafetensorsFile(dir / "out/model.safetensors").has("layers.0.hidden_norm.weight"));
+    CHECK(SafetensorsFile(dir / "out/model.safetensors").has("midlayer.hidden_norm.weight"));
+  }
+  SECTION("a bad --aux-layer-ids exits 2 naming the option") {
+    auto bad = eaglet::test::run_command("'" + bin + "' export --checkpoint '" + (dir / "ckpt") +
+                                         "' --out '" + (dir / "y") + "' --aux-layer-ids 1,x");
+    CHECK(bad.code == 2);
+    CHECK(bad.output.find("--aux-layer-ids") != std::string::npos);
   }
   SECTION("missing options exit 2 with a message") {
     auto bad = eaglet::test::run_command("'" + bin + "' export --out '" + (dir / "x") + "'");
@@ -229,7 +315,7 @@ TEST_CASE("export: bad checkpoints are refused, naming file and tensor, leaving 
   TempDir dir("export_bad");
   const std::string ckpt = dir / "ckpt", out = dir / "out";
   auto refused = [&](std::vector<std::string> needles) {
-    std::string msg = error_of([&] { export_draft(ckpt, out, false); });
+    std::string msg = error_of([&] { export_draft(ckpt, out); });
     INFO(msg);
     REQUIRE(!msg.empty());
     for (const auto& n : needles) CHECK(msg.find(n) != std::string::npos);

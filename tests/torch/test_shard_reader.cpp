@@ -336,8 +336,9 @@ TEST_CASE("shard reader errors: fail names key, rank and sizes; skip neutralises
                     "(data.on_error=fail") != std::string::npos);
     CHECK(
         error_of([&] { reader.read(manifest->at(1)); })
-            .find("data: sample s1 (manifest m.jsonl:2): object s1_usp0_hs is missing from the "
-                  "dir store (SP rank 0, world rank 0; expected 336 bytes = bfloat16 [14, 12])") !=
+            .find("data: sample s1 (manifest m.jsonl:2): object s1_usp0_hs is not in the dir "
+                  "store (consumed by an earlier run with data.consume=true, or never written) "
+                  "(SP rank 0, world rank 0; expected 336 bytes = bfloat16 [14, 12])") !=
         std::string::npos);
     CHECK(error_of([&] {
             reader.read(manifest->at(2));
@@ -578,7 +579,8 @@ TEST_CASE("read_shard_ids: the ids object in the manifest's dtype (int32, int64)
   CHECK(err.find(std::to_string(g.local_len * 4) + " bytes") != std::string::npos);
   CHECK(error_of([&] {
           (void)read_shard_ids(store, e, g, 0, "vocabulary count");
-        }).find("no value") != std::string::npos);
+        }).find("object k_usp0_ids is not in the dir store (consumed by an earlier run with "
+                "data.consume=true, or never written)") != std::string::npos);
 }
 
 TEST_CASE("first_nonfinite_row finds the first NaN / Inf row by the bits; finite extremes pass",
