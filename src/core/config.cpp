@@ -146,12 +146,13 @@ const char* kDraftConfigKey = "model.config";
 
 // Fills the draft architecture from an HF config.json; keys eaglet does not use are ignored
 // (HF configs carry many), keys it uses must have the right type.
-void load_draft_config_json(Config& cfg, const std::string& path,
-                            std::vector<std::string>& errors) {
+// `named` is the key that named the file (for messages): model.config, or model.init_from.
+void load_draft_config_json(Config& cfg, const std::string& path, std::vector<std::string>& errors,
+                            const std::string& named = kDraftConfigKey) {
   std::ifstream in(path);
   if (!in) {
     errors.push_back(
-        fmt::format("config error: {}={}: file not found or unreadable", kDraftConfigKey, path));
+        fmt::format("config error: {}={}: file not found or unreadable", named, path));
     return;
   }
   nlohmann::json j;
@@ -159,7 +160,7 @@ void load_draft_config_json(Config& cfg, const std::string& path,
     j = nlohmann::json::parse(in);
   } catch (const std::exception& e) {
     errors.push_back(
-        fmt::format("config error: {}={}: not valid JSON: {}", kDraftConfigKey, path, e.what()));
+        fmt::format("config error: {}={}: not valid JSON: {}", named, path, e.what()));
     return;
   }
   cfg.model.config_file = path;
@@ -177,7 +178,7 @@ void load_draft_config_json(Config& cfg, const std::string& path,
       errors.push_back(fmt::format(
           "config error: {}={}: eagle_aux_hidden_state_layer_ids must be a list of non-negative "
           "integers, got {}",
-          kDraftConfigKey, path, ids.dump()));
+          named, path, ids.dump()));
       return;
     }
     cfg.model.config.aux_layer_ids = ids.get<std::vector<int64_t>>();
@@ -266,6 +267,10 @@ void flatten(const YAML::Node& node, const std::string& prefix,
   }
 }
 
+bool is_draft_config_key(const std::string& key) {
+  return key == kDraftConfigKey || key.rfind(std::string(kDraftConfigKey) + ".", 0) == 0;
+}
+
 void apply(Config& cfg, const std::string& key, const YAML::Node& value, const std::string& origin,
            std::vector<std::string>& errors) {
   if (key == kDraftConfigKey && value.IsScalar()) {
@@ -297,13 +302,17 @@ Config parse_node(const YAML::Node& root, const std::string& origin,
                   const std::vector<std::string>& overrides) {
   Config cfg;
   std::vector<std::string> errors;
+  bool draft_config_given = false;  // model.config as a path or any inline model.config.* key
   if (root && !root.IsNull()) {
     if (!root.IsMap())
       EAGLET_FAIL("config error: {}: the top level must be a mapping of keys", origin);
     find_duplicate_keys(root, "", origin, errors);
     std::vector<std::pair<std::string, YAML::Node>> leaves;
     flatten(root, "", leaves);
-    for (auto& [key, value] : leaves) apply(cfg, key, value, origin, errors);
+    for (auto& [key, value] : leaves) {
+      draft_config_given = draft_config_given || is_draft_config_key(key);
+      apply(cfg, key, value, origin, errors);
+    }
   }
   for (const auto& o : overrides) {
     auto eq = o.find('=');
@@ -319,7 +328,16 @@ Config parse_node(const YAML::Node& root, const std::string& origin,
       errors.push_back(fmt::format("config error: --set {}: value is not YAML: {}", o, e.what()));
       continue;
     }
+    draft_config_given = draft_config_given || is_draft_config_key(key);
     apply(cfg, key, value, "--set", errors);
+  }
+  // A draft to start from brings its architecture: model.init_from's config.json (an export or a
+  // checkpoint folder has one) stands for model.config unless that is given. Without a
+  // config.json nothing is implied (the weights' shapes are checked when they are loaded).
+  if (!cfg.model.init_from.empty() && !draft_config_given) {
+    const std::string implied = cfg.model.init_from + "/config.json";
+    if (std::ifstream(implied))
+      load_draft_config_json(cfg, implied, errors, "model.init_from (its config.json)");
   }
   throw_if_any(errors);
   return cfg;
@@ -368,7 +386,8 @@ std::vector<Field> fields(Config& c) {
       field("data.max_seq_length", c.data.max_seq_length,
             "longest sequence L used; longer samples are cut"),
       field("data.on_error", c.data.on_error,
-            "fail | skip (neutralise a bad sample on its SP group)"),
+            "fail | skip (neutralise a bad sample on its SP group; a store outage — Mooncake master "
+            "or transport down — is always fatal after ~4 s of retries)"),
       field("data.max_bad_fraction", c.data.max_bad_fraction,
             "the run fails (exit 1) when more than this fraction of its samples were skipped or "
             "neutralised (bad objects, non-finite values, no loss tokens)"),
@@ -395,7 +414,9 @@ std::vector<Field> fields(Config& c) {
       field("data.mooncake_buffer_size", c.data.mooncake_buffer_size,
             "bytes of the local transfer buffer"),
       field("model.target", c.model.target, "HF folder of the target model (embeddings, lm_head)"),
-      field("model.init_from", c.model.init_from, "Eagle3 draft (HF folder) to start from"),
+      field("model.init_from", c.model.init_from,
+            "Eagle3 draft (export or checkpoint folder) to start from; its config.json stands "
+            "for model.config unless model.config is given"),
       field("model.config.hidden_size", m.hidden_size,
             "draft hidden size H (model.config may instead name a config.json)"),
       field("model.config.num_attention_heads", m.num_attention_heads, "query heads nH"),

@@ -1,6 +1,7 @@
 // Config parsing, overrides, the effective-config dump and each validation rule's message.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 
 #include "catch.h"
@@ -202,6 +203,40 @@ TEST_CASE("model.config may name an HF config.json", "[config]") {
   std::remove(path.c_str());
   auto msg = error_of([&] { parse_config("model:\n  config: " + path + "\n", "t"); });
   REQUIRE(contains(msg, "model.config=" + path + ": file not found or unreadable"));
+}
+
+TEST_CASE("model.init_from implies its config.json unless model.config is given", "[config]") {
+  const std::string dir = "/tmp/eaglet_test_init_from";
+  std::system(("mkdir -p " + dir).c_str());
+  {  // TorchSpec's draft config: no target_hidden_size, aux ids under eagle_config
+    std::ofstream out(dir + "/config.json");
+    out << R"({"hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,
+              "eagle_config": {"eagle_aux_hidden_state_layer_ids": [1, 14, 26]}})";
+  }
+  Config c = parse_config("model:\n  init_from: " + dir + "\n", "t");
+  REQUIRE(c.model.config.hidden_size == 576);
+  REQUIRE(c.model.config.num_key_value_heads == 3);
+  REQUIRE(c.model.config.head_dim == 64);
+  REQUIRE(c.model.config.target_hidden_size == 576);
+  REQUIRE(c.model.config.aux_layer_ids == std::vector<int64_t>{1, 14, 26});
+  // Also when init_from comes from --set.
+  REQUIRE(parse_config("", "t", {"model.init_from=" + dir}).model.config.hidden_size == 576);
+  // Any model.config key (inline or a path) wins: nothing is implied.
+  Config d = parse_config("model:\n  init_from: " + dir + "\n  config:\n    hidden_size: 96\n", "t");
+  REQUIRE(d.model.config.hidden_size == 96);
+  REQUIRE(d.model.config.num_key_value_heads == Config{}.model.config.num_key_value_heads);
+  REQUIRE(parse_config("", "t", {"model.init_from=" + dir, "model.config.head_dim=8"})
+              .model.config.hidden_size == Config{}.model.config.hidden_size);
+  {  // a broken implied config.json names init_from
+    std::ofstream out(dir + "/config.json");
+    out << "{not json";
+  }
+  auto msg = error_of([&] { parse_config("", "t", {"model.init_from=" + dir}); });
+  REQUIRE(contains(msg, "model.init_from (its config.json)=" + dir + "/config.json: not valid JSON"));
+  // No config.json there: nothing implied (the weights' shapes are checked when loaded).
+  std::remove((dir + "/config.json").c_str());
+  REQUIRE(parse_config("", "t", {"model.init_from=" + dir}).model.config.hidden_size ==
+          Config{}.model.config.hidden_size);
 }
 
 TEST_CASE("shipped configs are valid", "[config]") {
