@@ -1,7 +1,8 @@
 // `eaglet data`: the data tools. `synth` writes learnable synthetic samples (and the hidden
 // teacher's target folder), `put` shards one full sample into the store, `check` reads every sample
 // under mpirun exactly as training does (each rank its own shards, through the prefetcher and the
-// SP-wide decision) and optionally compares against full samples.
+// SP-wide decision) and optionally compares against full samples, `ingest` writes manifest lines
+// for TorchSpec/SGLang metadata records (data/torchspec_records.h).
 #include <ATen/ops/equal.h>
 #include <ATen/ops/full.h>
 #include <ATen/ops/tensor.h>
@@ -12,7 +13,12 @@
 
 #include <chrono>
 #include <climits>
+#include <fstream>
 #include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "cli/commands.h"
@@ -24,6 +30,7 @@
 #include "data/sampler.h"
 #include "data/shard_reader.h"
 #include "data/synth.h"
+#include "data/torchspec_records.h"
 #include "io/files.h"
 
 namespace eaglet::cli {
@@ -103,6 +110,102 @@ int run_put(const ParsedArgs& args) {
       "eaglet data put: {} ({} tokens, Ht={}) as {} shards into the {} store at {}; manifest {}\n",
       key, e.seq_len, e.hidden_size, e.sp_size, cfg.data.store, cfg.data.path,
       data::manifest_path(cfg.data));
+  return 0;
+}
+
+// TorchSpec/SGLang metadata records (JSONL, or - for stdin, read as they come) -> manifest lines
+// appended to --out (or the --config run's manifest). Keys already in it are skipped, so a rerun
+// or a restarted stream adds only what is new. The layout: --sp-size/--ttt-length/
+// --max-seq-length, else TORCHSPEC_USP_*.
+int run_ingest(const ParsedArgs& args) {
+  EAGLET_CHECK(args.has("--records"),
+               "eaglet data ingest: --records FILE (TorchSpec metadata records, JSONL; - for "
+               "stdin) is required");
+  std::string out = args.get("--out");
+  if (out.empty() && args.has("--config"))
+    out = data::manifest_path(load_config(args.get("--config"), args.all("--set")).data);
+  EAGLET_CHECK(!out.empty(),
+               "eaglet data ingest: --out MANIFEST (or --config RUN.yaml naming data.manifest) is "
+               "required");
+  data::UspLayout layout = data::usp_layout_from_env();
+  for (auto [flag, value] : {std::pair{"--sp-size", &layout.sp_size},
+                             {"--ttt-length", &layout.ttt_length},
+                             {"--max-seq-length", &layout.max_seq_length}})
+    if (args.has(flag)) {
+      *value = int_option(args, flag, 0);
+      EAGLET_CHECK(*value > 0, "eaglet data ingest: {} {}: expected a positive integer", flag,
+                   args.get(flag));
+      layout.origin = "the command line and TORCHSPEC_USP_*";
+    }
+  if (args.has("--sharded")) layout.sharded_default = true;
+  std::vector<int64_t> aux_ids;
+  if (args.has("--aux-layer-ids")) {
+    std::stringstream list(args.get("--aux-layer-ids"));
+    for (std::string item; std::getline(list, item, ',');) {
+      size_t used = 0;
+      int64_t id = -1;
+      try {
+        id = std::stoll(item, &used);
+      } catch (const std::exception&) {
+      }
+      EAGLET_CHECK(id >= 0 && used == item.size(),
+                   "eaglet data ingest: --aux-layer-ids {}: expected integers >= 0, comma-separated",
+                   args.get("--aux-layer-ids"));
+      aux_ids.push_back(id);
+    }
+  }
+
+  std::set<std::string> have;  // keys already in the output manifest
+  if (io::path_exists(out)) {
+    std::ifstream in(out);
+    int64_t n = 0;
+    for (std::string line; std::getline(in, line);) {
+      ++n;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      EAGLET_CHECK(j.is_object() && j.contains("key") && j["key"].is_string(),
+                   "eaglet data ingest: manifest {}:{} has no \"key\" (not a manifest?); "
+                   "choose another --out",
+                   out, n);
+      have.insert(j["key"].get<std::string>());
+    }
+  }
+  const std::string path = args.get("--records");
+  std::ifstream file;
+  if (path != "-") {
+    file.open(path);
+    EAGLET_CHECK(file.good(), "eaglet data ingest: --records {}: cannot open", path);
+  }
+  std::istream& in = path == "-" ? std::cin : file;
+  std::unique_ptr<data::ManifestWriter> manifest;  // opened with the first new line
+  int64_t line = 0, added = 0, sharded = 0, already = 0;
+  std::set<int64_t> num_aux, hidden;
+  for (std::string text; std::getline(in, text);) {
+    ++line;
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const auto e = data::entry_from_torchspec_record(text, layout, aux_ids, path, line);
+    if (!have.insert(e.key).second) {
+      ++already;
+      continue;
+    }
+    // The line must read back as the same sample (the manifest's own validation).
+    data::parse_manifest_line(data::manifest_line(e),
+                              {e.sp_size, e.ttt_length, e.max_seq_length, 0, 0}, out, 0);
+    if (!manifest) manifest = std::make_unique<data::ManifestWriter>(out);
+    manifest->append(e);
+    ++added;
+    sharded += e.usp_sharded;
+    num_aux.insert(e.num_aux);
+    hidden.insert(e.hidden_size);
+  }
+  EAGLET_CHECK(!in.bad(), "eaglet data ingest: --records {}: read error", path);
+  std::cout << fmt::format(
+      "eaglet data ingest: {} records -> {} new manifest lines in {} ({} pre-sharded for P={} "
+      "T={} max_seq_length={}, {} unsharded; {} already there); num_aux {}, hidden_size {}\n",
+      added + already, added, out, sharded, layout.sp_size, layout.ttt_length,
+      layout.max_seq_length, added - sharded, already,
+      num_aux.empty() ? "-" : fmt::format("{}", fmt::join(num_aux, "/")),
+      hidden.empty() ? "-" : fmt::format("{}", fmt::join(hidden, "/")));
   return 0;
 }
 
@@ -241,6 +344,17 @@ Command data_command() {
       {"synth", "", "action: write --samples synthetic samples and the teacher's target folder"},
       {"put", "", "action: shard the full sample --input into the store under --key"},
       {"check", "", "action (under mpirun): read every sample as training does"},
+      {"ingest", "",
+       "action: TorchSpec/SGLang metadata records --records into manifest lines (--out)"},
+      {"--records", "FILE", "ingest: JSONL of TorchSpec's per-sample records; - reads stdin"},
+      {"--out", "FILE", "ingest: the manifest to append to (else --config's data.manifest)"},
+      {"--sp-size", "P", "ingest: P of usp_sharded records (TORCHSPEC_USP_SP_SIZE)"},
+      {"--ttt-length", "T", "ingest: T of usp_sharded records (TORCHSPEC_USP_TTT_LENGTH)"},
+      {"--max-seq-length", "L",
+       "ingest: the producer's cut (TORCHSPEC_USP_MAX_SEQ_LENGTH)"},
+      {"--sharded", "",
+       "ingest: records without usp_sharded are pre-sharded (TORCHSPEC_USP_SHARDED_MOONCAKE=1)"},
+      {"--aux-layer-ids", "A,B,C", "ingest: the target layers hs holds, for the export"},
       {"--samples", "N", "synth: samples to write (16); check: wait for N manifest lines"},
       {"--seed", "N", "synth: seed of the teacher and the samples (training.seed)"},
       {"--min-len", "N", "synth: shortest sample (max(T+2, max_seq_length/4))"},
@@ -263,14 +377,17 @@ Command data_command() {
   return {"data",
           "data tools: `data synth` writes synthetic samples learnable from their hidden states "
           "(and the teacher's target folder), `data put` shards one full sample into the store, "
-          "`data check` reads every sample as training does (see docs/DATA.md)",
+          "`data check` reads every sample as training does, `data ingest` writes the manifest "
+          "for TorchSpec/SGLang output (see docs/DATA.md)",
           options, [](const ParsedArgs& args) {
-            const int actions = args.has("synth") + args.has("put") + args.has("check");
+            const int actions =
+                args.has("synth") + args.has("put") + args.has("check") + args.has("ingest");
             EAGLET_CHECK(actions == 1,
-                         "eaglet data: give exactly one action: synth, put or check (see eaglet "
-                         "data --help)");
+                         "eaglet data: give exactly one action: synth, put, check or ingest (see "
+                         "eaglet data --help)");
             if (args.has("synth")) return run_synth(args);
             if (args.has("put")) return run_put(args);
+            if (args.has("ingest")) return run_ingest(args);
             return run_check(args);
           }};
 }

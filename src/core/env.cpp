@@ -53,6 +53,12 @@ std::optional<CheckpointKill> test_kill_in_checkpoint() {
   return k;
 }
 
+TorchSpecUsp torchspec_usp() {
+  return {get("TORCHSPEC_USP_SHARDED_MOONCAKE"), get("TORCHSPEC_USP_SP_SIZE"),
+          get("TORCHSPEC_USP_RING_SIZE"), get("TORCHSPEC_USP_TTT_LENGTH"),
+          get("TORCHSPEC_USP_MAX_SEQ_LENGTH")};
+}
+
 bool test_no_rename_exchange() {
   return get_int("EAGLET_TEST_NO_RENAME_EXCHANGE").value_or(0) != 0;
 }

@@ -29,5 +29,12 @@ std::optional<CheckpointKill> test_kill_in_checkpoint();
 // EAGLET_TEST_NO_RENAME_EXCHANGE=1: the checkpoint writer acts as on a file system without
 // renameat2(RENAME_EXCHANGE) (NFS), to test its fallback. Only for the crash-safety tests.
 bool test_no_rename_exchange();
+// TorchSpec's USP settings, as its SglEngine exports them for SGLang's writer
+// (TORCHSPEC_USP_SHARDED_MOONCAKE, _SP_SIZE, _RING_SIZE, _TTT_LENGTH, _MAX_SEQ_LENGTH): the raw
+// text of each one set, for `eaglet data ingest` (which parses them and names a bad one).
+struct TorchSpecUsp {
+  std::optional<std::string> sharded, sp_size, ring_size, ttt_length, max_seq_length;
+};
+TorchSpecUsp torchspec_usp();
 
 }  // namespace eaglet::env
