@@ -8,6 +8,7 @@
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros.h>
 #include <c10/core/GradMode.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -201,7 +202,7 @@ EvalResult evaluate(data::ShardReader& reader, data::ManifestReader& manifest,
 
 int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& groups,
                  const TrainOptions& opt) {
-  const auto& arch = cfg.model.config;
+  DraftArchConfig arch = cfg.model.config;  // + the data's aux layer ids, below
   const auto& layout = groups.layout();
   const auto& coord = groups.coord();
   const auto device = groups.device();
@@ -229,6 +230,20 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
     if (cfg.data.on_error == "fail" && !manifest.first_error().empty())
       EAGLET_FAIL("{}", manifest.first_error());
   });
+  // The aux layers the data were captured with (the manifest's aux_layer_ids, e.g. from
+  // produce_hf or data ingest) go into every checkpoint's config.json, and so into the export,
+  // unless model.config names them itself.
+  for (int64_t i = 0; i < manifest.size(); ++i) {
+    const auto& rec = manifest.at(i);
+    if (!rec.ok() || rec.entry.aux_layer_ids.empty()) continue;
+    if (arch.aux_layer_ids.empty())
+      arch.aux_layer_ids = rec.entry.aux_layer_ids;
+    else if (rank0 && arch.aux_layer_ids != rec.entry.aux_layer_ids)
+      spdlog::warn("model.config names aux layer ids [{}], the manifest's samples [{}]: the "
+                   "export names model.config's",
+                   fmt::join(arch.aux_layer_ids, ", "), fmt::join(rec.entry.aux_layer_ids, ", "));
+    break;
+  }
   io::TargetHead head;
   env.agree([&] {
     EAGLET_CHECK(!cfg.model.target.empty(),

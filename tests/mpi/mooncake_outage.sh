@@ -17,43 +17,17 @@ if ! timeout 60 "$python" -c "import mooncake.store" >/dev/null 2>&1; then
   exit 77
 fi
 rm -rf "$out" && mkdir -p "$out"
-export MC_TCP_BIND_ADDRESS=127.0.0.1 MC_LOG_LEVEL=WARNING
 fail=0
 ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; fail=1; }
-mc=""
-cleanup() { [ -n "$mc" ] && timeout 60 "$src/scripts/mooncake_master.sh" stop --dir "$mc" >/dev/null 2>&1; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Ports as in mooncake_roundtrip.sh: below the ephemeral range, above Mooncake's client range.
-port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
-read -r eph_lo _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_lo=32768
-lo=15000 span=$(((eph_lo - 15000) / 4 - 2))
-[ "$span" -ge 100 ] || { lo=61000 span=1000; }
+. "$src/tests/mpi/mooncake_lib.sh"
 start_master() {  # start_master NAME: a fresh master + memory holder; sets mc, port, S
-  cleanup
-  mc=$out/$1.mc
-  local attempt p busy rc=1
-  for attempt in 1 2 3 4 5; do
-    port=$((lo + ((RANDOM * 32768 + RANDOM + $$) % span) * 4))
-    busy=0
-    for p in $port $((port + 1)) $((port + 2)) $((port + 3)); do port_open $p && busy=1; done
-    [ $busy = 1 ] && continue
-    # (Mooncake's own log level stays at its default here: start waits for the holder's log line)
-    env -u MC_LOG_LEVEL timeout 90 "$src/scripts/mooncake_master.sh" start --dir "$mc" --python "$python" --port $port \
-      --metadata-port $((port + 1)) --admin-port $((port + 2)) --client-port $((port + 3)) \
-      --segment 128MB >"$out/$1.master.log" 2>&1 && { rc=0; break; }
-    timeout 60 "$src/scripts/mooncake_master.sh" stop --dir "$mc" >/dev/null 2>&1
-  done
-  [ $rc = 0 ] || { bad "$1: master did not start"; tail -5 "$out/$1.master.log"; exit 1; }
+  mc_start "$1"
   S=(--config "$src/configs/demo.yaml" --set runtime.device=cpu --set runtime.threads=1
      --set parallel.ulysses=2 --set parallel.ring=1 --set training.warmup_ratio=0
      --set checkpoint.interval=0 --set data.eval_manifest= --set training.log_interval=1
      --set data.max_seq_length=64 --set model.config.intermediate_size=64
-     --set data.store=mooncake --set "data.mooncake_master=127.0.0.1:$port"
-     --set "data.mooncake_metadata=http://127.0.0.1:$((port + 1))/metadata"
-     --set "data.path=$out/$1.store" --set "model.target=$out/$1.store/target")
+     "${mc_set[@]}" --set "data.path=$out/$1.store" --set "model.target=$out/$1.store/target")
 }
 synth() {  # synth NAME SAMPLES
   timeout 120 "$eaglet" data synth "${S[@]}" --set "output_dir=$out/$1.synth" --samples "$2" \
