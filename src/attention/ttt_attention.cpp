@@ -3,10 +3,12 @@
 #include "attention/ttt_attention.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "attention/ttt_diag.h"
+#include "core/error.h"
 
 namespace eaglet::attention {
 namespace {
@@ -14,6 +16,7 @@ namespace {
 class LocalBlock0 final : public Block0 {
  public:
   explicit LocalBlock0(const LocalKernel& kernel) : kernel_(kernel) {}
+  bool local() const override { return true; }
   AttnResult forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      double scale) override {
     return attend(kernel_, q, k, v, /*causal=*/true, scale);
@@ -27,6 +30,64 @@ class LocalBlock0 final : public Block0 {
 
  private:
   const LocalKernel& kernel_;
+};
+
+// Each document through the inner provider on its rows of [1, H, S, d] (and lse [1, H, S]).
+class SegmentedBlock0 final : public Block0 {
+ public:
+  SegmentedBlock0(std::shared_ptr<Block0> inner, std::vector<int64_t> segments)
+      : inner_(std::move(inner)), segments_(std::move(segments)) {}
+  AttnResult forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     double scale) override {
+    check(q.size(2));
+    std::vector<at::Tensor> outs, lses;
+    AttnResult r;
+    for_each([&](int64_t start, int64_t n) {
+      auto part = inner_->forward(q.narrow(2, start, n), k.narrow(2, start, n),
+                                  v.narrow(2, start, n), scale);
+      outs.push_back(part.out);
+      lses.push_back(part.lse);
+      r.state.parts.push_back(std::move(part.state));
+    });
+    r.out = at::cat(outs, 2);
+    r.lse = at::cat(lses, 2);
+    return r;
+  }
+  std::vector<at::Tensor> backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                                   const at::Tensor& v, const at::Tensor& out,
+                                   const at::Tensor& lse, const KernelState& state,
+                                   double scale) override {
+    std::vector<at::Tensor> dq, dk, dv;
+    size_t i = 0;
+    for_each([&](int64_t start, int64_t n) {
+      auto g = inner_->backward(dout.narrow(2, start, n), q.narrow(2, start, n),
+                                k.narrow(2, start, n), v.narrow(2, start, n),
+                                out.narrow(2, start, n), lse.narrow(2, start, n).contiguous(),
+                                state.parts.at(i++), scale);
+      dq.push_back(g[0]);
+      dk.push_back(g[1]);
+      dv.push_back(g[2]);
+    });
+    return {at::cat(dq, 2), at::cat(dk, 2), at::cat(dv, 2)};
+  }
+
+ private:
+  void check(int64_t rows) const {
+    int64_t sum = 0;
+    for (int64_t n : segments_) sum += n;
+    EAGLET_CHECK(sum == rows, "block 0: documents of {} rows in all for a sequence of {}", sum,
+                 rows);
+  }
+  template <typename F>
+  void for_each(F&& f) const {
+    int64_t start = 0;
+    for (int64_t n : segments_) {
+      f(start, n);
+      start += n;
+    }
+  }
+  std::shared_ptr<Block0> inner_;
+  std::vector<int64_t> segments_;
 };
 
 // Carries the provider and its kernel state from forward to backward.
@@ -124,6 +185,12 @@ struct TttAttention : torch::autograd::Function<TttAttention> {
 
 std::shared_ptr<Block0> local_block0(const LocalKernel& kernel) {
   return std::make_shared<LocalBlock0>(kernel);
+}
+
+std::shared_ptr<Block0> segmented_block0(std::shared_ptr<Block0> inner,
+                                         std::vector<int64_t> segments) {
+  EAGLET_CHECK(inner->local(), "block 0 over documents needs a local provider (parallel.ring = 1)");
+  return std::make_shared<SegmentedBlock0>(std::move(inner), std::move(segments));
 }
 
 at::Tensor ttt_attention(const at::Tensor& q, const std::vector<at::Tensor>& ks,

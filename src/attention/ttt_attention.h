@@ -25,10 +25,17 @@ class Block0 {
                                            const at::Tensor& k, const at::Tensor& v,
                                            const at::Tensor& out, const at::Tensor& lse,
                                            const KernelState& state, double scale) = 0;
+  // One rank's whole (or Ulysses-gathered) sequence: what segmented_block0 may split.
+  virtual bool local() const { return false; }
 };
 
 // Block 0 on one rank: the whole (or Ulysses-gathered) sequence, causal, through a local kernel.
 std::shared_ptr<Block0> local_block0(const LocalKernel& kernel);
+
+// Block 0 of a packed sample: `inner` (a local block 0) run on each document alone, the documents
+// `segments` (lengths along the sequence, summing to it), so no query sees another document's keys.
+std::shared_ptr<Block0> segmented_block0(std::shared_ptr<Block0> inner,
+                                         std::vector<int64_t> segments);
 
 // q [S, H, d] of step k = ks.size() - 1; ks[m], vs[m] [S, Hkv, d]: the cache block of step m
 // (K post-RoPE). Returns [S, H, d] in q's dtype. Differentiable in q and every block. `diag`: the

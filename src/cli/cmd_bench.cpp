@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/session.h"
+#include "core/error.h"
 #include "train/bench.h"
 
 namespace eaglet::cli {
@@ -28,6 +29,14 @@ Command bench_command() {
   opts.push_back({"--attention", "",
                   "also time block 0 alone (Ulysses all-to-alls + ring + merges, forward and "
                   "backward) against one GPU's causal attention over the sequence / (U x R)"});
+  opts.push_back({"--length-mix", "NAME",
+                  "time a mix of document lengths instead of one --seq sample: sharegpt-like "
+                  "(mean ~1.45K tokens, 512-8192)"});
+  opts.push_back({"--lengths-from", "FILE",
+                  "time the document lengths in FILE (one per line, or manifest lines' seq_len)"});
+  opts.push_back({"--pack", "",
+                  "with a mix: pack documents up to --seq tokens per step (manifest segments; "
+                  "needs parallel.ring = 1); without: one document per step"});
   return {"bench",
           "time full optimizer steps (fwd + bwd + sync + clip + AdamW, target distribution "
           "included) on random "
@@ -48,6 +57,28 @@ Command bench_command() {
                 spdlog::warn(
                     "bench: runtime.collectives=host moves every exchange through host memory "
                     "(ranks may share a GPU): the times below do not represent NCCL runs");
+              const std::string mix = args.get("--length-mix", ""),
+                                from = args.get("--lengths-from", "");
+              if (!mix.empty() || !from.empty()) {
+                o.lengths = from.empty() ? train::length_mix(mix, 4096) : train::lengths_from(from);
+                o.pack = args.has("--pack");
+                auto r = train::run_mix_bench(s.config, *s.groups, o);
+                if (s.env.rank() == 0)
+                  std::cout << fmt::format(
+                      "bench: mix {} {}: {} documents, {} tokens (mean {:.0f}) in {} timed steps "
+                      "(world {}, U {} x R {}, T {}): {:.1f} ms/step, {:.0f} tokens/s, peak {:.2f} "
+                      "GiB\n",
+                      from.empty() ? mix : from,
+                      o.pack ? fmt::format("packed into {}-token samples", o.seq_len)
+                             : std::string("one document per step"),
+                      r.mix_documents, r.mix_tokens,
+                      static_cast<double>(r.mix_tokens) / static_cast<double>(r.mix_documents),
+                      r.mix_steps, s.groups->layout().world, s.groups->layout().ulysses,
+                      s.groups->layout().ring, s.config.training.ttt_length, r.ms_per_step,
+                      r.tokens_per_s, r.peak_gib);
+                return 0;
+              }
+              EAGLET_CHECK(!args.has("--pack"), "bench: --pack needs --length-mix or --lengths-from");
               auto r = train::run_bench(s.config, *s.groups, o);
               if (s.env.rank() == 0)
                 std::cout << fmt::format(

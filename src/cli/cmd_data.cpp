@@ -80,6 +80,7 @@ int run_synth(const ParsedArgs& args) {
   opt.full_dir = args.get("--save-full");
   opt.num_aux = int_option(args, "--num-aux", 0);
   opt.sharded = !args.has("--unsharded");
+  opt.documents = int_option(args, "--documents", 1);
   data::SynthSummary sum;
   guarded("synth", [&] { sum = data::synthesize(cfg, opt); });
   std::cout << fmt::format(
@@ -220,7 +221,7 @@ int64_t compare_with_reference(const data::ShardSample& got, const std::string& 
   EAGLET_CHECK(full.ids.size(0) == g.seq_len,
                "data check: reference {}/{}.safetensors has {} tokens, the manifest says {}",
                reference_dir, got.key, full.ids.size(0), g.seq_len);
-  const auto want = data::reference_shard(stored, g, s);
+  auto want = data::reference_shard(stored, g, s);
   // Masks and positions, one row at a time from the full sample.
   auto mask = at::zeros({g.local_len}, at::kFloat);
   auto attention = at::zeros({g.local_len}, at::kLong);
@@ -234,6 +235,39 @@ int64_t compare_with_reference(const data::ShardSample& got, const std::string& 
   auto positions = at::zeros({g.chunk * opt.ulysses}, at::kLong);
   for (int64_t i = 0; i < g.chunk * opt.ulysses; ++i)
     positions[i] = opt.ring_rank * g.chunk * opt.ulysses + i;
+  if (!got.documents.empty()) {
+    // A packed sample (DESIGN §6), row by row: each own row, and after the last own row of a
+    // document (or of the shard) T halo rows, a zero row where the document has ended.
+    std::vector<int64_t> start_of(g.length), end_of(g.length);
+    for (int64_t begin = 0, d = 0; begin < g.length; ++d) {
+      const int64_t end = std::min(begin + got.documents.at(static_cast<size_t>(d)), g.length);
+      for (int64_t r = begin; r < end; ++r) start_of[r] = begin, end_of[r] = end;
+      begin = end;
+    }
+    std::vector<int64_t> rows;  // -1: a zero row
+    for (int64_t r = s * g.chunk; r < (s + 1) * g.chunk; ++r) {
+      rows.push_back(r < g.length ? r : -1);
+      const int64_t end = r < g.length ? end_of[r] : g.length;
+      // (The last document's end, L, is no cut: only zero padding follows it.)
+      const bool doc_ends = r + 1 == end && end < g.length;
+      if (!doc_ends && r + 1 != (s + 1) * g.chunk) continue;
+      for (int64_t j = 1; j <= g.ttt_length; ++j) rows.push_back(r + j < end ? r + j : -1);
+    }
+    auto pick = [&](const at::Tensor& x, int64_t n) {
+      auto out = at::zeros({static_cast<int64_t>(rows.size()), n}, x.options());
+      for (size_t i = 0; i < rows.size(); ++i)
+        if (rows[i] >= 0) out[static_cast<int64_t>(i)].copy_(x[rows[i]].reshape({n}));
+      return out;
+    };
+    want.hs = pick(stored.hs, stored.hs.size(1));
+    want.lhs = pick(stored.lhs, stored.lhs.size(1));
+    want.ids = pick(stored.ids, 1).reshape({-1});
+    mask = pick(full_mask.ne(0).to(at::kFloat), 1).reshape({-1});
+    for (int64_t i = 0; i < g.chunk * opt.ulysses; ++i) {
+      const int64_t last = g.length - 1;
+      positions[i] = i - (i < g.length ? start_of[i] : start_of[last]);
+    }
+  }
 
   int64_t bad = 0;
   auto check = [&](const char* name, const at::Tensor& a, const at::Tensor& b) {
@@ -363,6 +397,9 @@ Command data_command() {
       {"--save-full", "DIR", "synth: also write each full sample as DIR/<key>.safetensors"},
       {"--num-aux", "N",
        "synth: aux layers per sample (model.config.num_aux_hidden_states; train with the same)"},
+      {"--documents", "N",
+       "synth: pack N documents into each sample (manifest segments; train with parallel.ring "
+       "= 1)"},
       {"--unsharded", "",
        "synth, put: write full-length {key}_hs|_ids|_lhs (usp_sharded: false), not P shards"},
       {"--key", "K", "put: the sample's key (any bytes but NUL, e.g. ultrachat.v2/conv:7_1a2b)"},

@@ -20,6 +20,8 @@ Command verify_usp_command() {
        "1e-4; bf16 2e-2 losses, 3e-2 gradients, 1e-1 rows)"});
   opts.push_back(
       {"--loss-in-last-shard", "", "put every loss token in the last shard (others have none)"});
+  opts.push_back({"--documents", "N",
+                  "pack N documents in each sample (manifest segments; needs parallel.ring = 1)"});
   return {
       "verify-usp",
       "run D x grad_accum synthetic samples through the training step of this config (layout, "
@@ -33,6 +35,7 @@ Command verify_usp_command() {
           o.seed = std::stoll(args.get("--seed", "1"));
           if (args.has("--tol")) o.tol_loss = o.tol_grad = o.tol_row = std::stod(args.get("--tol"));
           o.loss_in_last_shard = args.has("--loss-in-last-shard");
+          o.documents = std::stoll(args.get("--documents", "1"));
           auto r = train::verify_usp(s.config, *s.groups, o);
           spdlog::info(
               "verify-usp: {} samples against {}; tolerance loss {:g}, gradients {:g}, rows {:g}; "

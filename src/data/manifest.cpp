@@ -55,13 +55,14 @@ std::string manifest_line(const ManifestEntry& e) {
   j["dtypes"] = {{"hs", e.hs_dtype}, {"ids", e.ids_dtype}, {"lhs", e.lhs_dtype}};
   if (!e.aux_layer_ids.empty()) j["aux_layer_ids"] = e.aux_layer_ids;
   if (!e.usp_sharded) j["usp_sharded"] = false;
+  if (!e.segments.empty()) j["segments"] = e.segments;
   return j.dump();
 }
 
 ManifestExpect manifest_expect(const Config& cfg) {
   return {cfg.parallel.ulysses * cfg.parallel.ring, cfg.training.ttt_length,
           cfg.data.max_seq_length, cfg.model.config.target_hidden_size,
-          cfg.model.config.num_aux_hidden_states};
+          cfg.model.config.num_aux_hidden_states, cfg.parallel.ring};
 }
 
 std::string manifest_path(const DataConfig& cfg) {
@@ -144,6 +145,25 @@ ManifestEntry parse_manifest_line(const std::string& text, const ManifestExpect&
     EAGLET_CHECK(ok, "{}: aux_layer_ids={} must be a list of num_aux={} integers >= 0", sample,
                  v.dump(), e.num_aux);
     e.aux_layer_ids = v.get<std::vector<int64_t>>();
+  }
+
+  if (j.contains("segments")) {
+    const auto& v = j["segments"];
+    bool ok = v.is_array() && !v.empty();
+    for (size_t i = 0; ok && i < v.size(); ++i) ok = v[i].is_number_integer();
+    EAGLET_CHECK(ok, "{}: segments={} must be a list of document lengths (integers)", sample,
+                 v.dump());
+    e.segments = v.get<std::vector<int64_t>>();
+    try {
+      check_segments(e.segments, e.seq_len);
+    } catch (const Error& err) {
+      EAGLET_FAIL("{}: {}", sample, err.message());
+    }
+    EAGLET_CHECK(e.segments.size() == 1 || expect.ring == 1,
+                 "{}: a packed sample ({} documents in segments) needs parallel.ring = 1, this run "
+                 "has parallel.ring = {} (block 0 stays inside each document on one ring rank "
+                 "only; use parallel.ulysses for the sequence parallelism)",
+                 sample, e.segments.size(), expect.ring);
   }
 
   const auto& dtypes = field("dtypes");

@@ -45,12 +45,16 @@ struct ManifestEntry {
   // seq_len rows that every SP rank cuts itself, for any layout (sp_size, ttt_length and
   // max_seq_length are then optional and ignored: the entry carries this run's values).
   bool usp_sharded = true;
+  // Optional "segments": a packed sample's document lengths (each >= 1, summing to seq_len;
+  // DESIGN §6). Positions restart and block-0 attention stays inside each document; empty: one
+  // document. Needs a run with parallel.ring = 1.
+  std::vector<int64_t> segments;
 };
 
 // The line (without the newline), fields in the documented order:
 // {"key","seq_len","hidden_size","num_aux","packed_loss_mask","sp_size","ttt_length",
-//  "max_seq_length","dtypes":{"hs","ids","lhs"}}, then "aux_layer_ids" when set and
-// "usp_sharded":false for an unsharded sample.
+//  "max_seq_length","dtypes":{"hs","ids","lhs"}}, then "aux_layer_ids" when set,
+// "usp_sharded":false for an unsharded sample and "segments" for a packed one.
 std::string manifest_line(const ManifestEntry& e);
 
 // What this run requires of every line.
@@ -60,6 +64,7 @@ struct ManifestExpect {
   int64_t max_seq_length = 0;  // data.max_seq_length
   int64_t hidden_size = 0;     // model.config.target_hidden_size; 0 accepts any
   int64_t num_aux = 3;         // model.config.num_aux_hidden_states; 0 accepts any
+  int64_t ring = 1;            // parallel.ring: packed samples (segments) need 1
 };
 ManifestExpect manifest_expect(const Config& cfg);
 

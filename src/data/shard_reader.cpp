@@ -250,6 +250,22 @@ FetchedShard fetch_shard(Store& store, const ManifestRecord& record, const Reade
   if (!f.loss_mask.defined()) f.loss_mask = at::zeros({f.geometry.local_len}, at::kFloat);
   f.attention_mask = shard_attention_mask(f.geometry, s);
   f.positions = ring_chunk_positions(f.geometry, opt.ulysses, opt.ring_rank);
+  if (f.problem.kind == ProblemKind::none && f.hs.defined() && !f.record.entry.segments.empty()) {
+    // A packed sample: its documents' runs, halos, positions and block-0 segments, here on the
+    // host in the prefetch thread.
+    EAGLET_CHECK(opt.ulysses == opt.sp_size,
+                 "sample {}: a packed sample (segments) needs parallel.ring = 1",
+                 f.record.entry.key);
+    ShardInput in{f.hs, f.ids, f.lhs, f.loss_mask, f.positions};
+    pack_documents(in, f.record.entry.segments, f.geometry, s);
+    f.hs = in.hs;
+    f.ids = in.ids;
+    f.lhs = in.lhs;
+    f.loss_mask = in.loss_mask;
+    f.positions = in.positions;
+    f.runs = std::move(in.runs);
+    f.segments = std::move(in.segments);
+  }
   return f;
 }
 
@@ -344,6 +360,7 @@ ShardSample ShardReader::finish(FetchedShard f) {
   out.global_loss_tokens = v[kSlot * P];
   out.attention_mask = f.attention_mask;
   out.input.positions = f.positions;
+  if (f.record.ok()) out.documents = f.record.entry.segments;
 
   if (!problems.empty()) {
     std::string all;
@@ -381,6 +398,8 @@ ShardSample ShardReader::finish(FetchedShard f) {
   out.input.ids = f.ids;
   out.input.lhs = f.lhs;
   out.input.loss_mask = f.loss_mask;
+  out.input.runs = f.runs;
+  out.input.segments = f.segments;
   if (out.global_loss_tokens == 0) {
     // Decided from the global count, so every SP rank agrees (DESIGN §3).
     ++empty_samples_;

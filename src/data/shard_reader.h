@@ -106,6 +106,7 @@ struct FetchedShard {
   ShardGeometry geometry;   // of the record; a 1-row-per-rank stand-in when the line is invalid
   at::Tensor hs, ids, lhs;  // stored dtypes on the host after fetch_shard; undefined on a problem
   at::Tensor loss_mask, attention_mask, positions;
+  std::vector<int64_t> runs, segments;  // a packed sample's layout (ShardInput, pack_documents)
   int64_t local_loss_tokens = 0;  // in the rows this rank owns
   ShardProblem problem;
   // Set by the prefetcher on CUDA: makes the caller's current stream wait for the copies.
@@ -131,7 +132,8 @@ void place_shard(FetchedShard& f, const ReaderOptions& opt);
 // A sample ready for the model.
 struct ShardSample {
   ShardInput input;
-  at::Tensor attention_mask;  // int64 [local_len]: 1 real row, 0 tail padding
+  at::Tensor attention_mask;  // int64 [local_len]: 1 real row, 0 tail padding (rows as stored)
+  std::vector<int64_t> documents;  // the manifest's segments; empty: one document
   ShardGeometry geometry;
   int64_t position = -1;
   std::string key;

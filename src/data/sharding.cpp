@@ -2,6 +2,8 @@
 #include "data/sharding.h"
 
 #include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/ne.h>
 #include <ATen/ops/zeros.h>
@@ -178,6 +180,73 @@ at::Tensor shard_attention_mask(const ShardGeometry& g, int64_t sp_rank) {
 at::Tensor ring_chunk_positions(const ShardGeometry& geom, int64_t ulysses, int64_t ring_rank) {
   const int64_t n = geom.chunk * ulysses;
   return at::arange(ring_rank * n, (ring_rank + 1) * n, at::TensorOptions().dtype(at::kLong));
+}
+
+void check_segments(const std::vector<int64_t>& documents, int64_t seq_len) {
+  EAGLET_CHECK(!documents.empty(), "segments: no document lengths");
+  int64_t sum = 0;
+  for (size_t i = 0; i < documents.size(); ++i) {
+    EAGLET_CHECK(documents[i] >= 1, "segments: document {} has length {}, expected >= 1", i,
+                 documents[i]);
+    sum += documents[i];
+  }
+  EAGLET_CHECK(sum == seq_len, "segments: the {} document lengths sum to {}, seq_len is {}",
+               documents.size(), sum, seq_len);
+}
+
+void pack_documents(ShardInput& in, const std::vector<int64_t>& documents, const ShardGeometry& g,
+                    int64_t sp_rank) {
+  const int64_t L = g.length, C = g.chunk, T = g.ttt_length, total = C * g.sp_size;
+  check_segments(documents, g.seq_len);
+  // Document ends in [0, L] (cut to max_seq_length).
+  std::vector<int64_t> ends;
+  for (int64_t end = 0, i = 0; end < L; ++i) {
+    end = std::min(end + documents[static_cast<size_t>(i)], L);
+    ends.push_back(end);
+  }
+  // Over the whole chunk: positions restart per document, the tail padding continues the last.
+  auto positions = at::empty({total}, at::TensorOptions().dtype(at::kLong));
+  auto* pos = positions.data_ptr<int64_t>();
+  in.segments.clear();
+  for (size_t i = 0, start = 0; i < ends.size(); ++i) {
+    const auto end = static_cast<size_t>(i + 1 == ends.size() ? total : ends[i]);
+    for (size_t j = start; j < end; ++j) pos[j] = static_cast<int64_t>(j - start);
+    in.segments.push_back(static_cast<int64_t>(end - start));
+    start = end;
+  }
+  in.positions = positions;
+  // The own rows [a, a + C), cut at each document end strictly inside them (L, where only the
+  // tail padding follows, is no cut: the last document's rows past L are zero as stored).
+  const int64_t a = sp_rank * C, b = a + C;
+  std::vector<int64_t> cuts{a};
+  for (int64_t e : ends)
+    if (e > a && e < b && e < L) cuts.push_back(e);
+  cuts.push_back(b);
+  std::vector<at::Tensor*> tensors{&in.hs, &in.ids, &in.lhs, &in.loss_mask};
+  std::vector<std::vector<at::Tensor>> parts(tensors.size());
+  in.runs.clear();
+  bool unchanged = cuts.size() == 2;
+  for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+    const int64_t p = cuts[i], q = cuts[i + 1];
+    // The end of the document row q − 1 belongs to; the halo keeps its rows before that end
+    // (all T for the last document: its rows past L are the stored zero padding).
+    auto doc_end = std::lower_bound(ends.begin(), ends.end(), q);
+    const int64_t end = doc_end == ends.end() ? L : *doc_end;
+    const int64_t keep = end >= L ? T : std::clamp(end - q, int64_t{0}, T);
+    unchanged = unchanged && keep == T;
+    in.runs.push_back(q - p);
+    for (size_t t = 0; t < tensors.size(); ++t) {
+      auto& x = *tensors[t];
+      parts[t].push_back(x.narrow(0, p - a, q - p + keep));
+      if (keep < T) {
+        auto shape = x.sizes().vec();
+        shape[0] = T - keep;
+        parts[t].push_back(at::zeros(shape, x.options()));
+      }
+    }
+  }
+  if (unchanged) return;  // one piece with its whole halo: the tensors as read
+  for (size_t t = 0; t < tensors.size(); ++t) *tensors[t] = at::cat(parts[t]);
 }
 
 void check_full_sample(const FullSample& s, const std::string& what) {

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "data/batch.h"
+
 namespace eaglet::data {
 
 // The three objects of one shard, in fetch order: `{key}_usp{s}_hs|_ids|_lhs`.
@@ -74,6 +76,19 @@ int64_t own_loss_tokens(const std::vector<uint8_t>& mask, const ShardGeometry& g
 at::Tensor shard_attention_mask(const ShardGeometry& g, int64_t sp_rank);
 // position_ids int64 [C·U] = g·C·U + arange(C·U): the Ulysses-gathered ring chunk of ring rank g.
 at::Tensor ring_chunk_positions(const ShardGeometry& geom, int64_t ulysses, int64_t ring_rank);
+
+// --- packed samples (manifest `segments`, DESIGN §6): several documents in one stored sample.
+// Checks document lengths against the sample: each >= 1, summing to seq_len; throws naming them.
+void check_segments(const std::vector<int64_t>& documents, int64_t seq_len);
+// What SP rank s of P rebuilds for a packed sample when the Ulysses-gathered chunk is the whole
+// sequence (parallel.ring = 1, U = P): `in` holds the shard as read (hs, ids, lhs, loss_mask of
+// local_len rows); it leaves in the run layout of ShardInput: the own rows cut at every document
+// end inside them, each piece followed by its T-row halo zeroed from its document's end on (what
+// the document alone would see past its end), positions restarting at 0 in every document, and
+// `segments` = the documents (cut to L) over the chunk's P·C rows, the tail padding joining the
+// last. `documents` sum to seq_len (check_segments). One document gives the unpacked layout.
+void pack_documents(ShardInput& in, const std::vector<int64_t>& documents, const ShardGeometry& g,
+                    int64_t sp_rank);
 
 // --- producers: a full sample and its P shards
 struct FullSample {

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "core/error.h"
 #include "core/tensor_text.h"
@@ -48,7 +49,8 @@ int64_t uniform(std::mt19937_64& rng, int64_t lo, int64_t hi) {  // [lo, hi], po
 }  // namespace
 
 ManifestEntry put_sample(Store& store, ManifestWriter& manifest, const std::string& key,
-                         const FullSample& sample, const ManifestExpect& layout, bool sharded) {
+                         const FullSample& sample, const ManifestExpect& layout, bool sharded,
+                         const std::vector<int64_t>& segments) {
   check_key(key);
   check_full_sample(sample, "sample " + key);
   const int64_t num_aux = sample.hs.size(1) / sample.lhs.size(1);
@@ -74,6 +76,10 @@ ManifestEntry put_sample(Store& store, ManifestWriter& manifest, const std::stri
   e.ttt_length = layout.ttt_length;
   e.max_seq_length = layout.max_seq_length;
   e.usp_sharded = sharded;
+  if (!segments.empty()) {
+    check_segments(segments, e.seq_len);
+    e.segments = segments;
+  }
   if (!sharded) {
     const at::Tensor* parts[] = {&stored.hs, &stored.ids, &stored.lhs};
     for (size_t i = 0; i < 3; ++i)
@@ -224,7 +230,13 @@ SynthSummary synthesize(const Config& cfg, const SynthOptions& opt) {
                        sum.target_dir);  // first: a trainer following the manifest needs it
   if (!opt.full_dir.empty()) io::make_dirs(opt.full_dir);
 
+  EAGLET_CHECK(opt.documents >= 1, "eaglet data synth: --documents {} (must be >= 1)",
+               opt.documents);
+  EAGLET_CHECK(opt.documents <= min_len,
+               "eaglet data synth: --documents {} in samples of {} tokens or fewer", opt.documents,
+               min_len);
   std::mt19937_64 rng(mix(static_cast<uint64_t>(opt.seed) + 1));
+  std::mt19937_64 cut_rng(mix(static_cast<uint64_t>(opt.seed) + 2));  // lengths stay as without
   const int64_t P = layout.sp_size;
   for (int64_t i = 0; i < opt.samples; ++i) {
     int64_t len = uniform(rng, min_len, max_len);
@@ -240,7 +252,20 @@ SynthSummary synthesize(const Config& cfg, const SynthOptions& opt) {
     const std::string key = fmt::format("{}_{:06d}", prefix, i);
     FullSample s =
         teacher_sample(teacher, len, mix(static_cast<uint64_t>(opt.seed)) + i, layout.num_aux);
-    put_sample(*store, manifest, key, s, layout, opt.sharded);
+    // A packed sample: documents - 1 distinct cut points in [1, len).
+    std::vector<int64_t> segments;
+    if (opt.documents > 1) {
+      std::set<int64_t> cuts;
+      while (static_cast<int64_t>(cuts.size()) < opt.documents - 1)
+        cuts.insert(uniform(cut_rng, 1, len - 1));
+      int64_t prev = 0;
+      for (int64_t c : cuts) {
+        segments.push_back(c - prev);
+        prev = c;
+      }
+      segments.push_back(len - prev);
+    }
+    put_sample(*store, manifest, key, s, layout, opt.sharded, segments);
     if (!opt.full_dir.empty())
       write_full_sample(io::join_path(opt.full_dir, key + ".safetensors"), s);
     sum.samples++;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "data/manifest.h"
@@ -22,9 +23,10 @@ namespace eaglet::data {
 // num_aux = hs width / Ht must equal layout.num_aux (unless 0). With `sharded` false the sample
 // is written unsharded instead (manifest usp_sharded=false): {key}_hs|_ids|_lhs, all seq_len
 // rows, as producers without USP write it; every SP rank of any layout then cuts its own rows.
+// `segments` (non-empty): the sample packs documents of these lengths (manifest segments).
 ManifestEntry put_sample(Store& store, ManifestWriter& manifest, const std::string& key,
                          const FullSample& sample, const ManifestExpect& layout,
-                         bool sharded = true);
+                         bool sharded = true, const std::vector<int64_t>& segments = {});
 
 // A full sample as one safetensors file: hidden_states [S, 3·Ht], input_ids [S],
 // last_hidden_states [S, Ht], loss_mask [S] (the input of `eaglet data put`).
@@ -64,6 +66,7 @@ struct SynthOptions {
   std::string key_prefix;            // empty: "synth<seed>"
   int64_t num_aux = 0;               // aux layers per sample; 0: model.config.num_aux_hidden_states
   bool sharded = true;               // false: unsharded objects {key}_hs|_ids|_lhs (usp_sharded)
+  int64_t documents = 1;  // > 1: each sample packs this many documents (manifest segments)
 };
 struct SynthSummary {
   int64_t samples = 0, tokens = 0, loss_tokens = 0;

@@ -13,6 +13,9 @@
 #include <ATen/ops/zeros.h>
 
 #include <cmath>
+#include <numeric>
+
+#include <fmt/ranges.h>
 
 #include "attention/ring.h"
 #include "attention/ulysses.h"
@@ -129,8 +132,25 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   const int64_t U = opt.ulysses != nullptr ? opt.ulysses->size() : 1;
   // The rows trained here: runs of own rows, each followed by its T-row halo. The shard as read is
   // one run; under the zigzag layout the rows move first (attention/ring.h).
-  attention::ZigzagRows in{
-      {shard.hs, shard.ids, shard.lhs, shard.loss_mask}, {shard.ids.size(0) - T}, shard.positions};
+  // A packed sample arrives in runs already (one per document piece, data/sharding.h).
+  const bool packed = !shard.runs.empty();
+  attention::ZigzagRows in{{shard.hs, shard.ids, shard.lhs, shard.loss_mask},
+                           packed ? shard.runs : std::vector<int64_t>{shard.ids.size(0) - T},
+                           shard.positions};
+  EAGLET_CHECK(!packed || static_cast<int64_t>(shard.runs.size()) * T +
+                                  std::accumulate(shard.runs.begin(), shard.runs.end(),
+                                                  int64_t{0}) ==
+                              shard.ids.size(0),
+               "packed shard: runs {} with T = {} do not cover its {} rows",
+               fmt::join(shard.runs, ","), T, shard.ids.size(0));
+  // Block 0 stays inside each document of a packed sample (one ring rank: the chunk is the
+  // whole sequence, so the documents are the chunk's).
+  auto block0 = opt.block0;
+  if (!shard.segments.empty()) {
+    EAGLET_CHECK(!opt.zigzag_layout && block0->local(),
+                 "packed samples (manifest segments) need parallel.ring = 1");
+    block0 = attention::segmented_block0(block0, shard.segments);
+  }
   if (opt.zigzag_layout) {
     EAGLET_CHECK(opt.sp != nullptr, "the zigzag layout needs the SP group");
     in = attention::to_zigzag_layout(*opt.sp, U, T, in.tensors, shard.positions.options());
@@ -206,7 +226,7 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
     // The cache keeps post-all-to-all, post-RoPE keys.
     ks.push_back(apply_rope(kk, cos, sin, kn.rope));
     vs.push_back(v);
-    auto a = attention::ttt_attention(q, ks, vs, opt.block0, scale, kn.ttt_diag);
+    auto a = attention::ttt_attention(q, ks, vs, block0, scale, kn.ttt_diag);
     if (U > 1) a = attention::gather_heads(a, *opt.ulysses);
     // Both residual adds happen in the GEMMs' epilogues.
     auto h1 = linear(a.reshape({C, nH * d}), cw.o_proj.w, cw.o_proj.grad, h_res);

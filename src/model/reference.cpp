@@ -111,7 +111,9 @@ ReferenceResult reference_unroll(const DraftArchConfig& c, std::map<std::string,
     auto pt = at::softmax(at::matmul(lhs.narrow(0, k + 1, C), draft.t()), -1);
     auto m = row_mask.narrow(0, k, C);
     auto sum = ((at::logsumexp(z, {-1}) - (pt * z).sum(-1)) * m).sum();
-    const double count = std::max(m.sum().item<double>(), 1.0);
+    r.sum_k.push_back(sum);
+    r.count_k.push_back(m.sum().item<double>());
+    const double count = std::max(r.count_k.back(), 1.0);
     r.loss_k.push_back(sum.item<double>() / count);
     auto term = sum * (weights[k] / count);
     r.total = r.total.defined() ? r.total + term : term;

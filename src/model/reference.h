@@ -19,6 +19,10 @@ namespace eaglet::model {
 struct ReferenceResult {
   std::vector<double> loss_k;  // normalised per-step losses: sum_k / max(N_k, 1)
   at::Tensor total;            // Σ_k weights[k] · loss_k, differentiable in the fp64 leaves
+  // Step k's unnormalised loss sum (differentiable) and masked-row count N_k: what a packed
+  // sample's reference combines over its documents with their joint counts.
+  std::vector<at::Tensor> sum_k;
+  std::vector<double> count_k;
   // Each step's draft logits z = lm_head(norm(h)) [C, Vd], fp64, detached; only with keep_logits
   // (what tests/eval compares an inference-side forward against).
   std::vector<at::Tensor> logits_k;

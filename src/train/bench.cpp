@@ -10,16 +10,22 @@
 #include <ATen/ops/randn.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <functional>
+#include <numeric>
+#include <random>
 #include <vector>
 
 #include "attention/local_attention.h"
 #include "attention/ring.h"
 #include "attention/ulysses.h"
 #include "core/error.h"
+#include "data/sharding.h"
 #include "dist/device.h"
 #include "model/eagle3.h"
 #include "model/vocab.h"
@@ -158,6 +164,134 @@ std::pair<double, double> time_attention(const Config& cfg, const ProcessGroups&
 }
 
 }  // namespace
+
+std::vector<int64_t> length_mix(const std::string& name, int64_t count) {
+  EAGLET_CHECK(name == "sharegpt-like", "bench: unknown --length-mix '{}' (known: sharegpt-like)",
+               name);
+  std::mt19937_64 rng(20261204);
+  std::lognormal_distribution<double> dist(std::log(1200.0), 0.6);
+  std::vector<int64_t> out;
+  for (int64_t i = 0; i < count; ++i)
+    out.push_back(std::clamp<int64_t>(std::llround(dist(rng)), 512, 8192));
+  return out;
+}
+
+std::vector<int64_t> lengths_from(const std::string& path) {
+  std::ifstream in(path);
+  EAGLET_CHECK(in.good(), "bench: cannot open --lengths-from {}", path);
+  std::vector<int64_t> out;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    int64_t v = 0;
+    try {
+      if (line.find('{') != std::string::npos)
+        v = nlohmann::json::parse(line).at("seq_len").get<int64_t>();
+      else
+        v = std::stoll(line);
+    } catch (const std::exception& e) {
+      EAGLET_FAIL("bench: {}:{}: expected a length or a manifest line with seq_len ({})", path, n,
+                  e.what());
+    }
+    EAGLET_CHECK(v >= 1, "bench: {}:{}: length {} must be at least 1", path, n, v);
+    out.push_back(v);
+  }
+  EAGLET_CHECK(!out.empty(), "bench: {} holds no lengths", path);
+  return out;
+}
+
+BenchResult run_mix_bench(const Config& cfg, const ProcessGroups& groups,
+                          const BenchOptions& opt) {
+  const auto& arch = cfg.model.config;
+  const auto device = groups.device();
+  const TrainStep train_step(cfg, groups);
+  const auto dtype = train_step.dtype();
+  const auto& layout = groups.layout();
+  const auto& c = groups.coord();
+  const int64_t T = cfg.training.ttt_length, P = layout.sp(), U = layout.ulysses;
+  EAGLET_CHECK(!opt.lengths.empty(), "bench: a length mix without lengths");
+  EAGLET_CHECK(!opt.pack || layout.ring == 1,
+               "bench: packed samples need parallel.ring = 1 (this layout has ring {})",
+               layout.ring);
+  // The documents of warmup + steps packed steps, in order.
+  std::vector<std::vector<int64_t>> packs;
+  size_t next = 0;
+  auto document = [&] {
+    return std::min(opt.lengths[next++ % opt.lengths.size()], opt.seq_len);
+  };
+  int64_t pending = document();
+  for (int64_t i = 0; i < opt.warmup + opt.steps; ++i) {
+    std::vector<int64_t> pack;
+    for (int64_t used = 0; used + pending <= opt.seq_len; pending = document()) {
+      pack.push_back(pending);
+      used += pending;
+    }
+    packs.push_back(std::move(pack));
+  }
+  // Samples to train, one per step: the packs, or their documents one by one.
+  std::vector<std::vector<int64_t>> warm, timed;
+  for (size_t i = 0; i < packs.size(); ++i) {
+    auto& to = static_cast<int64_t>(i) < opt.warmup ? warm : timed;
+    if (opt.pack)
+      to.push_back(packs[i]);
+    else
+      for (int64_t n : packs[i]) to.push_back({n});
+  }
+  auto gen = at::detail::createCPUGenerator(7);
+  auto on = at::TensorOptions().device(device);
+  auto counts = at::randint(0, 1000, {arch.vocab_size}, gen, at::TensorOptions().dtype(at::kLong));
+  auto vocab = model::vocab_from_counts(counts, arch.draft_vocab_size);
+  auto full = (at::randn({arch.vocab_size, arch.target_hidden_size}, on.dtype(dtype)) * 0.02);
+  auto target = model::loss_target(full, vocab, device);
+  // This rank's shard of a sample of these documents, made before the clock starts.
+  auto make_input = [&](const std::vector<int64_t>& docs) {
+    const int64_t L = std::accumulate(docs.begin(), docs.end(), int64_t{0});
+    const auto g = data::shard_geometry(L, L, P, T);
+    model::ShardInput in;
+    const int64_t rows = g.local_len;
+    in.hs = at::randn({rows, arch.num_aux_hidden_states * arch.target_hidden_size},
+                      on.dtype(dtype));
+    in.lhs = at::randn({rows, arch.target_hidden_size}, on.dtype(dtype));
+    in.ids = at::randint(0, arch.vocab_size, {rows}, on.dtype(at::kLong));
+    in.loss_mask = at::ones({rows}, on.dtype(at::kFloat));
+    in.positions = data::ring_chunk_positions(g, U, c.ring);
+    if (docs.size() > 1) data::pack_documents(in, docs, g, c.sp);
+    in.positions = in.positions.to(device);
+    return in;
+  };
+  std::vector<model::ShardInput> warm_in, timed_in;
+  for (const auto& d : warm) warm_in.push_back(make_input(d));
+  for (const auto& d : timed) timed_in.push_back(make_input(d));
+
+  auto weights = model::init_weights(arch, cfg.training.seed, device);
+  weights.embed_tokens = weights.embed_tokens.to(dtype);
+  AdamW optimizer(weights.trainable(), cfg.training);
+  auto& world = groups.host_group(GroupKind::world);
+  auto one_step = [&](model::ShardInput in) {
+    auto obj = train_step.forward(weights, target, std::move(in));
+    obj.total.backward();
+    train_step.sync_gradients(optimizer);
+    optimizer.step(cfg.training.lr);
+  };
+  for (auto& in : warm_in) one_step(in);
+  device_sync(device);
+  world.barrier();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto& in : timed_in) one_step(in);
+  device_sync(device);
+  world.barrier();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  BenchResult r;
+  for (int64_t i = opt.warmup; i < static_cast<int64_t>(packs.size()); ++i) {
+    r.mix_documents += static_cast<int64_t>(packs[static_cast<size_t>(i)].size());
+    for (int64_t n : packs[static_cast<size_t>(i)]) r.mix_tokens += n;
+  }
+  r.mix_steps = static_cast<int64_t>(timed.size());
+  r.ms_per_step = s * 1e3 / static_cast<double>(r.mix_steps);
+  r.tokens_per_s = static_cast<double>(r.mix_tokens * layout.dp()) / s;
+  r.peak_gib = all_reduce_scalar(world, peak_memory_gib(device), ReduceOp::max);
+  return r;
+}
 
 BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const BenchOptions& opt) {
   const auto& arch = cfg.model.config;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "dist/process_groups.h"
@@ -19,6 +20,12 @@ struct BenchOptions {
   bool floor = true;       // time this GPU's GEMM and attention rates and derive the floor
   bool attention = false;  // time block 0 alone: USP attention vs one GPU's share of it
   bool split = true;       // one more step, timed phase by phase (the time split)
+  // A length mix (run_mix_bench): document lengths, used in order and cycled, each cut to
+  // seq_len. pack: each step packs documents up to seq_len tokens into one sample (manifest
+  // segments, DESIGN §6); otherwise each step trains one document. Both modes train the same
+  // documents: those of warmup + steps packed steps.
+  std::vector<int64_t> lengths;
+  bool pack = false;
 };
 
 struct BenchResult {
@@ -32,6 +39,8 @@ struct BenchResult {
   // The time split of one more step with the device waited for after each phase (rank 0):
   // forward (target side included), backward, gradient sync, clip + AdamW; all 0: not measured.
   double split_ms[4] = {0, 0, 0, 0};
+  // A length mix: timed steps, their documents and tokens (per replica).
+  int64_t mix_steps = 0, mix_documents = 0, mix_tokens = 0;
 };
 
 // Necessary FLOPs of one optimizer step over S tokens (nothing recomputed counted): matrix
@@ -42,6 +51,17 @@ struct StepFlops {
   double total() const { return gemm + attention; }
 };
 StepFlops step_flops(const DraftArchConfig& arch, int64_t ttt_length, int64_t seq_len);
+
+// Document lengths of a named mix: "sharegpt-like" (log-normal, median 1200 tokens, σ 0.6, cut
+// to [512, 8192]: mean ≈ 1.45K, mostly 0.5-4K), `count` of them, the same every run. Throws for
+// an unknown name.
+std::vector<int64_t> length_mix(const std::string& name, int64_t count);
+// Document lengths from a file: one integer per line, or manifest lines (their seq_len).
+std::vector<int64_t> lengths_from(const std::string& path);
+
+// Collective over the world. With opt.lengths: the length mix (ms/step and tokens/s over the
+// mix's steps; no floor, split or attention timing).
+BenchResult run_mix_bench(const Config& cfg, const ProcessGroups& groups, const BenchOptions& opt);
 
 // Collective over the world.
 BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const BenchOptions& opt);

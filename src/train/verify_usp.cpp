@@ -6,6 +6,8 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
+#include <ATen/ops/randperm.h>
+#include <ATen/ops/sort.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
@@ -25,17 +27,27 @@ namespace {
 
 // This rank's shard through the data path's own helpers (DESIGN §2-3): rows, halo, tail padding,
 // loss mask and the Ulysses-gathered ring-chunk positions.
+// A packed sample's documents (data::pack_documents) when `documents` is not empty.
 data::ShardInput make_shard(const data::FullSample& s, int64_t P, int64_t T, int64_t sp_rank,
-                            int64_t U, int64_t g, c10::Device device) {
+                            int64_t U, int64_t g, c10::Device device,
+                            const std::vector<int64_t>& documents = {}) {
   const int64_t L = s.ids.size(0);
   std::vector<uint8_t> mask(L);
   auto m = s.loss_mask.contiguous();
   for (int64_t i = 0; i < L; ++i) mask[i] = m.data_ptr<float>()[i] > 0.5f;
   const auto geom = data::shard_geometry(L, L, P, T);
   auto t = data::slice_shard(s, geom, sp_rank);
-  return {t.hs.to(device), t.ids.to(device), t.lhs.to(device),
-          data::shard_loss_mask(mask, geom, sp_rank).to(device),
-          data::ring_chunk_positions(geom, U, g).to(device)};
+  data::ShardInput in{t.hs, t.ids, t.lhs, data::shard_loss_mask(mask, geom, sp_rank),
+                      data::ring_chunk_positions(geom, U, g)};
+  if (!documents.empty()) data::pack_documents(in, documents, geom, sp_rank);
+  for (auto* x : {&in.hs, &in.ids, &in.lhs, &in.loss_mask, &in.positions}) *x = x->to(device);
+  return in;
+}
+
+// Rows [start, start + n) of a sample: one document of a packed one.
+data::FullSample document(const data::FullSample& s, int64_t start, int64_t n) {
+  return {s.hs.narrow(0, start, n), s.ids.narrow(0, start, n), s.lhs.narrow(0, start, n),
+          s.loss_mask.narrow(0, start, n)};
 }
 
 }  // namespace
@@ -64,6 +76,8 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
   // The target head in the compute dtype, as the trainer keeps it.
   auto target = model::loss_target(at::randn({vt, ht}, gen, f32).to(dtype), vocab, device);
   std::vector<data::FullSample> samples;
+  std::vector<std::vector<int64_t>> documents;  // per sample
+  const bool packed = opt.documents > 1;
   for (int64_t j = 0; j < N; ++j) {
     // The store holds bf16 hidden states: both sides see the same bf16-exact values.
     data::FullSample s{at::randn({L, arch.num_aux_hidden_states * ht}, gen, f32).to(at::kBFloat16).to(at::kFloat),
@@ -76,6 +90,22 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
       if ((P - 1) * C < L) s.loss_mask.narrow(0, (P - 1) * C, L - (P - 1) * C).fill_(1.0);
     }
     samples.push_back(std::move(s));
+    // Document lengths: documents − 1 distinct cut points in [1, L), seeded.
+    std::vector<int64_t> docs{L};
+    if (opt.documents > 1) {
+      EAGLET_CHECK(opt.documents <= L, "verify-usp: {} documents in a {}-token sample",
+                   opt.documents, L);
+      auto cuts = at::randperm(L - 1, gen, f32.dtype(at::kLong)).narrow(0, 0, opt.documents - 1);
+      cuts = std::get<0>(cuts.sort()) + 1;
+      docs.clear();
+      int64_t prev = 0;
+      for (int64_t i = 0; i < opt.documents - 1; ++i) {
+        docs.push_back(cuts[i].item<int64_t>() - prev);
+        prev = cuts[i].item<int64_t>();
+      }
+      docs.push_back(L - prev);
+    }
+    documents.push_back(docs);
   }
   auto weights = model::init_weights(arch, cfg.training.seed, device);
   weights.embed_tokens = weights.embed_tokens.to(dtype);  // as the trainer keeps it
@@ -86,7 +116,9 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
   for (int64_t a = 0; a < A; ++a) {
     const int64_t j = c.dp + D * a;
     auto obj =
-        step.micro_batch(weights, target, make_shard(samples[j], P, T, c.sp, U, c.ring, device));
+        step.micro_batch(weights, target,
+                         make_shard(samples[j], P, T, c.sp, U, c.ring, device,
+                                    packed ? documents[j] : std::vector<int64_t>{}));
     losses[j].copy_(obj.loss_k.detach().to(at::kDouble).cpu());
   }
   step.sync_gradients(optimizer);
@@ -117,11 +149,29 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
     at::Tensor total;
     std::vector<at::Tensor> ref_losses;
     for (int64_t j = 0; j < N; ++j) {
-      auto ref = model::reference_unroll(arch, w64, weights.embed_tokens, target,
-                                         make_shard(samples[j], 1, T, 0, 1, 0, device), T, step_w);
-      ref_losses.push_back(at::tensor(ref.loss_k, at::TensorOptions().dtype(at::kDouble)));
-      auto term = ref.total / static_cast<double>(N);
-      total = total.defined() ? total + term : term;
+      // Each document alone (a packed sample's documents see nothing of each other), the step
+      // sums over the sample's joint counts (DESIGN §4: one sample, one normalisation).
+      std::vector<model::ReferenceResult> refs;
+      int64_t start = 0;
+      for (int64_t n : documents[j]) {
+        refs.push_back(model::reference_unroll(arch, w64, weights.embed_tokens, target,
+                                               make_shard(document(samples[j], start, n), 1, T,
+                                                          0, 1, 0, device),
+                                               T, step_w));
+        start += n;
+      }
+      std::vector<double> loss_k(T);
+      for (int64_t k = 0; k < T; ++k) {
+        double count = 0;
+        for (const auto& ref : refs) count += ref.count_k[k];
+        count = std::max(count, 1.0);
+        at::Tensor sum;
+        for (const auto& ref : refs) sum = sum.defined() ? sum + ref.sum_k[k] : ref.sum_k[k];
+        loss_k[k] = sum.item<double>() / count;
+        auto term = sum * (step_w[k] / count / static_cast<double>(N));
+        total = total.defined() ? total + term : term;
+      }
+      ref_losses.push_back(at::tensor(loss_k, at::TensorOptions().dtype(at::kDouble)));
     }
     total.backward();
     auto want_losses = at::stack(ref_losses);
@@ -134,7 +184,9 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
       const TrainStep solo(cfg, groups, TrainStep::Scope::single_rank);
       for (auto& [name, t] : weights.trainable()) t->mutable_grad() = at::Tensor();
       for (int64_t j = 0; j < N; ++j) {
-        auto obj = solo.micro_batch(weights, target, make_shard(samples[j], 1, T, 0, 1, 0, device));
+        auto obj = solo.micro_batch(weights, target,
+                                    make_shard(samples[j], 1, T, 0, 1, 0, device,
+                                               packed ? documents[j] : std::vector<int64_t>{}));
         want_losses[j].copy_(obj.loss_k.detach().to(at::kDouble).cpu());
       }
       want.clear();

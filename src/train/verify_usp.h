@@ -21,6 +21,9 @@ struct VerifyOptions {
   double tol_loss = 0, tol_grad = 0;  // 0 = by dtype: fp32 1e-5 / 1e-5, bf16 2e-2 / 3e-2
   double tol_row = 0;                 // row-normalised errors; 0 = by dtype: fp32 1e-4, bf16 1e-1
   bool loss_in_last_shard = false;    // put every loss token in the last shard (others have none)
+  // > 1: each sample packs this many documents (manifest `segments`, seeded random lengths);
+  // the reference is then each document alone, its sums over the pack's joint counts.
+  int64_t documents = 1;
 };
 
 struct VerifyResult {

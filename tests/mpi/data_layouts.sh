@@ -10,7 +10,11 @@
 #              against the full samples, 3 training steps, export with fc.weight [H, num_aux*Ht];
 #              data of another num_aux, a resume and an init_from of another fc shape: clear
 #              errors, exit 2 on every rank
-# usage: data_layouts.sh unsharded|num_aux EAGLET MPIRUN PYTHON SOURCE_DIR OUT
+#   packed     samples packing 3 documents (manifest segments, DESIGN §6), pre-sharded and
+#              unsharded: data check against its own row-by-row rebuild of each rank's runs,
+#              halos and positions (U2 and one rank), 3 training steps on one rank and on U2 with
+#              equal losses (1e-5), and a ring run refused naming the line
+# usage: data_layouts.sh unsharded|num_aux|packed EAGLET MPIRUN PYTHON SOURCE_DIR OUT
 set -uo pipefail
 what=$1 eaglet=$2 mpirun=$3 py=$4 src=$5 out=$6/$1
 rm -rf "$out" && mkdir -p "$out"
@@ -117,8 +121,46 @@ PY
   check all_exit "$out/init.log" 2 2
   check grep -q "fc.weight is \[64, 128\] but this run's draft needs \[64, 256\] = model.config.num_aux_hidden_states=4" "$out/init.log"
   ;;
+packed)
+  # Samples packing 3 documents each (manifest segments), pre-sharded for P = 2 and unsharded.
+  for kind in sharded unsharded; do
+    flag=()
+    [ $kind = unsharded ] && flag=(--unsharded)
+    "$eaglet" data synth "${common[@]}" --set parallel.ring=1 --set parallel.ulysses=2 --set data.path="$out/$kind"       --samples 8 --seed 4 --documents 3 --save-full "$out/full" "${flag[@]}" >"$out/synth_$kind.log" 2>&1
+    check grep -q "8 samples" "$out/synth_$kind.log"
+    check test "$(grep -c '"segments":\[[0-9]*,[0-9]*,[0-9]*\]' "$out/$kind/manifest.jsonl")" = 8
+  done
+  # Each rank's runs, halos (zero past a document's end), loss mask and restarting positions,
+  # against data check's own row-by-row rebuild from the full samples: U2 x R1 on both stores,
+  # and one rank on the unsharded one.
+  for case in "sharded 2" "unsharded 2" "unsharded 1"; do
+    set -- $case
+    run $2 "$out/check_$1_$2.log" data check "${common[@]}" --set parallel.ring=1 --set parallel.ulysses=$2       --set data.path="$out/$1" --reference "$out/full"
+    check all_exit "$out/check_$1_$2.log" $2 0
+    check grep -q "8 samples read by 1 replicas x $2 SP ranks.*0 mismatches against $out/full: PASS" "$out/check_$1_$2.log"
+  done
+  # 3 training steps on one rank and on U2 x R1 (documents across shards): the same losses
+  # (fp32, relative 1e-5: only the order of the sums differs).
+  for np in 1 2; do
+    run $np "$out/train_$np.log" train "${common[@]}" --set parallel.ring=1 --set parallel.ulysses=$np       --set data.path="$out/unsharded" --set model.target="$out/unsharded/target"       --set output_dir="$out/run_$np" --set training.max_steps=3
+    check all_exit "$out/train_$np.log" $np 0
+  done
+  check "$py" - "$out/run_1/metrics.jsonl" "$out/run_2/metrics.jsonl" <<'PY'
+import json, sys
+a, b = ([json.loads(l) for l in open(p) if l.strip()] for p in sys.argv[1:])
+assert len(a) == len(b) == 3, (len(a), len(b))
+for x, y in zip(a, b):
+    for u, v in zip([x["loss"]] + x["loss_ttt"], [y["loss"]] + y["loss_ttt"]):
+        assert abs(u - v) <= 1e-5 * max(abs(u), abs(v)), (x, y)
+    print("step", x["step"], "loss", x["loss"], "(1 rank) vs", y["loss"], "(U2)")
+PY
+  # A ring run cannot keep block 0 inside the documents: refused naming the line.
+  run 2 "$out/ring.log" train "${common[@]}" --set parallel.ulysses=1 --set parallel.ring=2 --set data.path="$out/unsharded"     --set model.target="$out/unsharded/target" --set output_dir="$out/run_ring" --set training.max_steps=1
+  check all_exit "$out/ring.log" 2 2
+  check grep -q "manifest.jsonl:1: sample synth4_000000: a packed sample (3 documents in segments) needs parallel.ring = 1, this run has parallel.ring = 2" "$out/ring.log"
+  ;;
 *)
-  echo "usage: $0 unsharded|num_aux ..."
+  echo "usage: $0 unsharded|num_aux|packed ..."
   exit 2
   ;;
 esac

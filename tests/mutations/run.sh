@@ -17,6 +17,12 @@
 #                 (train/metrics_log.cpp)                                  mpi_fault_metrics
 #   no_pad_mask   produce_hf's batched generation attends to the left padding
 #                 (scripts/produce_hf.py)                                  mpi_produce_hf
+#   pack_no_segments  block 0 ignores a packed sample's documents (src/model/eagle3.cpp)
+#   pack_halo     a packed sample's halos run past their document's end (data/sharding.cpp)
+#   pack_positions    positions do not restart per document (data/sharding.cpp)
+#     these three: the packed verify-usp runs (mpi_usp_packed_*) and mpi_layouts_packed
+#   pack_reader   the shard reader ignores the manifest's segments (data/shard_reader.cpp)
+#                                                                          mpi_layouts_packed
 # usage: tests/mutations/run.sh [MUTATION ...]   (default: dp_sum no_accum_div)
 # Exit 0 when every mutation was caught (its checks failed), 1 otherwise.
 set -uo pipefail
@@ -45,6 +51,14 @@ for m in "${mutations[@]}"; do
       sed -i 's|if (dp_size > 1) buffer.div_(static_cast<double>(dp_size));|/* mutant: no ÷ D */|' "$wt/$file" ;;
     no_accum_div) file=src/train/step.cpp
       sed -i 's|ttt_.loss_weights.push_back(w / static_cast<double>(grad_accum_));|ttt_.loss_weights.push_back(w); /* mutant */|' "$wt/$file" ;;
+    pack_no_segments) file=src/model/eagle3.cpp tests='mpi_usp_packed_|mpi_layouts_packed'
+      sed -i 's|    block0 = attention::segmented_block0(block0, shard.segments);|    (void)0;  // mutant|' "$wt/$file" ;;
+    pack_halo) file=src/data/sharding.cpp tests='mpi_usp_packed_|mpi_layouts_packed'
+      sed -i 's|    const int64_t keep = end >= L ? T : std::clamp(end - q, int64_t{0}, T);|    const int64_t keep = T;  // mutant|' "$wt/$file" ;;
+    pack_positions) file=src/data/sharding.cpp tests='mpi_usp_packed_|mpi_layouts_packed'
+      sed -i 's|    for (size_t j = start; j < end; ++j) pos\[j\] = static_cast<int64_t>(j - start);|    for (size_t j = start; j < end; ++j) pos[j] = static_cast<int64_t>(j);  // mutant|' "$wt/$file" ;;
+    pack_reader) file=src/data/shard_reader.cpp tests=mpi_layouts_packed
+      sed -i 's|  if (f.problem.kind == ProblemKind::none \&\& f.hs.defined() \&\& !f.record.entry.segments.empty()) {|  if (/* mutant */ false) {|' "$wt/$file" ;;
     *) echo "unknown mutation $m"; exit 2 ;;
   esac
   if ! grep -q mutant "$wt/$file"; then echo "mutation $m did not apply to $file"; exit 2; fi

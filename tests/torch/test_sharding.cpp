@@ -4,6 +4,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/equal.h>
+#include <ATen/ops/tensor.h>
 #include <ATen/ops/zeros.h>
 
 #include <random>
@@ -202,4 +203,72 @@ TEST_CASE("object keys follow {key}_usp{s}_{hs,ids,lhs}", "[data]") {
   CHECK(object_key("abc_1", 0, ShardObject::hs) == "abc_1_usp0_hs");
   CHECK(object_key("abc_1", 3, ShardObject::ids) == "abc_1_usp3_ids");
   CHECK(object_key("k", 12, ShardObject::lhs) == "k_usp12_lhs");
+}
+
+// A packed sample (DESIGN §6) rebuilt by each rank: hand-worked layouts with row-coded values
+// (row r holds r + 1; 0 is a zero row), so every run, halo row, position and segment is checked.
+namespace {
+struct PackedCase {
+  int64_t L, P, T;
+  std::vector<int64_t> docs;
+  std::vector<std::vector<int64_t>> ids, runs;  // per SP rank
+  std::vector<int64_t> positions, segments;
+};
+}  // namespace
+
+TEST_CASE("pack_documents: runs, halos cut at document ends, positions and segments", "[data]") {
+  const std::vector<PackedCase> cases = {
+      // L 10, documents 3 | 4 | 3, P 2 (C 5), T 2: rank 0 owns rows 0-4, cut after row 2; its
+      // second piece (rows 3, 4) continues into rows 5, 6 of the same document.
+      {10, 2, 2, {3, 4, 3},
+       {{1, 2, 3, 0, 0, 4, 5, 6, 7}, {6, 7, 0, 0, 8, 9, 10, 0, 0}},
+       {{3, 2}, {2, 3}},
+       {0, 1, 2, 0, 1, 2, 3, 0, 1, 2},
+       {3, 4, 3}},
+      // L 8, documents 4 | 4, P 3 (C 3, one padding row), T 1: rank 0 unchanged (its halo, row
+      // 3, is still document 0); the last document's end (L) is no cut: the padding row follows
+      // it as stored, and continues its positions.
+      {8, 3, 1, {4, 4},
+       {{1, 2, 3, 4}, {4, 0, 5, 6, 7}, {7, 8, 0, 0}},
+       {{3}, {1, 2}, {3}},
+       {0, 1, 2, 3, 0, 1, 2, 3, 4},
+       {4, 5}},
+      // One document: the unpacked layout.
+      {7, 2, 2, {7}, {{1, 2, 3, 4, 5, 6}, {5, 6, 7, 0, 0, 0}}, {{4}, {4}},
+       {0, 1, 2, 3, 4, 5, 6, 7}, {8}},
+  };
+  for (const auto& c : cases) {
+    const auto g = shard_geometry(c.L, c.L, c.P, c.T);
+    const auto full = row_coded_sample(c.L, 2);
+    for (int64_t s = 0; s < c.P; ++s) {
+      CAPTURE(c.L, c.P, c.T, s);
+      auto t = slice_shard(full, g, s);
+      ShardInput in{t.hs, t.ids, t.lhs, (t.ids > 0).to(at::kFloat),
+                    ring_chunk_positions(g, c.P, 0)};
+      pack_documents(in, c.docs, g, s);
+      const auto& want = c.ids[static_cast<size_t>(s)];
+      const auto n = static_cast<int64_t>(want.size());
+      auto want_ids = at::tensor(want, at::TensorOptions().dtype(at::kLong));
+      CHECK(in.runs == c.runs[static_cast<size_t>(s)]);
+      CHECK(in.segments == c.segments);
+      REQUIRE(in.ids.size(0) == n);
+      CHECK(at::equal(in.ids, want_ids));
+      CHECK(at::equal(in.hs, want_ids.unsqueeze(1).repeat({1, 6}).to(at::kFloat)));
+      CHECK(at::equal(in.lhs, (want_ids.unsqueeze(1).repeat({1, 2}) * 10).to(at::kFloat)));
+      CHECK(at::equal(in.loss_mask, (want_ids > 0).to(at::kFloat)));
+      CHECK(at::equal(in.positions, at::tensor(c.positions, at::TensorOptions().dtype(at::kLong))));
+    }
+  }
+}
+
+TEST_CASE("check_segments names what is wrong", "[data]") {
+  CHECK_NOTHROW(check_segments({3, 4}, 7));
+  auto has = [](const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+  };
+  CHECK(has(error_of([] { check_segments({3, 4}, 8); }),
+            "segments: the 2 document lengths sum to 7, seq_len is 8"));
+  CHECK(has(error_of([] { check_segments({3, 0, 5}, 8); }),
+            "segments: document 1 has length 0, expected >= 1"));
+  CHECK(has(error_of([] { check_segments({}, 8); }), "segments: no document lengths"));
 }
