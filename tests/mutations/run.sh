@@ -19,8 +19,10 @@
 #                 (scripts/produce_hf.py)                                  mpi_produce_hf
 #   pack_no_segments  block 0 ignores a packed sample's documents (src/model/eagle3.cpp)
 #   pack_halo     a packed sample's halos run past their document's end (data/sharding.cpp)
-#   pack_positions    positions do not restart per document (data/sharding.cpp)
-#     these three: the packed verify-usp runs (mpi_usp_packed_*) and mpi_layouts_packed
+#     these two: the packed verify-usp runs (mpi_usp_packed_*) and mpi_layouts_packed
+#   pack_positions    positions do not restart per document (data/sharding.cpp): mpi_layouts_packed
+#                 (data check); verify-usp cannot see it: RoPE scores depend on position
+#                 differences only, which a per-document shift keeps, so losses stay equal
 #   pack_reader   the shard reader ignores the manifest's segments (data/shard_reader.cpp)
 #                                                                          mpi_layouts_packed
 # usage: tests/mutations/run.sh [MUTATION ...]   (default: dp_sum no_accum_div)
@@ -55,7 +57,7 @@ for m in "${mutations[@]}"; do
       sed -i 's|    block0 = attention::segmented_block0(block0, shard.segments);|    (void)0;  // mutant|' "$wt/$file" ;;
     pack_halo) file=src/data/sharding.cpp tests='mpi_usp_packed_|mpi_layouts_packed'
       sed -i 's|    const int64_t keep = end >= L ? T : std::clamp(end - q, int64_t{0}, T);|    const int64_t keep = T;  // mutant|' "$wt/$file" ;;
-    pack_positions) file=src/data/sharding.cpp tests='mpi_usp_packed_|mpi_layouts_packed'
+    pack_positions) file=src/data/sharding.cpp tests=mpi_layouts_packed
       sed -i 's|    for (size_t j = start; j < end; ++j) pos\[j\] = static_cast<int64_t>(j - start);|    for (size_t j = start; j < end; ++j) pos[j] = static_cast<int64_t>(j);  // mutant|' "$wt/$file" ;;
     pack_reader) file=src/data/shard_reader.cpp tests=mpi_layouts_packed
       sed -i 's|  if (f.problem.kind == ProblemKind::none \&\& f.hs.defined() \&\& !f.record.entry.segments.empty()) {|  if (/* mutant */ false) {|' "$wt/$file" ;;
