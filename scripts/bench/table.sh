@@ -7,6 +7,9 @@
 # and for USP rows block 0's own time against one GPU's causal attention / P (--attention).
 # One-GPU rows with `model.recompute_mlp` at MEM_SEQS follow the default ones; on a machine with
 # several GPUs the one-GPU rows run side by side, one GPU each (PARALLEL_ROWS=0: one at a time).
+# The length-mix rows (MIX, default sharegpt-like; empty: skipped) time the same documents one
+# per step and packed up to MIX_SEQ (8192) tokens a step, MIX_STEPS (4) packed steps, with each
+# attention kernel of MIX_ATTN (auto), against one MIX_SEQ-token sample.
 # usage: [SEQS="8192 16384"] [MEM_SEQS="8192 16384"] [USP_SEQS="65536 131072"] [LONG_SEQ=262144]
 #        [EXCHANGE_ROW=1] (SEQS, MEM_SEQS, LONG_SEQ empty or EXCHANGE_ROW=0: those rows skipped)
 #        [PARALLEL_ROWS=1] [CONFIG=configs/bench/qwen3-8b.yaml] scripts/bench/table.sh
@@ -89,6 +92,42 @@ else
   for ((i = 0; i < ${#one_gpu_rows[@]}; ++i)); do cat "$rows_dir/$i"; done
   rm -rf "$rows_dir"
 fi
+# The length mix on one GPU: the same documents one per step and packed up to MIX_SEQ tokens a
+# step (manifest segments), against one MIX_SEQ-token sample, all in this call.
+mix_rows() {
+  local single tps_single
+  single=$(timeout 300 "${bench[@]}" --seq "$mix_seq" --steps 3 --warmup 2 --no-floor \
+           --set output_dir=/tmp/eaglet_bench/mix_single 2>&1 | grep -E "^bench:" | tail -1)
+  tps_single=$(echo "$single" | sed -nE 's/.* ([0-9]+) tokens\/s.*/\1/p')
+  echo
+  echo "Length mix \`$mix\` on one GPU (\`--length-mix $mix --seq $mix_seq --steps $mix_steps [--pack]\`; the same documents both ways), against one $mix_seq-token sample in the same call (${tps_single:-?} tokens/s):"
+  echo
+  echo "| mix | mode | attention | timed steps | documents | tokens (mean) | ms/step | tokens/s | peak GiB | vs one $mix_seq-token sample |"
+  echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+  local attn mode flag line
+  for attn in ${MIX_ATTN:-auto}; do
+    for mode in one packed; do
+      flag=()
+      [ $mode = packed ] && flag=(--pack)
+      line=$(timeout 420 "${bench[@]}" --set model.attention="$attn" --length-mix "$mix" --seq "$mix_seq" \
+             --steps "$mix_steps" --warmup 1 "${flag[@]}" --set output_dir=/tmp/eaglet_bench/mix_$mode 2>&1 |
+             grep -E "^bench:|rror|out of memory" | tail -1)
+      if ! echo "$line" | grep -q "^bench: mix"; then
+        echo "| $mix | $mode | $attn | failed: $line | | | | | | |"
+        continue
+      fi
+      local steps docs toks mean ms tps gib vs=""
+      read -r docs toks mean steps <<<"$(echo "$line" | sed -E 's/.*: ([0-9]+) documents, ([0-9]+) tokens \(mean ([0-9]+)\) in ([0-9]+) timed steps.*/\1 \2 \3 \4/')"
+      ms=$(echo "$line" | sed -E 's/.*: ([0-9.]+) ms\/step.*/\1/')
+      tps=$(echo "$line" | sed -E 's/.* ([0-9]+) tokens\/s.*/\1/')
+      gib=$(echo "$line" | sed -E 's/.*peak ([0-9.]+) GiB.*/\1/')
+      [ -n "$tps_single" ] && vs=$(awk -v a="$tps" -v b="$tps_single" 'BEGIN { printf "%.2fx", a / b }')
+      echo "| $mix | $([ $mode = packed ] && echo "packed to $mix_seq" || echo "one per step") | $attn | $steps | $docs | $toks ($mean) | $ms | $tps | $gib | $vs |"
+    done
+  done
+}
+mix=${MIX-sharegpt-like} mix_seq=${MIX_SEQ:-8192} mix_steps=${MIX_STEPS:-4}
+[ -n "$mix" ] && mix_rows
 if [ "$gpus" -ge 4 ]; then
   for seq in $usp_seqs; do
     for layout in 4x1 2x2; do
