@@ -10,12 +10,14 @@
 #include <ATen/ops/_scaled_dot_product_flash_attention_backward.h>
 #include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu.h>
 #include <ATen/ops/_scaled_dot_product_flash_attention_for_cpu_backward.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/empty_strided.h>
 #include <ATen/ops/exp.h>
 #include <ATen/ops/logsumexp.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/ones.h>
 #include <ATen/ops/triu.h>
+#include <ATen/ops/zeros.h>
 
 #include "core/error.h"
 
@@ -107,10 +109,35 @@ std::vector<at::Tensor> flash_cuda_backward(const at::Tensor& dout, const at::Te
 // come back in exactly those strides (a merged out in another layout gave wrong dq/dk on H200
 // with LibTorch 2.11 while dv stayed right, i.e. rowsum(dout·out) was read with the wrong
 // strides).
+// cuDNN builds an execution graph for every new shape: about 100 ms each on H200 (LibTorch 2.11),
+// so a length mix of 22 distinct lengths ran at 0.25x the tokens/s of one 8192-token sample
+// (docs/PERFORMANCE.md). Causal attention over equal query and key lengths therefore runs at the
+// length rounded up to kCudnnBucket, zero rows appended at the tail: no real query sees a key
+// past its own row, and the appended queries' outputs are dropped (their dout is zero, so they add
+// nothing to dk and dv; their lse is set to 0, which keeps exp(s − lse) finite). Exact, for up to
+// kCudnnBucket − 1 rows more work; a mix then reuses one graph per bucket.
+constexpr int64_t kCudnnBucket = 256;
+
+int64_t cudnn_rows(const at::Tensor& q, const at::Tensor& k, bool causal) {
+  const int64_t S = q.size(2);
+  if (!causal || k.size(2) != S || S % kCudnnBucket == 0) return S;
+  return (S + kCudnnBucket - 1) / kCudnnBucket * kCudnnBucket;
+}
+
+// x [1, H, S, ...] with zero rows appended along dim 2 up to `rows`.
+at::Tensor pad_rows(const at::Tensor& x, int64_t rows) {
+  if (x.size(2) == rows) return x;
+  auto shape = x.sizes().vec();
+  shape[2] = rows - x.size(2);
+  return at::cat({x, at::zeros(shape, x.options())}, 2);
+}
+
 AttnResult cudnn_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
                          double scale) {
-  auto r = at::_scaled_dot_product_cudnn_attention(q, k, v, std::nullopt, /*compute_lse=*/true, 0.0,
-                                                   causal, false, scale);
+  const int64_t S = q.size(2), n = cudnn_rows(q, k, causal);
+  auto r = at::_scaled_dot_product_cudnn_attention(pad_rows(q, n), pad_rows(k, n), pad_rows(v, n),
+                                                   std::nullopt, /*compute_lse=*/true, 0.0, causal,
+                                                   false, scale);
   const auto &out = std::get<0>(r), &lse = std::get<1>(r);
   KernelState st;
   st.tensors = {std::get<2>(r), std::get<3>(r), std::get<6>(r), std::get<7>(r)};
@@ -118,7 +145,7 @@ AttnResult cudnn_forward(const at::Tensor& q, const at::Tensor& k, const at::Ten
   st.lse_shape = lse.sizes().vec();
   st.out_strides = out.strides().vec();
   st.lse_strides = lse.strides().vec();
-  return {out, lse.reshape({q.size(0), q.size(1), q.size(2)}), st};
+  return {out.narrow(2, 0, S), lse.reshape({q.size(0), q.size(1), n}).narrow(2, 0, S), st};
 }
 
 at::Tensor in_strides(const at::Tensor& x, at::IntArrayRef sizes, at::IntArrayRef strides) {
@@ -131,13 +158,16 @@ std::vector<at::Tensor> cudnn_backward(const at::Tensor& dout, const at::Tensor&
                                        const at::Tensor& k, const at::Tensor& v,
                                        const at::Tensor& out, const at::Tensor& lse,
                                        const KernelState& st, bool causal, double scale) {
-  auto o = in_strides(out, out.sizes(), st.out_strides),
-       d = in_strides(dout, out.sizes(), st.out_strides);
-  auto l = in_strides(lse.to(at::kFloat), st.lse_shape, st.lse_strides);
+  const int64_t S = q.size(2), n = cudnn_rows(q, k, causal);
+  auto out_p = pad_rows(out, n);
+  auto o = in_strides(out_p, out_p.sizes(), st.out_strides),
+       d = in_strides(pad_rows(dout, n), out_p.sizes(), st.out_strides);
+  auto l = in_strides(pad_rows(lse.to(at::kFloat).reshape({q.size(0), q.size(1), S}), n),
+                      st.lse_shape, st.lse_strides);
   auto [dq, dk, dv] = at::_scaled_dot_product_cudnn_attention_backward(
-      d, q, k, v, o, l, st.tensors[2], st.tensors[3], at::Tensor(), st.tensors[0], st.tensors[1],
-      st.ints[0], st.ints[1], 0.0, causal, scale);
-  return {dq, dk, dv};
+      d, pad_rows(q, n), pad_rows(k, n), pad_rows(v, n), o, l, st.tensors[2], st.tensors[3],
+      at::Tensor(), st.tensors[0], st.tensors[1], st.ints[0], st.ints[1], 0.0, causal, scale);
+  return {dq.narrow(2, 0, S), dk.narrow(2, 0, S), dv.narrow(2, 0, S)};
 }
 
 bool any_device(c10::Device, at::ScalarType) {

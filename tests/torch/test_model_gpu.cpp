@@ -11,6 +11,8 @@
 #include <ATen/ops/ones.h>
 #include <ATen/ops/randint.h>
 #include <ATen/ops/randn.h>
+
+#include <tuple>
 #include <ATen/ops/randperm.h>
 #include <ATen/ops/zeros.h>
 
@@ -60,15 +62,25 @@ TEST_CASE("GPU: the kernel tables pick eaglet's own CUDA kernels for bf16/fp16 o
   CHECK_THROWS(use_fused(Impl::fused, at::zeros({8}, on.dtype(at::kFloat)), "test"));
 }
 
+// S = 300 is off cuDNN's 256-row bucket (the tail padding of local_attention.cpp), 512 on it;
+// `packed`: block 0 over three documents (segmented_block0), each kernel on strided row ranges.
 TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2",
           "[gpu][attention]") {
   require_cuda();
   const c10::Device dev(c10::kCUDA, 0);
-  for (int64_t d : {8, 64, 128}) {
+  for (auto [d, S, packed] : {std::tuple<int64_t, int64_t, bool>{8, 300, false}, {64, 300, false},
+                              {128, 300, false}, {128, 512, false}, {64, 300, true},
+                              {128, 512, true}}) {
     for (int64_t steps : {1, 3}) {
-      INFO("head_dim " << d << " steps " << steps);
+      INFO("head_dim " << d << " S " << S << " packed " << packed << " steps " << steps);
       auto gen = at::detail::createCPUGenerator(11);
-      const int64_t S = 300, H = 8, KV = 2;
+      const int64_t H = 8, KV = 2;
+      const std::vector<int64_t> docs =
+          S == 300 ? std::vector<int64_t>{100, 57, 143} : std::vector<int64_t>{256, 1, 255};
+      auto block0 = [&](const attention::LocalKernel& k) {
+        auto b = attention::local_block0(k);
+        return packed ? attention::segmented_block0(b, docs) : b;
+      };
       auto f32 = at::TensorOptions().dtype(at::kFloat);
       // Inputs rounded to bf16 once, so every kernel sees the same numbers.
       auto q0 = at::randn({S, H, d}, gen, f32).to(at::kBFloat16);
@@ -83,7 +95,7 @@ TEST_CASE("GPU bf16: flash TTT attention equal the reference kernel within 2e-2"
              vs = v0.to(dev, dtype).set_requires_grad(true);
         auto out = attention::ttt_attention(
             q, ks.unbind(0), vs.unbind(0),
-            attention::local_block0(attention::local_kernel(kernel, dev, dtype)), scale,
+            block0(attention::local_kernel(kernel, dev, dtype)), scale,
             choose_kernels(dev, dtype).ttt_diag);
         (out.to(at::kFloat) * probe).sum().backward();
         return std::vector<at::Tensor>{out.detach(), q.grad(), ks.grad(), vs.grad()};
