@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "cli/session.h"
 #include "core/error.h"
+#include "dist/nvtx.h"
 #include "train/bench.h"
 
 namespace eaglet::cli {
@@ -97,6 +98,17 @@ Command bench_command() {
                     "clip + AdamW {:.1f} ms (one more step, the device waited for after each "
                     "phase)\n",
                     r.split_ms[0], r.split_ms[1], r.split_ms[2], r.split_ms[3]);
+              if (s.env.rank() == 0 && kNvtx)
+                std::cout << "nvtx: ranges forward, ttt step k, backward, gradient sync, clip + "
+                             "AdamW (nsys profile -t cuda,nvtx shows them)\n";
+              if (s.env.rank() == 0 && o.split && s.groups->layout().world > 1)
+                std::cout << fmt::format(
+                    "collectives (rank 0, one more step, each timed alone): forward: {}; "
+                    "backward: {}; gradient sync: {}; clip + AdamW: {}\n",
+                    collectives::text(r.split_collectives[0]),
+                    collectives::text(r.split_collectives[1]),
+                    collectives::text(r.split_collectives[2]),
+                    collectives::text(r.split_collectives[3]));
               if (s.env.rank() == 0 && r.usp_attn_ms > 0)
                 std::cout << fmt::format(
                     "attention: block 0 {:.2f} ms per TTT step (slowest rank), one GPU's share "

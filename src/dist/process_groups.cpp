@@ -3,6 +3,7 @@
 #include "dist/process_groups.h"
 
 #include "core/error.h"
+#include "dist/collective_stats.h"
 #include "dist/mpi_communicator.h"
 #include "dist/staged_communicator.h"
 #include "dist/watchdog.h"
@@ -46,7 +47,7 @@ ProcessGroups::ProcessGroups(const MpiEnv& env, const Layout& layout, c10::Devic
     EAGLET_CHECK(c->rank() == rank_in_group(layout_, kind, world_rank_),
                  "{} group: MPI placed rank {} at {}, layout says {}", group_name(kind),
                  world_rank_, c->rank(), rank_in_group(layout_, kind, world_rank_));
-    groups_[static_cast<size_t>(kind)] = watch::watched(std::move(c), name);
+    groups_[static_cast<size_t>(kind)] = watch::watched(counted(std::move(c)), name);
   }
 }
 

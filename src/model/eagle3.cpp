@@ -22,6 +22,7 @@
 #include "core/error.h"
 #include "core/tensor_text.h"
 #include "dist/communicator.h"
+#include "dist/nvtx.h"
 #include "model/layers.h"
 #include "model/recompute.h"
 #include "model/soft_ce_rows.h"
@@ -219,7 +220,11 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   // The midlayer's weight gradients are summed over the T steps by their GEMMs (model/layers.h).
   const MlpGrads mlp_grads{cw.gate_up.grad, cw.down_proj.grad};
   at::Tensor total;
+  static constexpr const char* kStepNames[] = {"ttt step 0", "ttt step 1", "ttt step 2",
+                                               "ttt step 3", "ttt step 4", "ttt step 5",
+                                               "ttt step 6", "ttt step 7+"};
   for (int64_t k = 0; k < T; ++k) {
+    NvtxRange step_range(kStepNames[std::min<int64_t>(k, 7)]);
     auto [qkv_out, h_res] = input_projection_and_residual(
         w.embed_tokens, take(ids, k + 1), h, w.input_layernorm, w.hidden_norm, cw.qkv.w, eps,
         cw.qkv.grad, kn.input_norms, kn.rms_norm);

@@ -27,6 +27,8 @@
 #include "core/error.h"
 #include "data/sharding.h"
 #include "dist/device.h"
+#include "dist/host_copy.h"
+#include "dist/nvtx.h"
 #include "model/eagle3.h"
 #include "model/vocab.h"
 #include "train/optimizer.h"
@@ -200,6 +202,30 @@ std::vector<int64_t> lengths_from(const std::string& path) {
   return out;
 }
 
+namespace {
+// The optimizer step as the trainer runs it: launched, and its gradient norm read back once the
+// next step is queued behind it (one host sync a step; the device never drains between steps).
+class LaggedNorm {
+ public:
+  LaggedNorm(AdamW& optimizer, double lr) : optimizer_(optimizer), lr_(lr) {}
+  ~LaggedNorm() { read(); }
+  void launch() {
+    HostCopy norm(optimizer_.launch_step(lr_).to(at::kDouble));
+    read();
+    pending_ = norm;
+  }
+  void read() {
+    if (pending_.defined()) optimizer_.account(pending_.get().item<double>(), lr_);
+    pending_ = HostCopy();
+  }
+
+ private:
+  AdamW& optimizer_;
+  double lr_;
+  HostCopy pending_;
+};
+}  // namespace
+
 BenchResult run_mix_bench(const Config& cfg, const ProcessGroups& groups,
                           const BenchOptions& opt) {
   const auto& arch = cfg.model.config;
@@ -268,11 +294,12 @@ BenchResult run_mix_bench(const Config& cfg, const ProcessGroups& groups,
   AdamW optimizer(weights.trainable(), cfg.training);
   weights.grads = optimizer.gradients();  // the matrices' gradients formed in its buffer
   auto& world = groups.host_group(GroupKind::world);
+  LaggedNorm lagged(optimizer, cfg.training.lr);
   auto one_step = [&](model::ShardInput in) {
     auto obj = train_step.forward(weights, target, std::move(in));
     obj.total.backward();
     train_step.sync_gradients(optimizer);
-    optimizer.step(cfg.training.lr);
+    lagged.launch();
   };
   for (auto& in : warm_in) one_step(in);
   device_sync(device);
@@ -328,6 +355,7 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   weights.grads = optimizer.gradients();  // the matrices' gradients formed in its buffer
   const auto& topt = train_step.ttt();
   auto& world = groups.host_group(GroupKind::world);  // host-side barriers and maxima
+  LaggedNorm lagged(optimizer, cfg.training.lr);
 
   // One step in its four phases; `between` runs after each (the split's device waits, or nothing).
   auto phased_step = [&](const std::function<void(int)>& between) {
@@ -342,11 +370,14 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
       obj = train_step.forward(weights, target, in);
     }
     between(0);
-    obj.total.backward();
+    {
+      NvtxRange range("backward");
+      obj.total.backward();
+    }
     between(1);
     train_step.sync_gradients(optimizer);
     between(2);
-    optimizer.step(cfg.training.lr);
+    lagged.launch();
     between(3);
   };
   auto one_step = [&] { phased_step([](int) {}); };
@@ -354,8 +385,9 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   device_sync(device);
   world.barrier();
   const auto t0 = std::chrono::steady_clock::now();
-  // Per step: time between the returns of consecutive steps (each reads its gradient norm back
-  // after launching the optimizer step, as the trainer reads its metrics: one host sync a step).
+  // Per step: time between the returns of consecutive steps (each reads the previous step's
+  // gradient norm back after launching its optimizer step, as the trainer reads its metrics: one
+  // host sync a step, waiting for the step before).
   double fastest = 1e30, slowest = 0;
   auto last = t0;
   for (int64_t i = 0; i < opt.steps; ++i) {
@@ -382,6 +414,16 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
       r.split_ms[phase] = std::chrono::duration<double, std::milli>(now - since).count();
       since = now;
     });
+    if (layout.world > 1) {  // and one with each collective timed alone, phase by phase
+      device_sync(device);
+      world.barrier();
+      collectives::start(/*timed=*/true, device);
+      phased_step([&](int phase) {
+        r.split_collectives[phase] = collectives::stop();
+        collectives::start(true, device);
+      });
+      collectives::stop();
+    }
   }
 
   if (!opt.profile.empty()) {  // one more step, traced (CPU ops and, on GPU, kernels)

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "dist/collective_stats.h"
 #include "dist/process_groups.h"
 
 namespace eaglet::train {
@@ -39,6 +40,9 @@ struct BenchResult {
   // The time split of one more step with the device waited for after each phase (rank 0):
   // forward (target side included), backward, gradient sync, clip + AdamW; all 0: not measured.
   double split_ms[4] = {0, 0, 0, 0};
+  // The collectives of each phase of one more step (with the split, on a world of more than one
+  // rank), each timed alone (dist/collective_stats.h): calls, bytes, ms, bus bandwidth.
+  CollectiveCounts split_collectives[4];
   // A length mix: timed steps, their documents and tokens (per replica).
   int64_t mix_steps = 0, mix_documents = 0, mix_tokens = 0;
 };

@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/tensor_text.h"
 #include "dist/communicator.h"
+#include "dist/nvtx.h"
 
 namespace eaglet::train {
 
@@ -55,6 +56,7 @@ void AdamW::sync_gradients(Communicator* world, int64_t dp_size) {
 }
 
 at::Tensor AdamW::launch_step(double lr) {
+  NvtxRange range("clip + AdamW");
   c10::NoGradGuard no_grad;
   grads_->settle();
   std::vector<at::Tensor> params, grads;

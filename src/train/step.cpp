@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/kernels.h"
 #include "dist/device.h"
+#include "dist/nvtx.h"
 #include "train/optimizer.h"
 
 namespace eaglet::train {
@@ -65,6 +66,7 @@ TrainStep::TrainStep(const Config& cfg, const ProcessGroups& groups, Scope scope
 
 model::Objective TrainStep::forward(const model::Eagle3Weights& w, const model::LossTarget& target,
                                     data::ShardInput shard) const {
+  NvtxRange range("forward");
   return model::ttt_forward(w, arch_, target, std::move(shard), ttt_);
 }
 
@@ -72,11 +74,13 @@ model::Objective TrainStep::micro_batch(const model::Eagle3Weights& w,
                                         const model::LossTarget& target,
                                         data::ShardInput shard) const {
   auto obj = forward(w, target, std::move(shard));
+  NvtxRange range("backward");
   obj.total.backward();
   return obj;
 }
 
 void TrainStep::sync_gradients(AdamW& optimizer) const {
+  NvtxRange range("gradient sync");
   optimizer.sync_gradients(single_rank_ ? nullptr : &groups_.group(GroupKind::world), dp_size_);
 }
 

@@ -24,6 +24,8 @@
 #include "data/sharding.h"
 #include "data/store.h"
 #include "dist/device.h"
+#include "dist/host_copy.h"
+#include "dist/nvtx.h"
 #include "dist/watchdog.h"
 #include "io/files.h"
 #include "io/hf_target.h"
@@ -418,14 +420,102 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
       cfg.data.max_bad_fraction * static_cast<double>((total_steps - start_step) * D * accum);
   // A data wait is bounded by data.manifest_wait_s; the watchdog allows it that long.
   const int64_t data_wait_s = cfg.data.manifest_wait_s + cfg.runtime.timeout_s;
+  // A launched step whose metrics are still on the device. It is read back once the next step is
+  // queued behind it, so the device does not drain between steps while the host reads the data,
+  // logs and checks for pre-emption; or earlier, where something needs it (a checkpoint, an
+  // evaluation, the end of the run).
+  struct Launched {
+    StepMetrics m;
+    HostCopy flat;  // [3T + 2], on its way: loss, acc and count sums, neutralised, |g|
+    int64_t step = 0, cursor = 0;  // 1-based step; the data cursor after it
+    double lr = 0, sync_s = 0;
+  };
+  std::optional<Launched> launched;
+  double last_read = t_start;  // a step's time runs from the read-back before it to its own
+  auto read_back = [&](const Launched& l) {
+    watch::phase("metrics read-back", l.step);
+    NvtxRange range("metrics read-back");
+    auto flat = l.flat.get();  // the step's one wait for the device (for this step's work only)
+    const auto& m = l.m;
+    const double lr = l.lr, sync_s = l.sync_s;
+    const double grad_norm = flat[3 * T + 1].item<double>();
+    if (!std::isfinite(grad_norm)) {  // name the step's samples before account() may stop the run
+      std::string keys;
+      for (const auto& k : m.keys) keys += (keys.empty() ? "" : ", ") + k;
+      auto all = env.gather_text(fmt::format("replica {}: {}", coord.dp, keys));
+      std::string text;
+      for (size_t r = 0; r < all.size(); ++r)
+        if (r == 0 || all[r] != all[r - 1]) text += (text.empty() ? "" : "; ") + all[r];
+      if (rank0)
+        spdlog::warn("optimizer step {} skipped: gradient norm {} (its samples: {})", l.step,
+                     grad_norm, text);
+    }
+    auto stats = optimizer.account(grad_norm, lr);
+    auto host = flat.narrow(0, 0, 3 * T).view({3, T});
+    skipped_steps += stats.skipped ? 1 : 0;
+    tally.samples += D * accum;
+    tally.skipped_steps += stats.skipped ? 1 : 0;
+    tally.bad += stats.skipped ? D * accum : std::llround(flat[3 * T].item<double>());
+    const double read = now_s(), step_s = read - last_read;
+    last_read = read;
+    if (rank0) {
+      std::vector<double> loss_k, acc_k;
+      double loss = 0, tau = 0, prod = 1;
+      for (int64_t k = 0; k < T; ++k) {
+        const double cnt = std::max(host[2][k].item<double>(), 1.0);
+        loss_k.push_back(host[0][k].item<double>() / cnt);
+        acc_k.push_back(host[1][k].item<double>() / cnt);
+        loss += step_w[k] * loss_k.back() / weight_sum;
+        prod *= acc_k.back();
+        tau += prod;
+      }
+      const double tokens_per_s = static_cast<double>(m.tokens * D) / step_s;
+      const double elapsed = now_s() - t_start;
+      const double eta = elapsed / static_cast<double>(l.step - start_step) *
+                         static_cast<double>(total_steps - l.step);
+      nlohmann::json line = {{"step", l.step},
+                             {"loss", loss},
+                             {"loss_ttt", loss_k},
+                             {"acc_ttt", acc_k},
+                             {"accept_len", tau},
+                             {"lr", lr},
+                             {"grad_norm", stats.grad_norm},
+                             {"skipped", stats.skipped},
+                             {"tokens_per_s", tokens_per_s},
+                             {"mem_gib", peak_memory_gib(device)},
+                             {"data_s", m.data_s},
+                             {"sync_s", sync_s},
+                             {"compute_s", std::max(step_s - m.data_s - sync_s, 0.0)},
+                             {"step_s", step_s},
+                             {"cursor", l.cursor},
+                             {"neutralised", m.neutralised}};
+      metrics->write(line);
+      if (l.step % cfg.training.log_interval == 0 || l.step == total_steps) {
+        std::string accs;
+        for (double a : acc_k) accs += fmt::format("{}{:.2f}", accs.empty() ? "" : " ", a);
+        spdlog::info(
+            "step {}/{} loss {:.4f} acc [{}] accept {:.2f} lr {:.2e} |g| {:.3f} {:.0f} tok/s "
+            "step {:.2f}s (data {:.2f} compute {:.2f} sync+opt {:.2f}) ETA {:.0f}s",
+            l.step, total_steps, loss, accs, tau, lr, stats.grad_norm, tokens_per_s, step_s, m.data_s,
+            std::max(step_s - m.data_s - sync_s, 0.0), sync_s, eta);
+      }
+    }
+  };
+  auto drain = [&] {
+    if (launched) read_back(*launched);
+    launched.reset();
+  };
   while (step < total_steps) {
-    const double t0 = now_s();
     StepMetrics m;
     bool ended = false;
     for (int64_t micro = 0; micro < accum; ++micro) {
       watch::phase("reading data", step + 1, micro, data_wait_s);
       const double td = now_s();
-      auto sample = prefetcher.next();
+      std::optional<data::ShardSample> sample;
+      {
+        NvtxRange range("data");
+        sample = prefetcher.next();
+      }
       m.data_s += now_s() - td;
       if (!sample) {
         ended = true;
@@ -458,75 +548,16 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
     const double sync_s = now_s() - ts;
 
     // Metrics, token-weighted over micro-batches and replicas, the neutralised samples of every
-    // replica, and the gradient norm (the same on every rank): the step's one read-back.
-    watch::phase("metrics read-back", step + 1);
+    // replica, and the gradient norm (the same on every rank): the step's one read-back, of the
+    // step before this one (drain), now that this one is queued.
     auto packed = at::cat(
         {at::stack({m.loss_k, m.acc_k, m.count_k}).to(at::kFloat).view({-1}),
          at::full({1}, static_cast<double>(m.neutralised), m.loss_k.options().dtype(at::kFloat))});
     groups.group(GroupKind::dp).all_reduce(packed, ReduceOp::sum);
-    auto flat = at::cat({packed, norm.to(at::kFloat).view({1})}).cpu();
-    const double grad_norm = flat[3 * T + 1].item<double>();
-    if (!std::isfinite(grad_norm)) {  // name the step's samples before account() may stop the run
-      std::string keys;
-      for (const auto& k : m.keys) keys += (keys.empty() ? "" : ", ") + k;
-      auto all = env.gather_text(fmt::format("replica {}: {}", coord.dp, keys));
-      std::string text;
-      for (size_t r = 0; r < all.size(); ++r)
-        if (r == 0 || all[r] != all[r - 1]) text += (text.empty() ? "" : "; ") + all[r];
-      if (rank0)
-        spdlog::warn("optimizer step {} skipped: gradient norm {} (its samples: {})", step + 1,
-                     grad_norm, text);
-    }
-    auto stats = optimizer.account(grad_norm, lr);
-    auto host = flat.narrow(0, 0, 3 * T).view({3, T});
-    skipped_steps += stats.skipped ? 1 : 0;
-    tally.samples += D * accum;
-    tally.skipped_steps += stats.skipped ? 1 : 0;
-    tally.bad += stats.skipped ? D * accum : std::llround(flat[3 * T].item<double>());
+    HostCopy flat(at::cat({packed, norm.to(at::kFloat).view({1})}));
+    drain();
+    launched = Launched{std::move(m), flat, step + 1, cursor, lr, sync_s};
     ++step;
-    const double step_s = now_s() - t0;
-    if (rank0) {
-      std::vector<double> loss_k, acc_k;
-      double loss = 0, tau = 0, prod = 1;
-      for (int64_t k = 0; k < T; ++k) {
-        const double cnt = std::max(host[2][k].item<double>(), 1.0);
-        loss_k.push_back(host[0][k].item<double>() / cnt);
-        acc_k.push_back(host[1][k].item<double>() / cnt);
-        loss += step_w[k] * loss_k.back() / weight_sum;
-        prod *= acc_k.back();
-        tau += prod;
-      }
-      const double tokens_per_s = static_cast<double>(m.tokens * D) / step_s;
-      const double elapsed = now_s() - t_start;
-      const double eta = elapsed / static_cast<double>(step - start_step) *
-                         static_cast<double>(total_steps - step);
-      nlohmann::json line = {{"step", step},
-                             {"loss", loss},
-                             {"loss_ttt", loss_k},
-                             {"acc_ttt", acc_k},
-                             {"accept_len", tau},
-                             {"lr", lr},
-                             {"grad_norm", stats.grad_norm},
-                             {"skipped", stats.skipped},
-                             {"tokens_per_s", tokens_per_s},
-                             {"mem_gib", peak_memory_gib(device)},
-                             {"data_s", m.data_s},
-                             {"sync_s", sync_s},
-                             {"compute_s", step_s - m.data_s - sync_s},
-                             {"step_s", step_s},
-                             {"cursor", cursor},
-                             {"neutralised", m.neutralised}};
-      metrics->write(line);
-      if (step % cfg.training.log_interval == 0 || step == total_steps) {
-        std::string accs;
-        for (double a : acc_k) accs += fmt::format("{}{:.2f}", accs.empty() ? "" : " ", a);
-        spdlog::info(
-            "step {}/{} loss {:.4f} acc [{}] accept {:.2f} lr {:.2e} |g| {:.3f} {:.0f} tok/s "
-            "step {:.2f}s (data {:.2f} compute {:.2f} sync+opt {:.2f}) ETA {:.0f}s",
-            step, total_steps, loss, accs, tau, lr, stats.grad_norm, tokens_per_s, step_s, m.data_s,
-            step_s - m.data_s - sync_s, sync_s, eta);
-      }
-    }
     if (static_cast<double>(tally.bad) > max_bad) {  // the run can no longer stay under the bound
       too_bad = true;
       break;
@@ -535,18 +566,24 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
     const bool signalled = preempted_anywhere(groups);
     const bool stop_here = cfg.training.stop_after > 0 && step >= cfg.training.stop_after;
     if (signalled || stop_here) {
+      drain();
       if (signalled)
         spdlog::warn("pre-emption signal received: saving at step {} and exiting", step);
       save(step);
       preempted = true;
       break;
     }
-    if (cfg.checkpoint.interval > 0 && step % cfg.checkpoint.interval == 0 && step < total_steps)
+    if (cfg.checkpoint.interval > 0 && step % cfg.checkpoint.interval == 0 && step < total_steps) {
+      drain();  // the checkpoint's step is in metrics.jsonl before the checkpoint exists
       save(step);
+    }
     if (cfg.training.eval_interval > 0 && step % cfg.training.eval_interval == 0 &&
-        step < total_steps)
+        step < total_steps) {
+      drain();
       run_eval(step);
+    }
   }
+  drain();  // the last step, however the loop ended
   watch::phase("end of run", step);
   const std::string summary = tally_text(tally, reader, env, layout.sp());
   const bool nothing = total_steps > start_step && tally.samples == tally.bad;
