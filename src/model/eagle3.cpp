@@ -100,24 +100,18 @@ namespace {
 // its gradient over its uses (fp32 for bf16/fp16, handed to the fp32 masters unrounded). q, k and
 // v as one [(nH + 2·nKV)·d, 2H] weight and gate and up as one [2I, H]: one GEMM per step for each
 // group (and one for its input's gradient). The norm weights stay fp32 masters, cast at each use.
-// With the masters' gradient buffer the sums are formed in it in place, except q|k|v's (its
-// embedding half is G until the last use derives dW_emb from it, model/layers.cpp) and lm_head's
-// where the loss scales it by the upstream gradient (not unit_upstream): those are moved in.
 struct ComputeWeights {
   ComputeWeight fc, qkv, o_proj, gate_up, down_proj, lm_head;
 };
 
 ComputeWeights in_dtype(const Eagle3Weights& w, at::ScalarType dt, int64_t steps, int64_t runs,
-                        const TttOptions& opt) {
-  const Impl widen = opt.kernels.widen;
-  GradBuffer* grads = w.grads.get();
-  return {to_compute({w.fc}, dt, runs, widen, grads, true),
-          to_compute({w.q_proj, w.k_proj, w.v_proj}, dt, steps, widen, grads, false),
-          to_compute({w.o_proj}, dt, steps, widen, grads, true),
-          to_compute({w.gate_proj, w.up_proj}, dt, steps, widen, grads, true),
-          to_compute({w.down_proj}, dt, steps, widen, grads, true),
-          // one use: the unroll's fused loss
-          to_compute({w.lm_head}, dt, 1, widen, grads, opt.unit_upstream)};
+                        Impl widen) {
+  return {to_compute({w.fc}, dt, runs, widen),
+          to_compute({w.q_proj, w.k_proj, w.v_proj}, dt, steps, widen),
+          to_compute({w.o_proj}, dt, steps, widen),
+          to_compute({w.gate_proj, w.up_proj}, dt, steps, widen),
+          to_compute({w.down_proj}, dt, steps, widen),
+          to_compute({w.lm_head}, dt, 1, widen)};  // one use: the unroll's fused loss
 }
 }  // namespace
 
@@ -188,7 +182,7 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
   const auto dt = opt.dtype;
   const Kernels& kn = opt.kernels;
 
-  const auto cw = in_dtype(w, dt, T, static_cast<int64_t>(in.runs.size()), opt);
+  const auto cw = in_dtype(w, dt, T, static_cast<int64_t>(in.runs.size()), kn.widen);
   // Target side of row i = lhs[i+1] (step k, position j uses row j+k), once for all steps.
   // (Across a run's end into the next run's rows is never read: step k reads rows up to n+k−1.)
   const int64_t rows = lhs.size(0);
@@ -215,8 +209,7 @@ Objective ttt_forward(const Eagle3Weights& w, const DraftArchConfig& cfg, const 
     fc_runs.push_back(linear(hs.narrow(0, s.target, s.rows).to(dt), cw.fc.w, cw.fc.grad));
   auto h = fc_runs.size() == 1 ? fc_runs[0] : at::cat(fc_runs);
   std::vector<at::Tensor> ks, vs, sums;
-  FusedLoss loss(cw.lm_head.w, opt.loss_chunk, cw.lm_head.grad, kn.soft_ce_rows, kn.scale,
-                 opt.unit_upstream);
+  FusedLoss loss(cw.lm_head.w, opt.loss_chunk, cw.lm_head.grad, kn.soft_ce_rows, kn.scale);
   // The midlayer's weight gradients are summed over the T steps by their GEMMs (model/layers.h).
   const MlpGrads mlp_grads{cw.gate_up.grad, cw.down_proj.grad};
   at::Tensor total;

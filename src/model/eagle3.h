@@ -15,7 +15,6 @@
 #include "core/config.h"
 #include "core/kernels.h"
 #include "data/batch.h"
-#include "model/grad_buffer.h"
 #include "model/loss.h"
 #include "model/recompute.h"
 #include "model/vocab.h"
@@ -34,9 +33,6 @@ struct Eagle3Weights {
   at::Tensor norm;                                     // [H]
   at::Tensor lm_head;                                  // [Vd, H]
   at::Tensor embed_tokens;                             // [Vt, H], frozen (from the target)
-  // Where the unroll's matrices put their gradients (model/grad_buffer.h: the optimizer's flat
-  // buffer, which the masters' .grad view); null: returned to autograd, which sets .grad.
-  std::shared_ptr<GradBuffer> grads;
 
   // The trainable tensors with their SGLang names, in a fixed order (checkpoints, optimizer).
   std::vector<std::pair<std::string, at::Tensor*>> trainable();
@@ -79,10 +75,6 @@ struct TttOptions {
   // The ring takes its rows in the zigzag layout (attention/ring.h, RingBalance::zigzag_layout):
   // the shard's rows move to the ranks that train them before the unroll (collective over sp).
   bool zigzag_layout = false;
-  // total is backpropagated with gradient 1 (TrainStep: every training and check path): the loss
-  // forms its gradients unscaled, lm_head's straight into its master's gradient (model/loss.h).
-  // Off, any upstream gradient is right.
-  bool unit_upstream = false;
   // Which ops run eaglet's fused CUDA kernels: every op of the unroll takes its row from here. The
   // default is every reference (runs everywhere); a run sets choose_kernels(device, dtype)
   // (dist/device.h).

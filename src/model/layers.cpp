@@ -88,42 +88,30 @@ void add_product(at::Tensor out, const at::Tensor& a, const at::Tensor& b, bool 
 
 }  // namespace
 
-WeightGrad::WeightGrad(int64_t uses, bool to_masters, GradSink sink)
-    : sum_({at::Tensor()}), state_({uses, 0, to_masters ? 1 : 0}), sink_(std::move(sink)) {
+WeightGrad::WeightGrad(int64_t uses, bool to_masters)
+    : sum_({at::Tensor()}), state_({uses, 0, to_masters ? 1 : 0}) {
   EAGLET_CHECK(uses >= 1, "a weight gradient summed over {} uses", uses);
 }
 
 WeightGrad::WeightGrad(c10::List<at::Tensor> sum, c10::List<int64_t> state,
-                       c10::List<int64_t> written, GradSink sink)
-    : sum_(std::move(sum)),
-      state_(std::move(state)),
-      written_(std::move(written)),
-      sink_(std::move(sink)) {}
-
-WeightGrad WeightGrad::into(GradSink sink, int64_t uses) {
-  EAGLET_CHECK(sink.defined(), "an in-place weight gradient without a sink");
-  return WeightGrad(uses, true, std::move(sink));
-}
+                       c10::List<int64_t> written)
+    : sum_(std::move(sum)), state_(std::move(state)), written_(std::move(written)) {}
 
 void WeightGrad::add(const at::Tensor& dy, const at::Tensor& x, int64_t cols, int64_t col) {
   EAGLET_CHECK(dy.dim() == 2 && x.dim() == 2 && dy.size(0) == x.size(0) && col + x.size(1) <= cols,
                "weight gradient: dy {} and x {} for columns [{}, {}) of {}", tensor_text(dy),
                tensor_text(x), col, col + x.size(1), cols);
-  at::Tensor sum = sink_.defined() ? sink_.region() : sum_.get(0);
+  at::Tensor sum = sum_.get(0);
   if (!sum.defined()) {
     sum = at::empty({dy.size(1), cols}, dy.options().dtype(accumulation_type(dy.scalar_type())));
     sum_.set(0, sum);
   }
-  EAGLET_CHECK(sum.size(0) == dy.size(1) && sum.size(1) == cols &&
-                   sum.scalar_type() == accumulation_type(dy.scalar_type()),
+  EAGLET_CHECK(sum.size(0) == dy.size(1) && sum.size(1) == cols,
                "weight gradient: dy {} for a sum of {}", tensor_text(dy), tensor_text(sum));
   bool first = true;
   for (size_t i = 0; i < written_.size(); ++i) first = first && written_.get(i) != col;
   if (first) written_.push_back(col);
-  // In place, a block's first add of the pass writes only where the sink holds nothing of this
-  // optimizer step yet; otherwise it adds to the earlier micro-batches' sum.
-  add_product(sum.narrow(1, col, x.size(1)), dy.t(), x,
-              first && (!sink_.defined() || sink_.fresh()));
+  add_product(sum.narrow(1, col, x.size(1)), dy.t(), x, first);
 }
 
 at::Tensor WeightGrad::finish() {
@@ -133,11 +121,6 @@ at::Tensor WeightGrad::finish() {
     return {};
   }
   state_.set(1, 0);  // complete: a later backward pass starts a new sum
-  if (sink_.defined()) {  // in place: the sum is the masters' gradient already
-    if (!written_.empty()) sink_.mark_written();
-    written_.clear();
-    return {};
-  }
   at::Tensor sum = sum_.get(0);
   if (state_.get(2) == 0) reset();  // plain: the sum leaves as the returned gradient
   return sum;
@@ -165,13 +148,12 @@ void WeightGrad::save(torch::autograd::AutogradContext* ctx, const std::string& 
   ctx->saved_data[key + ".sum"] = sum_;
   ctx->saved_data[key + ".state"] = state_;
   ctx->saved_data[key + ".written"] = written_;
-  if (sink_.defined()) sink_.save(ctx, key + ".sink");
 }
 
 WeightGrad WeightGrad::load(torch::autograd::AutogradContext* ctx, const std::string& key) {
   return {ctx->saved_data.at(key + ".sum").toTensorList(),
           ctx->saved_data.at(key + ".state").toIntList(),
-          ctx->saved_data.at(key + ".written").toIntList(), GradSink::load(ctx, key + ".sink")};
+          ctx->saved_data.at(key + ".written").toIntList()};
 }
 
 namespace {
@@ -197,10 +179,8 @@ at::Tensor widened(const at::Tensor& g, at::ScalarType to, bool fused) {
 // materialised as zeros; autograd still runs this backward after every use's.
 struct ToCompute : torch::autograd::Function<ToCompute> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, at::TensorList masters,
-                            at::ScalarType dt, const WeightGrad& grad, const GradSink& sink,
-                            bool fused) {
+                            at::ScalarType dt, const WeightGrad& grad, bool fused) {
     ctx->set_materialize_grads(false);
-    if (sink.defined()) sink.save(ctx, "sink");
     std::vector<int64_t> rows;
     int64_t total = 0;
     for (const auto& m : masters) {
@@ -224,17 +204,13 @@ struct ToCompute : torch::autograd::Function<ToCompute> {
                                                  torch::autograd::variable_list grads) {
     const auto to = static_cast<at::ScalarType>(ctx->saved_data["dtype"].toInt());
     const auto rows = ctx->saved_data["rows"].toIntVector();
-    auto sum = WeightGrad::load(ctx, "w").take();  // undefined where formed in the sink
+    auto sum = WeightGrad::load(ctx, "w").take();
     if (grads[0].defined()) {
       auto g = widened(grads[0], to, ctx->saved_data["fused"].toBool());
       sum = sum.defined() ? sum.add_(g) : g;
     }
-    torch::autograd::variable_list out(rows.size() + 4);
+    torch::autograd::variable_list out(rows.size() + 3);
     if (!sum.defined()) return out;
-    if (auto sink = GradSink::load(ctx, "sink"); sink.defined()) {
-      sink.accumulate(sum.view(sink.region().sizes()));  // the masters' gradient, not autograd's
-      return out;
-    }
     if (sum.scalar_type() != to) sum = sum.to(to);
     int64_t row = 0;
     for (size_t i = 0; i < rows.size(); ++i) {
@@ -247,8 +223,7 @@ struct ToCompute : torch::autograd::Function<ToCompute> {
 
 }  // namespace
 
-ComputeWeight to_compute(at::TensorList masters, at::ScalarType dt, int64_t uses, Impl widen,
-                         GradBuffer* grads, bool in_place) {
+ComputeWeight to_compute(at::TensorList masters, at::ScalarType dt, int64_t uses, Impl widen) {
   EAGLET_CHECK(!masters.empty(), "to_compute: no weights");
   for (const auto& m : masters)
     EAGLET_CHECK(m.scalar_type() == masters[0].scalar_type() && m.device() == masters[0].device() &&
@@ -259,11 +234,8 @@ ComputeWeight to_compute(at::TensorList masters, at::ScalarType dt, int64_t uses
   // The fused entry runs on the gradient's side of the cast (dt: bf16/fp16 on the GPU).
   const bool fused =
       use_fused(widen, masters[0].device(), dt, "to_compute (widen)") && from == at::kFloat;
-  auto sink = grads != nullptr ? grads->sink(masters) : GradSink();
-  in_place = in_place && sink.defined() &&
-             sink.region().scalar_type() == accumulation_type(dt);
-  auto grad = in_place ? WeightGrad::into(sink, uses) : WeightGrad::to_masters(uses);
-  return {ToCompute::apply(masters, dt, grad, sink, fused), grad};
+  auto grad = WeightGrad::to_masters(uses);
+  return {ToCompute::apply(masters, dt, grad, fused), grad};
 }
 
 at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, Impl widen) {

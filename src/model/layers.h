@@ -12,7 +12,6 @@
 
 #include "core/config.h"
 #include "core/kernels.h"
-#include "model/grad_buffer.h"
 
 namespace torch::autograd {
 struct AutogradContext;
@@ -29,11 +28,8 @@ namespace eaglet::model {
 // norm's weight does); the gradient it then returns (returned()) is the sum for a plain weight,
 // nothing for a weight from to_compute, whose backward takes the sum on to the fp32 masters.
 // Earlier calls give the weight no gradient. Exact because only the sum over the uses is ever
-// read (a weight's gradient is that sum). In place (into(): a sink of the masters' gradient
-// buffer, model/grad_buffer.h) the sum is the masters' gradient itself: the first add of an
-// optimizer step writes it, every later one adds (over uses, TTT steps and micro-batches), and
-// finish() and take() give nothing (nothing is left to derive from, move or return). A handle:
-// copies share the sum, so autograd functions keep it in their saved data.
+// read (a weight's gradient is that sum). A handle: copies share the sum, so autograd functions
+// keep it in their saved data.
 class WeightGrad {
  public:
   WeightGrad() : WeightGrad(1) {}  // one use: its backward returns its own gradient
@@ -53,19 +49,15 @@ class WeightGrad {
   // For to_compute: a sum its backward takes (uses return no gradient), and the taking (the sum
   // let go here; undefined where nothing was added).
   static WeightGrad to_masters(int64_t uses) { return WeightGrad(uses, true); }
-  // For to_compute: the sum formed in `sink`'s region (its dtype is the adds' accumulation dtype).
-  static WeightGrad into(GradSink sink, int64_t uses);
   at::Tensor take();
 
  private:
-  WeightGrad(int64_t uses, bool to_masters, GradSink sink = {});
-  WeightGrad(c10::List<at::Tensor> sum, c10::List<int64_t> state, c10::List<int64_t> written,
-             GradSink sink);
+  WeightGrad(int64_t uses, bool to_masters);
+  WeightGrad(c10::List<at::Tensor> sum, c10::List<int64_t> state, c10::List<int64_t> written);
   void reset();
   c10::List<at::Tensor> sum_;   // one element (undefined until the first add of a pass)
   c10::List<int64_t> state_;    // {uses, uses finished, to_masters}
   c10::List<int64_t> written_;  // the column blocks (their first column) written in this pass
-  GradSink sink_;               // in place: the sum's home (undefined: sum_ is allocated)
 };
 
 // A weight of the unroll in the compute dtype and where its uses add their gradients.
@@ -83,13 +75,8 @@ struct ComputeWeight {
 // copy moves one element at a time there), for fp32 masters and a contiguous gradient (else
 // ATen's). One master already of dtype dt: itself, with a plain WeightGrad (the last use returns
 // the sum as its gradient).
-// With `grads` (the masters' gradient buffer; null: none), the sum lands in the masters' sink
-// instead of being returned to autograd: formed there in place where `in_place` and the sink's
-// dtype is the sum's (the uses' sum is the gradient as it stands: nothing derives from it or
-// scales it afterwards), else formed apart and moved into the sink by the cast's backward.
 ComputeWeight to_compute(at::TensorList masters, at::ScalarType dt, int64_t uses,
-                         Impl widen = Impl::reference, GradBuffer* grads = nullptr,
-                         bool in_place = false);
+                         Impl widen = Impl::reference);
 // One weight whose gradient reaches the cast as a tensor: to_compute({w}, dt, 1, widen).w.
 at::Tensor to_compute(const at::Tensor& w, at::ScalarType dt, Impl widen = Impl::reference);
 // y = weight · cast_back(x_f32 · rsqrt(mean(x_f32²) + eps))  (DESIGN §4: statistics in fp32).

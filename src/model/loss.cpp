@@ -26,8 +26,7 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
       torch::autograd::AutogradContext* ctx, const at::Tensor& h, const at::Tensor& lm_head,
       const at::Tensor& logits, const at::Tensor& lse, const at::Tensor& target_argmax,
       const at::Tensor& mask, const at::Tensor& weight, const std::vector<RowSpan>& spans,
-      int64_t chunk, bool with_grads, WeightGrad grad, bool last, Impl rows_impl, Impl scale_impl,
-      bool unit_upstream) {
+      int64_t chunk, bool with_grads, WeightGrad grad, bool last, Impl rows_impl, Impl scale_impl) {
     const auto acc = acc_type(h);
     const auto w = lm_head.to(h.scalar_type());
     const auto m = mask.to(acc).contiguous();
@@ -60,7 +59,6 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
     ctx->saved_data["last"] = last && with_grads;
     grad.save(ctx, "w");
     ctx->saved_data["scale"] = static_cast<int64_t>(scale_impl);
-    ctx->saved_data["unit"] = unit_upstream;
     ctx->mark_non_differentiable({loss, correct});
     return {loss * wt, loss, correct};
   }
@@ -73,22 +71,20 @@ struct FusedSoftCe : torch::autograd::Function<FusedSoftCe> {
     const bool last = ctx->saved_data["last"].toBool();
     auto grad = WeightGrad::load(ctx, "w");
     const auto scale = static_cast<Impl>(ctx->saved_data["scale"].toInt());
-    const bool unit = ctx->saved_data["unit"].toBool();
     ctx->saved_data.clear();                   // dh is ours now: scaled in place, freed after use
     const auto g = grads[0].to(acc_type(dh));  // scalar; products in fp32, one rounding
-    if (!unit) scale_in_place(dh, g, scale);
+    scale_in_place(dh, g, scale);
     at::Tensor dw;
     if (last) {
       dw = grad.finish();  // the sum over every step (the loss's one use of lm_head)
       // In place in its own dtype (fp32 for bf16/fp16: ATen's, the fused scale is bf16/fp16).
-      if (dw.defined() && !unit)
+      if (dw.defined())
         scale_in_place(dw, g, dw.scalar_type() == dh.scalar_type() ? scale : Impl::reference);
       dw = grad.returned(dw);
     }
-    torch::autograd::variable_list out(15);  // one per forward argument
-    out[0] = dh;
-    out[1] = dw;
-    return out;
+    return {dh,           dw,           at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -119,14 +115,12 @@ TargetRows target_rows(const at::Tensor& rows, const at::Tensor& full_head,
   return t;
 }
 
-FusedLoss::FusedLoss(at::Tensor lm_head, int64_t chunk, WeightGrad grad, Impl rows, Impl scale,
-                     bool unit_upstream)
+FusedLoss::FusedLoss(at::Tensor lm_head, int64_t chunk, WeightGrad grad, Impl rows, Impl scale)
     : lm_head_(std::move(lm_head)),
       chunk_(chunk),
       grad_(std::move(grad)),
       rows_(rows),
-      scale_(scale),
-      unit_upstream_(unit_upstream) {
+      scale_(scale) {
   EAGLET_CHECK(chunk_ >= 1, "loss chunk {} must be positive", chunk_);
 }
 
@@ -137,8 +131,7 @@ LossSums FusedLoss::step(const at::Tensor& h, const TargetRows& target,
   const bool with_grads =
       at::GradMode::is_enabled() && (h.requires_grad() || lm_head_.requires_grad());
   auto r = FusedSoftCe::apply(h, lm_head_, target.logits, target.lse, target.argmax, mask, weight,
-                              spans, chunk_, with_grads, grad_, last, rows_, scale_,
-                              unit_upstream_);
+                              spans, chunk_, with_grads, grad_, last, rows_, scale_);
   return {r[0], r[1], r[2]};
 }
 

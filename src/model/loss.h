@@ -52,16 +52,13 @@ struct RowSpan {
 // last step's backward scales it by the upstream gradient: one use of the WeightGrad, whose sum
 // reaches the fp32 master through to_compute's backward (or is returned, for a plain lm_head).
 // That is exact because the weighted losses are differentiated only through their sum (ttt_forward
-// returns nothing else differentiable), which hands every step the same upstream gradient. With
-// `unit_upstream` (the caller backpropagates that sum with gradient 1, as training does) nothing
-// is scaled: dh and dW are the gradients as formed, and dW may be formed in the masters' gradient
-// in place (to_compute with a sink).
+// returns nothing else differentiable), which hands every step the same upstream gradient.
 class FusedLoss {
  public:
   // lm_head [Vd, H] (cast to h's dtype inside) and where its gradient goes (one use). `rows` and
   // `scale`: Kernels::soft_ce_rows and Kernels::scale (model/soft_ce_rows.h).
   FusedLoss(at::Tensor lm_head, int64_t chunk, WeightGrad grad = {}, Impl rows = Impl::reference,
-            Impl scale = Impl::reference, bool unit_upstream = false);
+            Impl scale = Impl::reference);
   // h [N, H] (normed, compute dtype); its rows pair with the target rows of `spans` in order
   // (Σ rows = N); mask [N] (0/1), weight: a scalar tensor on h's device (the step's factor in the
   // objective). `last`: the unroll's last step, whose backward returns the summed dW.
@@ -73,7 +70,6 @@ class FusedLoss {
   int64_t chunk_;
   WeightGrad grad_;  // Σ over the steps so far of weight · dW
   Impl rows_, scale_;
-  bool unit_upstream_;
 };
 
 }  // namespace eaglet::model

@@ -292,7 +292,6 @@ BenchResult run_mix_bench(const Config& cfg, const ProcessGroups& groups,
   auto weights = model::init_weights(arch, cfg.training.seed, device);
   weights.embed_tokens = weights.embed_tokens.to(dtype);
   AdamW optimizer(weights.trainable(), cfg.training);
-  weights.grads = optimizer.gradients();  // the matrices' gradients formed in its buffer
   auto& world = groups.host_group(GroupKind::world);
   LaggedNorm lagged(optimizer, cfg.training.lr);
   auto one_step = [&](model::ShardInput in) {
@@ -352,7 +351,6 @@ BenchResult run_bench(const Config& cfg, const ProcessGroups& groups, const Benc
   auto weights = model::init_weights(arch, cfg.training.seed, device);
   weights.embed_tokens = weights.embed_tokens.to(dtype);  // as the trainer keeps it
   AdamW optimizer(weights.trainable(), cfg.training);
-  weights.grads = optimizer.gradients();  // the matrices' gradients formed in its buffer
   const auto& topt = train_step.ttt();
   auto& world = groups.host_group(GroupKind::world);  // host-side barriers and maxima
   LaggedNorm lagged(optimizer, cfg.training.lr);

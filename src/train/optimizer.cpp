@@ -6,6 +6,7 @@
 #include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/_foreach_sub.h>
 #include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/logical_not.h>
 #include <ATen/ops/stack.h>
@@ -43,22 +44,33 @@ AdamW::AdamW(std::vector<std::pair<std::string, at::Tensor*>> params, const Trai
     exp_avg_sq_.push_back(at::zeros_like(*p));
     step_count_.push_back(at::zeros({}, p->options()));
   }
-  grads_ = std::make_shared<model::GradBuffer>(params_);
 }
 
-void AdamW::zero_grad() { grads_->clear(); }
+void AdamW::zero_grad() {
+  for (auto& [name, p] : params_) p->mutable_grad() = at::Tensor();
+}
 
 void AdamW::sync_gradients(Communicator* world, int64_t dp_size) {
-  grads_->settle();
-  const auto& flat = grads_->flat();  // the masters' .grad are its views: reduced in place
-  if (world != nullptr && world->size() > 1) world->all_reduce(flat, ReduceOp::sum);
-  if (dp_size > 1) flat.div_(static_cast<double>(dp_size));
+  std::vector<at::Tensor> flat;
+  for (auto& [name, p] : params_) {
+    if (!p->grad().defined()) p->mutable_grad() = at::zeros_like(*p);
+    flat.push_back(p->grad().view({-1}));
+  }
+  if ((world == nullptr || world->size() == 1) && dp_size == 1) return;  // nothing to sum or scale
+  auto buffer = at::cat(flat);
+  if (world != nullptr && world->size() > 1) world->all_reduce(buffer, ReduceOp::sum);
+  if (dp_size > 1) buffer.div_(static_cast<double>(dp_size));
+  int64_t offset = 0;
+  for (auto& [name, p] : params_) {
+    const int64_t n = p->numel();
+    p->mutable_grad().copy_(buffer.narrow(0, offset, n).view_as(*p));
+    offset += n;
+  }
 }
 
 at::Tensor AdamW::launch_step(double lr) {
   NvtxRange range("clip + AdamW");
   c10::NoGradGuard no_grad;
-  grads_->settle();
   std::vector<at::Tensor> params, grads;
   for (auto& [name, p] : params_) {
     if (!p->grad().defined()) p->mutable_grad() = at::zeros_like(*p);

@@ -1,6 +1,5 @@
-// The optimizer step of DESIGN §6 on fp32 master weights, whose gradients live in one flat buffer
-// (model/grad_buffer.h: .grad are its views, reduced in place, never freed): gradient sync (sum
-// over the world, then ÷ D: summed over SP ranks, averaged over DP), global-norm clipping, AdamW (β 0.9/0.999, ε 1e-8,
+// The optimizer step of DESIGN §6 on fp32 master weights: gradient sync (sum over the world, then
+// ÷ D: summed over SP ranks, averaged over DP), global-norm clipping, AdamW (β 0.9/0.999, ε 1e-8,
 // decoupled weight decay) through LibTorch's fused kernel, and the warm-up + cosine schedule.
 // A non-finite gradient norm skips the step (counted); too many in a row stop the run. Nothing in
 // the step waits for the device.
@@ -8,12 +7,10 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/config.h"
-#include "model/grad_buffer.h"
 
 namespace eaglet {
 class Communicator;
@@ -33,15 +30,10 @@ struct StepStats {
 
 class AdamW {
  public:
-  // `params`: the fp32 masters, in a fixed order (the names are the checkpoint keys). Their .grad
-  // become views of the gradient buffer, zeroed.
+  // `params`: the fp32 masters, in a fixed order (the names are the checkpoint keys).
   AdamW(std::vector<std::pair<std::string, at::Tensor*>> params, const TrainingConfig& cfg);
 
-  // The masters' gradient buffer: give it to the model (Eagle3Weights::grads) so that the
-  // matrices' gradients are formed in it.
-  const std::shared_ptr<model::GradBuffer>& gradients() const { return grads_; }
-  // All-reduces the gradient buffer over `world` in place (sum) and divides it by `dp_size`.
-  // The gradients are complete after this (also with no world and dp_size 1).
+  // All-reduces every gradient over `world` (sum) and divides by `dp_size`; one flat buffer.
   void sync_gradients(Communicator* world, int64_t dp_size);
   // Clips, steps at `lr` and zeroes the gradients without waiting for the device; returns the
   // global gradient norm (before clipping) as a 0-dim fp32 tensor on the device. A non-finite
@@ -52,7 +44,6 @@ class AdamW {
   StepStats account(double grad_norm, double lr);
   // launch_step, then account with the norm read back at once.
   StepStats step(double lr);
-  // For the next step's gradients: one pass over the small regions, nothing freed (GradBuffer).
   void zero_grad();
 
   int64_t steps_taken() const { return steps_; }
@@ -64,7 +55,6 @@ class AdamW {
 
  private:
   std::vector<std::pair<std::string, at::Tensor*>> params_;
-  std::shared_ptr<model::GradBuffer> grads_;
   std::vector<at::Tensor> exp_avg_, exp_avg_sq_, step_count_;
   TrainingConfig cfg_;
   int64_t steps_ = 0, skipped_total_ = 0, skipped_in_row_ = 0;

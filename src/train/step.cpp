@@ -46,7 +46,6 @@ TrainStep::TrainStep(const Config& cfg, const ProcessGroups& groups, Scope scope
                      : attention::local_block0(*attention_);
   ttt_.zigzag_layout = ring && balance == attention::RingBalance::zigzag_layout;
   ttt_.loss_chunk = cfg.model.loss_chunk;
-  ttt_.unit_upstream = true;  // every caller backpropagates Objective::total as it is
   // DESIGN §4: total = Σ_k w_k · loss_k / accumulation steps.
   for (double w : model::step_weights(cfg.training))
     ttt_.loss_weights.push_back(w / static_cast<double>(grad_accum_));

@@ -275,7 +275,6 @@ int run_training(const Config& cfg, const MpiEnv& env, const ProcessGroups& grou
   if (!cfg.model.init_from.empty())
     env.agree([&] { model::load_draft(cfg.model.init_from, arch, weights, nullptr); });
   AdamW optimizer(weights.trainable(), cfg.training);
-  weights.grads = optimizer.gradients();  // the matrices' gradients formed in its buffer
   int64_t start_step = 0, cursor = 0, skipped_steps = 0;
   std::string resume_dir;
   env.agree([&] {

@@ -110,7 +110,6 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
   auto weights = model::init_weights(arch, cfg.training.seed, device);
   weights.embed_tokens = weights.embed_tokens.to(dtype);  // as the trainer keeps it
   AdamW optimizer(weights.trainable(), cfg.training);
-  weights.grads = optimizer.gradients();  // the matrices' gradients formed in its buffer
 
   // USP: this replica's micro-batches through the training step, then its gradient sync.
   auto losses = at::zeros({N, T}, at::TensorOptions().dtype(at::kDouble));
@@ -183,14 +182,13 @@ VerifyResult verify_usp(const Config& cfg, const ProcessGroups& groups, const Ve
       fp64_err = worse(fp64_err, tensor_error(usp_grads[i], want[i]));
     if (!fp32) {
       const TrainStep solo(cfg, groups, TrainStep::Scope::single_rank);
-      optimizer.zero_grad();
+      for (auto& [name, t] : weights.trainable()) t->mutable_grad() = at::Tensor();
       for (int64_t j = 0; j < N; ++j) {
         auto obj = solo.micro_batch(weights, target,
                                     make_shard(samples[j], 1, T, 0, 1, 0, device,
                                                packed ? documents[j] : std::vector<int64_t>{}));
         want_losses[j].copy_(obj.loss_k.detach().to(at::kDouble).cpu());
       }
-      solo.sync_gradients(optimizer);  // one rank: the sums completed, nothing exchanged
       want.clear();
       for (const auto& [name, t] : weights.trainable()) want.push_back(t->grad());
     }

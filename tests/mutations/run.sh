@@ -25,11 +25,6 @@
 #                 differences only, which a per-document shift keeps, so losses stay equal
 #   pack_reader   the shard reader ignores the manifest's segments (data/shard_reader.cpp)
 #                                                                          mpi_layouts_packed
-#   grad_overwrite  a weight gradient formed in the masters' buffer overwrites the earlier
-#                 micro-batches' sum (model/layers.cpp)  torch_unit (gradient buffer), the
-#                 accumulating verify-usp runs (mpi_usp_acc4_u1r1_t3, mpi_usp_dp2_u1r2_acc2_t3)
-#   grad_stale    clearing the buffer leaves its sinks' last-step sums to be added to
-#                 (model/grad_buffer.cpp)                                   torch_unit
 # usage: tests/mutations/run.sh [MUTATION ...]   (default: dp_sum no_accum_div)
 # Exit 0 when every mutation was caught (its checks failed), 1 otherwise.
 set -uo pipefail
@@ -55,7 +50,7 @@ for m in "${mutations[@]}"; do
     no_pad_mask) file=scripts/produce_hf.py tests=mpi_produce_hf
       sed -i 's|            mask\[row, width - n:\] = 1|            mask[row, :] = 1  # mutant|' "$wt/$file" ;;
     dp_sum) file=src/train/optimizer.cpp
-      sed -i 's|if (dp_size > 1) flat.div_(static_cast<double>(dp_size));|/* mutant: no ÷ D */|' "$wt/$file" ;;
+      sed -i 's|if (dp_size > 1) buffer.div_(static_cast<double>(dp_size));|/* mutant: no ÷ D */|' "$wt/$file" ;;
     no_accum_div) file=src/train/step.cpp
       sed -i 's|ttt_.loss_weights.push_back(w / static_cast<double>(grad_accum_));|ttt_.loss_weights.push_back(w); /* mutant */|' "$wt/$file" ;;
     pack_no_segments) file=src/model/eagle3.cpp tests='mpi_usp_packed_|mpi_layouts_packed'
@@ -66,10 +61,6 @@ for m in "${mutations[@]}"; do
       sed -i 's|    for (size_t j = start; j < end; ++j) pos\[j\] = static_cast<int64_t>(j - start);|    for (size_t j = start; j < end; ++j) pos[j] = static_cast<int64_t>(j);  // mutant|' "$wt/$file" ;;
     pack_reader) file=src/data/shard_reader.cpp tests=mpi_layouts_packed
       sed -i 's|  if (f.problem.kind == ProblemKind::none \&\& f.hs.defined() \&\& !f.record.entry.segments.empty()) {|  if (/* mutant */ false) {|' "$wt/$file" ;;
-    grad_overwrite) file=src/model/layers.cpp tests='torch_unit|mpi_usp_acc4_u1r1_t3|mpi_usp_dp2_u1r2_acc2_t3'
-      sed -i 's|              first \&\& (!sink_.defined() \|\| sink_.fresh()));|              first);  // mutant|' "$wt/$file" ;;
-    grad_stale) file=src/model/grad_buffer.cpp tests=torch_unit
-      sed -i 's|  for (auto& \[at_master, s\] : sinks_) s.state_.set(0, 1);|  (void)0;  // mutant|' "$wt/$file" ;;
     *) echo "unknown mutation $m"; exit 2 ;;
   esac
   if ! grep -q mutant "$wt/$file"; then echo "mutation $m did not apply to $file"; exit 2; fi

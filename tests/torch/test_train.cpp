@@ -1,6 +1,5 @@
 // Optimizer step and schedule: AdamW against the textbook update, the schedule's known values,
-// skipping non-finite steps, the masters' gradient buffer over micro-batches and steps
-// (checkpoints: test_checkpoint.cpp).
+// skipping non-finite steps (checkpoints: test_checkpoint.cpp).
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/equal.h>
@@ -12,7 +11,6 @@
 
 #include "catch.h"
 #include "core/error.h"
-#include "dist/device.h"
 #include "torch/model_fixture.h"
 #include "train/optimizer.h"
 
@@ -85,60 +83,4 @@ TEST_CASE("a non-finite gradient norm skips the step; ten in a row stop the run"
   a.mutable_grad() = at::full({3}, INFINITY, a.options());
   CHECK_THROWS_AS(opt.step(0.1), Error);
   CHECK(opt.skipped_total() == 10);
-}
-
-namespace {
-// The unroll's forward and backward on `in` with the problem's weights: the training path's
-// options (kernels as the device chooses), unit_upstream as TrainStep sets it where `unit`.
-void micro_batch(test::Problem& p, const data::ShardInput& in, at::ScalarType dtype, bool unit) {
-  model::TttOptions opt;
-  opt.ttt_length = p.T;
-  opt.dtype = dtype;
-  opt.block0 = attention::local_block0(attention::local_kernel("reference", c10::kCPU, dtype));
-  opt.loss_chunk = 4;
-  opt.loss_weights = {0.5, 0.4, 0.32};  // the accumulation's 1/2 in each
-  opt.kernels = choose_kernels(c10::kCPU, dtype);
-  opt.unit_upstream = unit;
-  model::ttt_forward(p.w, p.cfg, p.target, in, opt).total.backward();
-}
-}  // namespace
-
-TEST_CASE(
-    "gradient buffer: micro-batches accumulate in the masters' flat buffer and each optimizer "
-    "step starts afresh (fp32 and bf16 unroll against autograd's own accumulation, rel 1e-5)",
-    "[train]") {
-  for (auto dtype : {at::kFloat, at::kBFloat16}) {
-    INFO("compute dtype " << c10::toString(dtype));
-    auto p = test::make_problem(/*C=*/9, /*T=*/3, 41);
-    const auto b = test::make_problem(9, 3, 42).in, c = test::make_problem(9, 3, 43).in;
-    // Reference: no buffer, autograd sets and sums .grad; the loss scales by its upstream 1.
-    auto reference = [&](const std::vector<data::ShardInput>& batches) {
-      for (auto& [name, t] : p.w.trainable()) t->mutable_grad() = at::Tensor();
-      for (const auto& in : batches) micro_batch(p, in, dtype, false);
-      std::vector<at::Tensor> g;
-      for (auto& [name, t] : p.w.trainable()) g.push_back(t->grad().clone());
-      return g;
-    };
-    const auto want_ab = reference({p.in, b}), want_c = reference({c});
-
-    train::AdamW optimizer(p.w.trainable(), TrainingConfig{});
-    p.w.grads = optimizer.gradients();
-    const auto& flat = p.w.grads->flat();
-    auto check = [&](const std::vector<at::Tensor>& want, const char* what) {
-      optimizer.sync_gradients(nullptr, 1);
-      size_t i = 0;
-      for (auto& [name, t] : p.w.trainable()) {
-        INFO(what << ": " << name);
-        // Still a view of the buffer (the sync reduces the buffer: nothing may have replaced it).
-        CHECK(t->grad().storage().is_alias_of(flat.storage()));
-        CHECK(test::rel_err(t->grad(), want[i++]) <= 1e-5);
-      }
-    };
-    micro_batch(p, p.in, dtype, true);
-    micro_batch(p, b, dtype, true);
-    check(want_ab, "two micro-batches");
-    optimizer.zero_grad();  // the next step: its first writes overwrite, nothing of a and b left
-    micro_batch(p, c, dtype, true);
-    check(want_c, "the next step");
-  }
 }
