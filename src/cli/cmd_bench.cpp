@@ -26,7 +26,8 @@ Command bench_command() {
                   "skip timing this GPU's GEMM and attention rates (the floor and ratio columns)"});
   opts.push_back({"--no-split", "",
                   "skip the time split (one more step after timing, the device waited for after "
-                  "each phase: forward, backward, gradient sync, clip + AdamW)"});
+                  "each phase: forward, backward, gradient sync, clip + AdamW; with several ranks also "
+                  "each phase's collectives: calls, bytes, time, bus bandwidth)"});
   opts.push_back({"--attention", "",
                   "also time block 0 alone (Ulysses all-to-alls + ring + merges, forward and "
                   "backward) against one GPU's causal attention over the sequence / (U x R)"});
